@@ -1,0 +1,103 @@
+"""The index: exact frame tables, keyframe targets, and the on-disk cache (hit, stale, corrupt)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import Video
+
+from tvl_async import index as index_mod
+from tvl_async.index import build_index, cache_dir, load_index
+from tvl_async.synthetic import write_video
+
+
+def test_frames_sorted_by_presentation(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["h264_mp4"].path)
+    assert idx.timestamps_ok
+    assert np.all(np.diff(idx.pts) > 0)
+    assert idx.n_keys == 4 and list(np.flatnonzero(idx.is_keyframe)) == [0, 12, 24, 36]
+    assert list(idx.gop_lengths()) == [12, 12, 12, 12]
+    assert idx.codec == "h264" and (idx.width, idx.height) == (128, 96)
+    assert idx.header_frames == 48
+
+
+def test_audio_first_stream_is_skipped(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["audio_first_mp4"].path)
+    assert idx.stream_index == 1 and idx.n_frames == 48
+
+
+def test_edit_list_hides_frames(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["edit_list_mp4"].path)
+    assert idx.n_frames == 43
+    assert idx.header_frames == 48  # the header counts hidden frames too: not trusted
+    assert idx.times[0] == pytest.approx(0.0)
+
+
+def test_open_gop_leading_pictures_seek_to_previous_keyframe(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["hevc_mp4"].path)
+    keys = np.flatnonzero(idx.is_keyframe)
+    assert len(keys) >= 2
+    for i in range(idx.n_frames):
+        key_pts = idx.key_pts[idx.seek_key[i]]
+        assert key_pts <= idx.pts[i], f"frame {i} would be decoded from a later keyframe"
+
+
+def test_raw_stream_falls_back_to_decode_scan(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["raw_h264"].path)
+    assert not idx.timestamps_ok
+    assert idx.n_frames == 48
+    assert idx.frame_rate == pytest.approx(25.0)
+
+
+def test_cache_hit_skips_scan(videos: dict[str, Video], monkeypatch: pytest.MonkeyPatch) -> None:
+    path = videos["h264_mkv"].path
+    first = load_index(path)
+    calls = []
+    monkeypatch.setattr(index_mod, "build_index", lambda p: calls.append(p) or build_index(p))
+    second = load_index(path)
+    assert calls == []
+    assert np.array_equal(first.pts, second.pts) and second.codec == first.codec
+    folder = cache_dir()
+    assert folder is not None and any(folder.glob("*.npz"))
+
+
+def test_stale_cache_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_video(tmp_path / "v.mp4", n_frames=20)
+    assert load_index(path).n_frames == 20
+    write_video(path, n_frames=30)
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert load_index(path).n_frames == 30
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "v.mkv", n_frames=24)
+    load_index(path)
+    folder = cache_dir()
+    assert folder is not None
+    st = path.stat()
+    entry = index_mod._cache_file(folder, path.resolve(), st.st_size, st.st_mtime_ns)
+    assert entry.exists()
+    entry.write_bytes(b"garbage" * 10)
+    assert load_index(path).n_frames == 24
+    # and the entry was rewritten with a good one
+    assert index_mod._load(entry, path.resolve(), st.st_size, st.st_mtime_ns) is not None
+
+
+def test_cache_can_be_disabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TVL_ASYNC_CACHE", "off")
+    assert cache_dir() is None
+    path = write_video(tmp_path / "v.mp4", n_frames=12)
+    assert load_index(path).n_frames == 12
+
+
+def test_frame_at_time(videos: dict[str, Video]) -> None:
+    idx = load_index(videos["vfr_mkv"].path)
+    for i in (0, 5, 47):
+        assert idx.frame_at_time(float(idx.times[i])) == i
+        assert idx.frame_at_time(float(idx.times[i]) + 0.01) == i
+    assert idx.frame_at_time(-5.0) == 0
+    assert idx.frame_at_time(1e9) == 47

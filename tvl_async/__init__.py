@@ -1,0 +1,37 @@
+"""tvl_async: frame-exact video batches for PyTorch, decoded by a background service thread.
+
+Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoDataset`,
+:class:`ProcessDesc` and :class:`Prefetcher` for training.
+"""
+
+from __future__ import annotations
+
+from tvl_async.errors import (
+    BackendUnavailableError,
+    DecodeError,
+    NoVideoStreamError,
+    PrefetcherClosedError,
+    ServiceError,
+    TvlAsyncError,
+    UnsupportedCodecError,
+    VideoOpenError,
+)
+from tvl_async.index import VideoIndex, load_index
+from tvl_async.loader import VideoLoader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailableError",
+    "DecodeError",
+    "NoVideoStreamError",
+    "PrefetcherClosedError",
+    "ServiceError",
+    "TvlAsyncError",
+    "UnsupportedCodecError",
+    "VideoIndex",
+    "VideoLoader",
+    "VideoOpenError",
+    "__version__",
+    "load_index",
+]

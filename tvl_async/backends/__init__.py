@@ -1,0 +1,49 @@
+"""Decoding backends: ``pyav`` (CPU, always available) and ``nvdec`` (NVIDIA GPU, optional)."""
+
+from __future__ import annotations
+
+import torch
+
+from tvl_async.backends.base import Backend, DecodeResult, ReadMode
+
+BACKENDS = ("auto", "pyav", "nvdec")
+
+__all__ = ["BACKENDS", "Backend", "DecodeResult", "ReadMode", "create_backend", "resolve_backend"]
+
+
+def nvdec_available() -> bool:
+    """True when PyNvVideoCodec imports and a CUDA device is visible."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import PyNvVideoCodec  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def resolve_backend(name: str, device: str | torch.device) -> str:
+    """The concrete backend for ``name`` on ``device`` (``auto``: nvdec on CUDA when available)."""
+    if name not in BACKENDS:
+        raise ValueError(f"Invalid backend ({name}). Supported values are {', '.join(BACKENDS)}")
+    dev = torch.device(device)
+    if name == "auto":
+        return "nvdec" if dev.type == "cuda" and nvdec_available() else "pyav"
+    if name == "nvdec" and dev.type != "cuda":
+        raise ValueError(
+            f"backend 'nvdec' decodes on a GPU: device must be 'cuda[:N]', got '{dev}'"
+        )
+    return name
+
+
+def create_backend(name: str, device: str | torch.device = "cpu", **options: object) -> Backend:
+    """Create a backend; call it in the thread that will use it (it owns decoders there)."""
+    concrete = resolve_backend(name, device)
+    if concrete == "nvdec":
+        from tvl_async.backends.nvdec import NvdecBackend
+
+        backend: Backend = NvdecBackend(device=str(device), **options)  # type: ignore[arg-type]
+        return backend
+    from tvl_async.backends.pyav import PyAVBackend
+
+    return PyAVBackend(**options)  # type: ignore[arg-type]

@@ -1,0 +1,360 @@
+"""CPU decoding with PyAV (FFmpeg): exactly the frames asked for, with the least decoding.
+
+The frames wanted from one file are grouped by the keyframe the index names for them; each run of
+GOPs is decoded with one seek: the demuxer is positioned exactly on the keyframe packet (packets
+before it are skipped without decoding), the decoder runs forward and every output frame is
+identified by its pts, never by counting. Streams without timestamps are decoded forward from the
+start and identified by counting (exact, but random access costs a restart).
+
+A :class:`PyAVBackend` belongs to the thread that created it. FFmpeg releases the GIL while it
+decodes, so several backends in several threads decode in parallel.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode
+from tvl_async.errors import DecodeError
+from tvl_async.index import NO_TS, VideoIndex, first_video_stream, open_container
+
+log = logging.getLogger(__name__)
+
+INTERPOLATIONS = ("BILINEAR", "BICUBIC", "AREA", "POINT", "FAST_BILINEAR", "LANCZOS")
+
+
+@dataclass
+class _OpenFile:
+    """One open container and the decoding position in it."""
+
+    container: Any
+    stream: Any
+    # For streams without timestamps: the frame iterator and the index of its next frame.
+    sequential: Iterator[Any] | None = None
+    next_frame: int = 0
+    pos_of_pts: dict[int, int] = field(default_factory=dict)
+
+
+class PyAVBackend:
+    """Frame-exact CPU decoder over PyAV.
+
+    Args:
+        max_open_files: containers kept open (least recently used are closed first).
+        threads: FFmpeg decoder threads per file (0 = FFmpeg's choice).
+        thread_type: FFmpeg threading, ``"AUTO"``, ``"FRAME"``, ``"SLICE"`` or ``"NONE"``.
+        interpolation: swscale interpolation used when ``size`` is given.
+
+    Not thread-safe: create, use and close it in one thread.
+    """
+
+    name = "pyav"
+
+    def __init__(
+        self,
+        *,
+        max_open_files: int = 16,
+        threads: int = 0,
+        thread_type: str = "AUTO",
+        interpolation: str = "BILINEAR",
+    ) -> None:
+        if max_open_files < 1:
+            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
+        if interpolation.upper() not in INTERPOLATIONS:
+            raise ValueError(
+                f"Invalid interpolation ({interpolation}). Supported values are "
+                f"{', '.join(INTERPOLATIONS)}"
+            )
+        self.device = torch.device("cpu")
+        self.max_open_files = max_open_files
+        self.threads = threads
+        self.thread_type = thread_type
+        self.interpolation = interpolation.upper()
+        self.frames_decoded = 0
+        self._files: OrderedDict[str, _OpenFile] = OrderedDict()
+
+    # ------------------------------------------------------------------------ public API
+
+    def decode(
+        self,
+        index: VideoIndex,
+        frames: Sequence[int],
+        *,
+        size: tuple[int, int] | None = None,
+        mode: ReadMode = "auto",
+    ) -> DecodeResult:
+        """Decode ``frames`` (presentation indices) of ``index.path``; see :class:`Backend`."""
+        if mode not in READ_MODES:
+            raise ValueError(
+                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
+            )
+        wanted = [index.check_frame(i) for i in frames]
+        if not wanted:
+            return DecodeResult([], 0)
+        got: dict[int, torch.Tensor] = {}
+        before = self.frames_decoded
+        f = self._open(index)
+        try:
+            if not index.timestamps_ok:
+                self._decode_sequential(f, index, sorted(set(wanted)), got, size)
+            else:
+                for key, run in _plan_runs(index, wanted, mode):
+                    self._decode_run(f, index, key, run, got, size)
+        except av.FFmpegError as e:
+            self._forget(index.path)
+            raise DecodeError(
+                f"{index.path}: decoding frames {_short(wanted)} failed: {type(e).__name__}: {e}"
+            ) from e
+        return DecodeResult([got[i] for i in wanted], self.frames_decoded - before)
+
+    def stream(
+        self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
+        """Yield frames ``start…n_frames-1`` decoding forward once, on a container of its own."""
+        start = index.check_frame(start)
+        container = open_container(index.path)
+        try:
+            stream = first_video_stream(container, index.path)
+            self._configure(stream)
+            expected = start
+            if not index.timestamps_ok:
+                for count, frame in enumerate(container.decode(stream)):
+                    self.frames_decoded += 1
+                    if count >= start:
+                        yield self._to_tensor(frame, size)
+                        expected += 1
+            else:
+                f = _OpenFile(container, stream)
+                key = int(index.seek_key[start])
+                for frame in self._frames_from_key(f, index, key):
+                    i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
+                    if i is None or i < expected:
+                        continue
+                    if i != expected:
+                        raise DecodeError(
+                            f"{index.path}: frame {expected} never came out of the "
+                            f"decoder (got frame {i} instead)"
+                        )
+                    yield self._to_tensor(frame, size)
+                    expected += 1
+            if expected != index.n_frames:
+                raise DecodeError(
+                    f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}"
+                )
+        except av.FFmpegError as e:
+            raise DecodeError(
+                f"{index.path}: decoding from frame {start} failed at frame "
+                f"{expected}: {type(e).__name__}: {e}"
+            ) from e
+        finally:
+            container.close()
+
+    def close(self) -> None:
+        """Close every open container; safe to call twice."""
+        while self._files:
+            _, f = self._files.popitem(last=False)
+            _close_quietly(f.container)
+
+    @property
+    def open_files(self) -> int:
+        """Number of containers currently open."""
+        return len(self._files)
+
+    # ------------------------------------------------------------------------ internals
+
+    def _configure(self, stream: Any) -> None:
+        stream.thread_type = self.thread_type
+        stream.codec_context.thread_count = self.threads
+
+    def _open(self, index: VideoIndex) -> _OpenFile:
+        f = self._files.get(index.path)
+        if f is not None:
+            self._files.move_to_end(index.path)
+            return f
+        container = open_container(index.path)
+        try:
+            stream = container.streams[index.stream_index]
+            if stream.type != "video":
+                raise DecodeError(
+                    f"{index.path}: stream {index.stream_index} is not video; "
+                    f"the file changed since it was indexed"
+                )
+            self._configure(stream)
+        except BaseException:
+            container.close()
+            raise
+        f = _OpenFile(container, stream)
+        self._files[index.path] = f
+        while len(self._files) > self.max_open_files:
+            _, old = self._files.popitem(last=False)
+            _close_quietly(old.container)
+        return f
+
+    def _forget(self, path: str) -> None:
+        f = self._files.pop(path, None)
+        if f is not None:
+            _close_quietly(f.container)
+
+    def _to_tensor(self, frame: Any, size: tuple[int, int] | None) -> torch.Tensor:
+        if size is None:
+            arr = frame.to_ndarray(format="rgb24")
+        else:
+            arr = frame.to_ndarray(
+                format="rgb24", width=size[0], height=size[1], interpolation=self.interpolation
+            )
+        return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def _packets_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
+        """Seek and yield the stream's packets starting exactly at keyframe entry ``key``."""
+        if not f.pos_of_pts:
+            f.pos_of_pts = {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
+        target = int(index.key_decode_pos[key])
+        stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
+        seek_ts = min(stamps)
+        for _attempt in range(2):
+            f.container.seek(seek_ts, stream=f.stream, backward=True, any_frame=False)
+            f.stream.codec_context.flush_buffers()
+            demux = f.container.demux(f.stream)
+            overshoot = False
+            for pkt in demux:
+                if pkt.pts is None:
+                    if pkt.size == 0:
+                        continue
+                    raise DecodeError(
+                        f"{index.path}: a packet without pts after seeking to "
+                        f"keyframe {key}; the file changed since it was indexed"
+                    )
+                pos = f.pos_of_pts.get(int(pkt.pts))
+                if pos is None or pos < target:
+                    continue
+                if pos > target:
+                    overshoot = True
+                    break
+                yield pkt
+                yield from (p for p in demux if p.size > 0)  # the empty end packet: see caller
+                return
+            if not overshoot:
+                break
+            # The demuxer landed after our keyframe: go back to the first keyframe and skip.
+            stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
+            seek_ts = min(stamps0) - 1
+            log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
+        raise DecodeError(
+            f"{index.path}: could not position the demuxer on keyframe {key} "
+            f"(pts {index.key_pts[key]}); the file may be damaged"
+        )
+
+    def _frames_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
+        """Decoded frames from keyframe entry ``key`` to the end of the stream."""
+        ctx = f.stream.codec_context
+        for pkt in self._packets_from_key(f, index, key):
+            for frame in ctx.decode(pkt):
+                self.frames_decoded += 1
+                yield frame
+        for frame in ctx.decode(None):
+            self.frames_decoded += 1
+            yield frame
+
+    def _decode_run(
+        self,
+        f: _OpenFile,
+        index: VideoIndex,
+        key: int,
+        run: list[int],
+        got: dict[int, torch.Tensor],
+        size: tuple[int, int] | None,
+    ) -> None:
+        remaining = {i for i in run if i not in got}
+        if not remaining:
+            return
+        last = max(remaining)
+        frames = self._frames_from_key(f, index, key)  # a generator: closed below
+        try:
+            for frame in frames:
+                i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
+                if i is None:
+                    continue
+                if i in remaining:
+                    got[i] = self._to_tensor(frame, size)
+                    remaining.discard(i)
+                    if not remaining:
+                        return
+                elif i > last:  # output is in presentation order: the rest will not come
+                    break
+        finally:
+            frames.close()  # type: ignore[attr-defined]
+        raise DecodeError(
+            f"{index.path}: frames {_short(sorted(remaining))} never came out of "
+            f"the decoder (decoding from keyframe {key})"
+        )
+
+    def _decode_sequential(
+        self,
+        f: _OpenFile,
+        index: VideoIndex,
+        wanted: list[int],
+        got: dict[int, torch.Tensor],
+        size: tuple[int, int] | None,
+    ) -> None:
+        """No timestamps: count frames decoding forward, reopening when asked to go back."""
+        if f.sequential is None or wanted[0] < f.next_frame:
+            if f.sequential is not None:  # raw streams cannot seek: start again from byte 0
+                self._forget(index.path)
+                f = self._open(index)
+            f.sequential = iter(f.container.decode(f.stream))
+            f.next_frame = 0
+        assert f.sequential is not None
+        remaining = set(wanted)
+        for frame in f.sequential:
+            i = f.next_frame
+            f.next_frame += 1
+            self.frames_decoded += 1
+            if i in remaining:
+                got[i] = self._to_tensor(frame, size)
+                remaining.discard(i)
+                if not remaining:
+                    return
+        f.sequential = None
+        raise DecodeError(
+            f"{index.path}: the stream ended before frames {_short(sorted(remaining))}"
+        )
+
+
+def _plan_runs(index: VideoIndex, wanted: list[int], mode: ReadMode) -> list[tuple[int, list[int]]]:
+    """Split the wanted frames into (keyframe entry, frames) decode runs, in decoding order."""
+    if mode == "seek":
+        return [(int(index.seek_key[i]), [i]) for i in dict.fromkeys(wanted)]
+    unique = np.unique(np.asarray(wanted, dtype=np.int64))
+    keys = index.seek_key[unique]
+    if mode == "stream":
+        return [(int(keys.min()), unique.tolist())]
+    runs: list[tuple[int, list[int]]] = []
+    last_key = -2
+    for k in np.unique(keys).tolist():
+        frames = unique[keys == k].tolist()
+        if k == last_key + 1:  # decoding on from GOP k-1 into GOP k costs no seek
+            runs[-1][1].extend(frames)
+        else:
+            runs.append((k, frames))
+        last_key = k
+    return runs
+
+
+def _short(frames: Sequence[int], limit: int = 8) -> str:
+    items = list(frames)
+    text = ", ".join(str(i) for i in items[:limit])
+    return f"[{text}{', …' if len(items) > limit else ''}]"
+
+
+def _close_quietly(container: Any) -> None:
+    try:
+        container.close()
+    except Exception as e:  # closing must never mask the error being handled
+        log.debug("closing %s failed: %s", container, e)

@@ -1,0 +1,267 @@
+"""``VideoLoader``: random and sequential access to the frames of one file (TVL's API).
+
+Frames come back as ``[3, H, W]`` RGB tensors on ``device``: uint8 in 0–255, or a float dtype in
+[0, 1]. Random access goes through the index (frame-exact on every container); sequential reading
+(``read_frame``, ``remaining_frames``) decodes forward without seeking.
+
+A VideoLoader may be shared between threads: every call holds the loader's lock while it
+decodes, so calls from several threads are serialised (safe, not parallel; open one loader per
+thread for parallel decoding). Generators hold the lock only while they decode, not between
+frames. All calls block while decoding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from types import TracebackType
+
+import torch
+
+from tvl_async.backends import create_backend, resolve_backend
+from tvl_async.backends.base import READ_MODES, Backend, ReadMode
+from tvl_async.index import VideoIndex, load_index
+
+DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+LAYOUTS = ("TCHW", "THWC")
+CHUNK = 32  # frames decoded per request chunk in select_frames: bounds memory for long lists
+
+
+class VideoLoader:
+    """Frame-exact access to one video file.
+
+    Args:
+        path: the video file.
+        device: where returned tensors live (``"cpu"``, ``"cuda:0"``...).
+        dtype: ``torch.uint8`` (0–255) or a float dtype (values in [0, 1]).
+        backend: ``"auto"`` (NVDEC on a CUDA device when available, else PyAV), ``"pyav"`` or
+            ``"nvdec"``.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: the path cannot be read.
+        VideoOpenError: the file is not a readable video (subclasses name the cause).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.uint8,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        if dtype not in DTYPES:
+            names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
+            raise ValueError(f"Invalid dtype ({dtype}). Supported values are {names}")
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.backend_name = resolve_backend(backend, self.device)
+        self._index = load_index(path)
+        self._backend: Backend | None = create_backend(self.backend_name, self.device)
+        self._lock = threading.RLock()
+        self._position = 0
+        self._reader: Iterator[torch.Tensor] | None = None
+        self._reader_next = -1
+
+    # ------------------------------------------------------------------------ properties
+
+    @property
+    def path(self) -> str:
+        """Absolute path of the file."""
+        return self._index.path
+
+    @property
+    def index(self) -> VideoIndex:
+        """The file's frame index."""
+        return self._index
+
+    @property
+    def n_frames(self) -> int:
+        """Exact number of frames a player shows."""
+        return self._index.n_frames
+
+    @property
+    def frame_rate(self) -> float:
+        """Average frames per second."""
+        return self._index.frame_rate
+
+    @property
+    def duration(self) -> float:
+        """Duration in seconds."""
+        return self._index.duration
+
+    @property
+    def width(self) -> int:
+        """Frame width in pixels."""
+        return self._index.width
+
+    @property
+    def height(self) -> int:
+        """Frame height in pixels."""
+        return self._index.height
+
+    @property
+    def timestamps(self) -> torch.Tensor:
+        """``[n_frames]`` float64 presentation time of each frame in seconds."""
+        return torch.from_numpy(self._index.times.copy())
+
+    def frame_time(self, i: int) -> float:
+        """Presentation time of frame ``i`` in seconds."""
+        return float(self._index.times[self._index.check_frame(i)])
+
+    # ------------------------------------------------------------------------ random access
+
+    def select_frames(self, indices: Iterable[int]) -> Iterator[torch.Tensor]:
+        """Yield the frames at ``indices`` in the order asked, duplicates included.
+
+        Indices are checked before anything is decoded (``IndexError`` names the file and the
+        valid range). Decodes in chunks of 32 requested frames, each grouped by GOP.
+        """
+        wanted = [self._index.check_frame(i) for i in indices]
+        for start in range(0, len(wanted), CHUNK):
+            yield from self._decode(wanted[start : start + CHUNK], "auto")
+
+    def select_frame(self, i: int) -> torch.Tensor:
+        """The frame at index ``i`` (negative counts from the end)."""
+        return self._decode([self._index.check_frame(i)], "auto")[0]
+
+    def read_frames_at(
+        self, indices: Sequence[int], layout: str = "TCHW", mode: ReadMode = "auto"
+    ) -> torch.Tensor:
+        """The frames at ``indices`` stacked into one tensor.
+
+        Args:
+            indices: frame indices, any order, duplicates allowed.
+            layout: ``"TCHW"`` (``[T, 3, H, W]``) or ``"THWC"`` (``[T, H, W, 3]``).
+            mode: ``"auto"`` (one seek per GOP run), ``"seek"`` (one seek per frame) or
+                ``"stream"`` (decode the whole range once).
+        """
+        layout = layout.upper()
+        if layout not in LAYOUTS:
+            raise ValueError(
+                f"Invalid layout ({layout}). Supported values are {', '.join(LAYOUTS)}"
+            )
+        if mode not in READ_MODES:
+            raise ValueError(
+                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
+            )
+        wanted = [self._index.check_frame(i) for i in indices]
+        if not wanted:
+            return torch.empty(
+                (0, 3, self.height, self.width), dtype=self.dtype, device=self.device
+            )
+        frames = torch.stack(self._decode(wanted, mode))
+        return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
+
+    # ------------------------------------------------------------------------ sequential access
+
+    def seek(self, seconds: float) -> None:
+        """Move the read position to the frame shown at ``seconds`` (clamped to the file)."""
+        self.seek_to_frame(self._index.frame_at_time(float(seconds)))
+
+    def seek_to_frame(self, i: int) -> None:
+        """Move the read position to frame ``i``."""
+        with self._lock:
+            self._position = self._index.check_frame(i)
+
+    def tell(self) -> int:
+        """Index of the frame the next ``read_frame`` returns."""
+        return self._position
+
+    def read_frame(self) -> torch.Tensor:
+        """The frame at the read position, then advance; ``EOFError`` after the last frame."""
+        with self._lock:
+            if self._position >= self.n_frames:
+                raise EOFError(f"{self.path}: end of video after frame {self.n_frames - 1}")
+            backend = self._require_backend()
+            if self._reader is None or self._reader_next != self._position:
+                self._stop_reader()
+                self._reader = backend.stream(self._index, self._position)
+                self._reader_next = self._position
+            frame = next(self._reader)
+            self._reader_next += 1
+            self._position += 1
+            return self._convert(frame)
+
+    def read_frames(self, n: int) -> torch.Tensor:
+        """Up to ``n`` frames from the read position, stacked ``[T, 3, H, W]``; EOFError if none."""
+        if n < 1:
+            raise ValueError(f"{self.path}: read_frames needs n >= 1, got {n}")
+        frames = [self.read_frame()]
+        while len(frames) < n and self._position < self.n_frames:
+            frames.append(self.read_frame())
+        return torch.stack(frames)
+
+    def remaining_frames(self) -> Iterator[torch.Tensor]:
+        """Yield frames from the read position to the end, advancing it."""
+        while self._position < self.n_frames:
+            yield self.read_frame()
+
+    def read_all_frames(self) -> Iterator[torch.Tensor]:
+        """Yield every frame from the first to the last (moves the read position)."""
+        self.seek_to_frame(0)
+        yield from self.remaining_frames()
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self.read_all_frames()
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Release the decoder and open files; safe to call twice."""
+        with self._lock:
+            self._stop_reader()
+            if self._backend is not None:
+                self._backend.close()
+                self._backend = None
+
+    def __enter__(self) -> VideoLoader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"VideoLoader({self.path!r}, {self.width}x{self.height}, {self.n_frames} frames, "
+            f"{self.frame_rate:.3f} fps, backend={self.backend_name!r}, device='{self.device}')"
+        )
+
+    # ------------------------------------------------------------------------ internals
+
+    def _require_backend(self) -> Backend:
+        if self._backend is None:
+            raise ValueError(f"{self.path}: the VideoLoader is closed")
+        return self._backend
+
+    def _stop_reader(self) -> None:
+        if self._reader is not None:
+            close = getattr(self._reader, "close", None)
+            if close is not None:
+                close()
+            self._reader = None
+
+    def _decode(self, wanted: list[int], mode: ReadMode) -> list[torch.Tensor]:
+        with self._lock:
+            result = self._require_backend().decode(self._index, wanted, mode=mode)
+        return [self._convert(f) for f in result.frames]
+
+    def _convert(self, frame: torch.Tensor) -> torch.Tensor:
+        frame = frame.to(self.device, non_blocking=True)
+        if self.dtype == torch.uint8:
+            return frame.contiguous()
+        return frame.to(self.dtype).div_(255.0)
