@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
+from tvl_async.index import VIDEO_SUFFIXES
 
 
 def find_videos(items: Sequence[str]) -> list[Path]:

@@ -38,6 +38,7 @@ from tvl_async.errors import NoVideoStreamError, UnsupportedCodecError, VideoOpe
 log = logging.getLogger(__name__)
 
 INDEX_VERSION = 3
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
 NO_TS = np.iinfo(np.int64).min  # stands for a missing timestamp in int64 arrays
 
 

@@ -1,0 +1,342 @@
+"""Planning: turn the next ``lookahead`` samples into decode jobs and give results back in order.
+
+The planner keeps a window of up to ``lookahead`` sample requests in sampler order. It sends one
+:class:`DecodeJob` per file for all the window's not-yet-scheduled samples of that file (the
+backend then decodes each GOP run once for all of them), earliest sample first, and holds
+finished samples in a reorder buffer until their turn. Output order is exactly the sampler's
+order, whatever ``lookahead`` is; only memory (``lookahead`` finished samples at most) is traded
+for speed.
+
+Decode jobs run on a :class:`DecodePool`: daemon worker threads, each owning one backend that it
+creates, uses and closes itself (``n_workers=0`` runs jobs inline in the calling thread: that is
+how the GPU backend runs inside the service thread). Workers never touch CUDA unless the backend
+they were given does. The planner itself is used by the service thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tvl_async.backends.base import Backend
+from tvl_async.index import VideoIndex
+from tvl_async.processing import AugmentParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleRequest:
+    """One sample to produce.
+
+    Attributes:
+        seq: running number in the service's output order (0, 1, 2, …).
+        epoch: epoch of the sample; position: its position in the epoch (this rank).
+        sample_id: dataset index of the clip.
+        file_index: index of the file in the dataset's file list; index: that file's index.
+        frames: the clip's frame indices (``seq_len`` of them).
+        positions: clip positions that some output uses (only these are decoded).
+        label: the sample's label (or None).
+        augment: random draws per output name.
+    """
+
+    seq: int
+    epoch: int
+    position: int
+    sample_id: int
+    file_index: int
+    index: VideoIndex
+    frames: list[int]
+    positions: list[int]
+    label: Any = None
+    augment: dict[str, AugmentParams] = field(default_factory=dict)
+
+    @property
+    def decode_frames(self) -> list[int]:
+        """Frame indices to decode, in clip-position order."""
+        return [self.frames[p] for p in self.positions]
+
+    def where(self) -> str:
+        """``file frames [..]`` for error messages."""
+        return f"{self.index.path} frames {self.frames}"
+
+
+@dataclass
+class SampleResult:
+    """A finished (or failed) sample.
+
+    Attributes:
+        request: what was asked.
+        frames: ``[P, 3, H, W]`` uint8 decoded frames (``positions`` of the clip), until processed.
+        outputs: processed tensors by output name, once processed.
+        error: the exception when decoding or processing failed.
+        n_decoded: this sample's share of the frames its job decoded.
+    """
+
+    request: SampleRequest
+    frames: torch.Tensor | None = None
+    outputs: dict[str, torch.Tensor] | None = None
+    error: BaseException | None = None
+    n_decoded: float = 0.0
+
+    def nbytes(self) -> int:
+        """Bytes held by this result's tensors."""
+        total = 0 if self.frames is None else self.frames.numel() * self.frames.element_size()
+        for t in (self.outputs or {}).values():
+            total += t.numel() * t.element_size()
+        return total
+
+
+@dataclass
+class DecodeJob:
+    """All the window's samples of one file, decoded together."""
+
+    index: VideoIndex
+    requests: list[SampleRequest]
+
+
+ProcessFn = Callable[[SampleRequest, torch.Tensor], dict[str, torch.Tensor]]
+
+
+def run_decode_job(backend: Backend, job: DecodeJob, *, size: tuple[int, int] | None = None,
+                   process: ProcessFn | None = None) -> list[SampleResult]:
+    """Decode a job's frames once, then split them per sample (and process them); blocks.
+
+    If decoding the union fails, each sample is retried alone so that only the samples that
+    really fail carry an error. Runs in whichever thread owns ``backend``.
+    """
+    wanted = sorted({f for r in job.requests for f in r.decode_frames})
+    try:
+        result = backend.decode(job.index, wanted, size=size)
+    except Exception:
+        if len(job.requests) == 1:
+            return [_decode_one(backend, job.requests[0], size, process)]
+        return [_decode_one(backend, r, size, process) for r in job.requests]
+    by_frame = dict(zip(wanted, result.frames, strict=True))
+    share = result.n_decoded / max(len(job.requests), 1)
+    out = []
+    for r in job.requests:
+        clip = torch.stack([by_frame[f] for f in r.decode_frames])
+        out.append(_finish(r, clip, share, process))
+    return out
+
+
+def _decode_one(backend: Backend, r: SampleRequest, size: tuple[int, int] | None,
+                process: ProcessFn | None) -> SampleResult:
+    try:
+        result = backend.decode(r.index, r.decode_frames, size=size)
+    except Exception as e:
+        return SampleResult(r, error=e)
+    return _finish(r, torch.stack(result.frames), result.n_decoded, process)
+
+
+def _finish(r: SampleRequest, clip: torch.Tensor, n_decoded: float,
+            process: ProcessFn | None) -> SampleResult:
+    if process is None:
+        return SampleResult(r, frames=clip, n_decoded=n_decoded)
+    try:
+        return SampleResult(r, outputs=process(r, clip), n_decoded=n_decoded)
+    except Exception as e:
+        return SampleResult(r, error=e, n_decoded=n_decoded)
+
+
+class DecodePool:
+    """Worker threads that run decode jobs, each with a backend it creates and closes itself.
+
+    Args:
+        backend_factory: called once in each worker thread to make its backend.
+        n_workers: threads; 0 runs every job inline in the caller's thread (with one backend
+            made on first use in that thread).
+        size: optional decode-time resize ``(width, height)``.
+        process: optional per-sample processing run right after decoding, in the worker.
+        name: thread name prefix.
+
+    ``submit`` and ``get`` are called by one thread (the service thread); ``close`` stops the
+    workers (bounded join) and may be called from any thread.
+    """
+
+    def __init__(self, backend_factory: Callable[[], Backend], n_workers: int, *,
+                 size: tuple[int, int] | None = None, process: ProcessFn | None = None,
+                 name: str = "tvl-async-decode") -> None:
+        self._factory = backend_factory
+        self._size = size
+        self._process = process
+        self._jobs: queue.Queue[DecodeJob | None] = queue.Queue()
+        self._results: queue.Queue[list[SampleResult] | BaseException] = queue.Queue()
+        self._stop = threading.Event()
+        self._inline_backend: Backend | None = None
+        self.frames_decoded = 0.0
+        self.busy_seconds = 0.0
+        self.current: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=_worker_main, name=f"{name}-{k}", daemon=True,
+                                          args=(self, k)) for k in range(n_workers)]
+        for t in self._threads:
+            t.start()
+
+    @property
+    def n_workers(self) -> int:
+        """Number of worker threads (0: inline)."""
+        return len(self._threads)
+
+    def submit(self, job: DecodeJob) -> None:
+        """Queue a job (inline mode: run it now, in this thread)."""
+        if self._threads:
+            self._jobs.put(job)
+            return
+        if self._inline_backend is None:
+            self._inline_backend = self._factory()
+        self._results.put(self.run(self._inline_backend, job, "inline"))
+
+    def get(self, timeout: float) -> list[SampleResult] | None:
+        """The next finished job's results, or None after ``timeout`` seconds; re-raises a
+        worker's crash (an error outside decoding, e.g. creating its backend)."""
+        try:
+            item = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def run(self, backend: Backend, job: DecodeJob, worker: str) -> list[SampleResult]:
+        """Run one job on ``backend``, keeping the counters; called by the owning thread."""
+        import time
+
+        with self._lock:
+            self.current[worker] = f"{job.index.path} frames {_short_frames(job)}"
+        t0 = time.perf_counter()
+        try:
+            results = run_decode_job(backend, job, size=self._size, process=self._process)
+        finally:
+            with self._lock:
+                self.current.pop(worker, None)
+                self.busy_seconds += time.perf_counter() - t0
+        with self._lock:
+            self.frames_decoded += sum(r.n_decoded for r in results)
+        return results
+
+    def activity(self) -> str:
+        """What the workers are decoding right now (for timeout messages)."""
+        with self._lock:
+            return "; ".join(self.current.values()) or "nothing (waiting for work)"
+
+    def close(self, timeout: float = 5.0) -> list[str]:
+        """Stop the workers and close their backends; returns names of threads still alive."""
+        self._stop.set()
+        for _ in self._threads:
+            self._jobs.put(None)
+        stuck = []
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                stuck.append(t.name)
+        if self._inline_backend is not None:
+            self._inline_backend.close()
+            self._inline_backend = None
+        return stuck
+
+
+def _short_frames(job: DecodeJob) -> str:
+    frames = sorted({f for r in job.requests for f in r.decode_frames})
+    return str(frames if len(frames) <= 8 else [*frames[:8], "…"])
+
+
+def _worker_main(pool: DecodePool, k: int) -> None:
+    """Body of a decode worker thread: make a backend, run jobs until told to stop."""
+    name = threading.current_thread().name
+    try:
+        backend = pool._factory()
+    except BaseException as e:
+        pool._results.put(e)
+        return
+    try:
+        while not pool._stop.is_set():
+            job = pool._jobs.get()
+            if job is None:
+                break
+            try:
+                pool._results.put(pool.run(backend, job, name))
+            except BaseException as e:  # a bug, not a decode error: the service re-raises it
+                pool._results.put(e)
+    finally:
+        backend.close()
+
+
+class LookaheadPlanner:
+    """Reorder buffer over a :class:`DecodePool`; used by the service thread only.
+
+    Args:
+        requests: sample requests in sampler order (``seq`` 0, 1, 2, …).
+        pool: where jobs run.
+        lookahead: samples held at most (requested, decoding or finished, not yet returned).
+        max_jobs: jobs in flight at most (default: twice the workers, at least 1).
+    """
+
+    def __init__(self, requests: Iterator[SampleRequest], pool: DecodePool, lookahead: int,
+                 max_jobs: int | None = None) -> None:
+        if lookahead < 1:
+            raise ValueError(f"lookahead must be >= 1, got {lookahead}")
+        self._requests = requests
+        self._pool = pool
+        self.lookahead = lookahead
+        self._max_jobs = max_jobs or max(1, 2 * pool.n_workers)
+        self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order
+        self._next_seq = 0
+        self._in_window = 0  # requested and not yet returned
+        self._jobs_in_flight = 0
+        self._ready: dict[int, SampleResult] = {}
+        self._ready_bytes = 0
+        self.peak_bytes = 0
+        self.peak_samples = 0
+        self._exhausted = False
+
+    def next_result(self, should_stop: Callable[[], bool], poll: float = 0.05) -> SampleResult | None:
+        """The next sample in sampler order (blocks while it decodes); None when all are done
+        or ``should_stop()`` turned true."""
+        while not should_stop():
+            self._fill()
+            self._schedule()
+            found = self._ready.pop(self._next_seq, None)
+            if found is not None:
+                self._next_seq += 1
+                self._in_window -= 1
+                self._ready_bytes -= found.nbytes()
+                return found
+            if self._in_window == 0 and self._exhausted:
+                return None
+            results = self._pool.get(timeout=poll)
+            if results is None:
+                continue
+            self._jobs_in_flight -= 1
+            for r in results:
+                self._ready[r.request.seq] = r
+                self._ready_bytes += r.nbytes()
+            self.peak_bytes = max(self.peak_bytes, self._ready_bytes)
+            self.peak_samples = max(self.peak_samples, len(self._ready))
+        return None
+
+    def _fill(self) -> None:
+        while not self._exhausted and self._in_window < self.lookahead:
+            try:
+                r = next(self._requests)
+            except StopIteration:
+                self._exhausted = True
+                break
+            self._window.append(r)
+            self._in_window += 1
+
+    def _schedule(self) -> None:
+        while self._window and self._jobs_in_flight < self._max_jobs:
+            path = self._window[0].index.path
+            mine = [r for r in self._window if r.index.path == path]
+            self._window = deque(r for r in self._window if r.index.path != path)
+            self._jobs_in_flight += 1
+            self._pool.submit(DecodeJob(mine[0].index, mine))
