@@ -6,6 +6,7 @@ Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoData
 
 from __future__ import annotations
 
+from tvl_async.config import PrefetchConfig, ProcessDesc
 from tvl_async.errors import (
     BackendUnavailableError,
     DecodeError,
@@ -18,17 +19,26 @@ from tvl_async.errors import (
 )
 from tvl_async.index import VideoIndex, load_index
 from tvl_async.loader import VideoLoader
+from tvl_async.prefetcher import Batch, Prefetcher, PrefetchStats, SkippedSample
+from tvl_async.sampling import VideoDataset
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "Batch",
     "DecodeError",
     "NoVideoStreamError",
+    "PrefetchConfig",
+    "PrefetchStats",
+    "Prefetcher",
     "PrefetcherClosedError",
+    "ProcessDesc",
     "ServiceError",
+    "SkippedSample",
     "TvlAsyncError",
     "UnsupportedCodecError",
+    "VideoDataset",
     "VideoIndex",
     "VideoLoader",
     "VideoOpenError",

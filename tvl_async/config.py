@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import (
@@ -144,6 +145,32 @@ class ProcessDesc(BaseModel):
     interpolation: Literal["bilinear", "bicubic", "nearest", "area"] = "bilinear"
     antialias: bool = True
 
+    if TYPE_CHECKING:
+        # The signature type checkers see (names accepted as well as values); at run time
+        # pydantic's own __init__ validates, so unknown names get the message with hints.
+        def __init__(
+            self,
+            *,
+            dtype: torch.dtype | str = torch.uint8,
+            scale_width: int | None = None,
+            scale_height: int | None = None,
+            width: int | None = None,
+            height: int | None = None,
+            random_crop: bool = False,
+            random_flip: bool = False,
+            random_resized_crop: Sequence[float] | None = None,
+            random_resized_ratio: Sequence[float] = (3 / 4, 4 / 3),
+            normalized: bool = False,
+            mean: float | Sequence[float] | None = None,
+            std: float | Sequence[float] | None = None,
+            color_space: str = "RGB",
+            index_map: Sequence[int] | None = None,
+            layout: str = "fchw",
+            interpolation: str = "bilinear",
+            antialias: bool = True,
+        ) -> None:
+            """Validate and build; raises :class:`pydantic.ValidationError` (a ``ValueError``)."""
+
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
@@ -262,9 +289,10 @@ class ProcessDesc(BaseModel):
                     "with a float dtype (float16, bfloat16, float32)"
                 )
             if len(value) not in (1, self.channels):
+                counts = "1 value" if self.channels == 1 else f"1 or {self.channels} values"
                 raise ValueError(
-                    f"{name}: invalid value {value!r} ({len(value)} values); allowed: 1 or "
-                    f"{self.channels} values for color_space {self.color_space!r}"
+                    f"{name}: invalid value {value!r} ({len(value)} values); allowed: "
+                    f"{counts} for color_space {self.color_space!r}"
                 )
         if self.random_resized_crop is not None:
             if self.width is None or self.height is None:
@@ -438,6 +466,39 @@ class PrefetchConfig(BaseModel):
     timeout: float | None = None
     max_file_failures: int = 3
 
+    if TYPE_CHECKING:
+        # The signature type checkers see (names accepted as well as values); at run time
+        # pydantic's own __init__ validates, so unknown names get the message with hints.
+        def __init__(
+            self,
+            *,
+            seq_len: int = 1,
+            batch_size: int = 1,
+            device: str | torch.device = "cpu",
+            backend: str = "auto",
+            shuffle: bool = True,
+            sampling: str = "uniform",
+            replacement: bool = False,
+            chunk_size: int = 8,
+            shuffle_buffer: int = 1024,
+            seed: int = 0,
+            epochs: int | None = 1,
+            stride: int = 1,
+            step: int = 1,
+            lookahead: int | None = None,
+            memory_budget: int = 1 << 30,
+            processing: ProcessDesc | Mapping[str, ProcessDesc | Mapping[str, Any]] | None = None,
+            queue_depth: int = 4,
+            decode_threads: int | None = None,
+            drop_last: bool = False,
+            rank: int | None = None,
+            world_size: int | None = None,
+            on_error: str = "raise",
+            timeout: float | None = None,
+            max_file_failures: int = 3,
+        ) -> None:
+            """Validate and build; raises :class:`pydantic.ValidationError` (a ``ValueError``)."""
+
     @model_validator(mode="before")
     @classmethod
     def _known_keys(cls, data: Any) -> Any:
@@ -515,6 +576,8 @@ class PrefetchConfig(BaseModel):
             return {"default": value}
         if value is None:
             return None
+        if isinstance(value, Mapping):
+            value = dict(value)
         if not isinstance(value, dict) or not value:
             raise _invalid(
                 "processing", value,

@@ -260,7 +260,7 @@ def _worker_main(pool: DecodePool, k: int) -> None:
     try:
         while not pool._stop.is_set():
             job = pool._jobs.get()
-            if job is None:
+            if job is None or pool._stop.is_set():  # queued jobs are dropped on close
                 break
             try:
                 pool._results.put(pool.run(backend, job, name))
@@ -298,7 +298,8 @@ class LookaheadPlanner:
         self.peak_samples = 0
         self._exhausted = False
 
-    def next_result(self, should_stop: Callable[[], bool], poll: float = 0.05) -> SampleResult | None:
+    def next_result(self, should_stop: Callable[[], bool],
+                    poll: float = 0.05) -> SampleResult | None:
         """The next sample in sampler order (blocks while it decodes); None when all are done
         or ``should_stop()`` turned true."""
         while not should_stop():

@@ -94,7 +94,8 @@ class Batch(Mapping[str, torch.Tensor]):
         return len(self.files)
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype} {v.device}" for k, v in self.outputs.items())
+        shapes = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype} {v.device}"
+                           for k, v in self.outputs.items())
         return f"Batch(epoch={self.epoch}, samples={self.sample_ids.tolist()}, {shapes})"
 
 
@@ -217,7 +218,8 @@ def _requests(plan: _ServicePlan, dropped: set[int]) -> Iterator[SampleRequest]:
     for seq, (epoch, position, sample_id) in enumerate(plan.epochs):
         file_index, _ = ds.locate(sample_id)
         index = indexes[file_index]
-        gen = torch.Generator().manual_seed(_sample_seed(plan.config.seed, epoch, position))
+        seed = plan.epochs.sampler.seed  # the resumed state's seed after load_state_dict
+        gen = torch.Generator().manual_seed(_sample_seed(seed, epoch, position))
         augment = {name: draw_augment(desc, index.height, index.width, gen)
                    for name, desc in plan.processing.items()}
         yield SampleRequest(seq=seq, epoch=epoch, position=position, sample_id=sample_id,
@@ -363,7 +365,8 @@ def _run_batches(plan: _ServicePlan, planner: LookaheadPlanner, stream: Any,
                 with plan.counters.lock:
                     plan.counters.dropped_files.append(r.index.path)
                 log.warning("tvl_async: giving up %s after %d failures; its remaining samples "
-                            "are skipped for the rest of the run", r.index.path, failures[r.index.path])
+                            "are skipped for the rest of the run", r.index.path,
+                            failures[r.index.path])
             continue
         pending.append(result)
         if len(pending) == cfg.batch_size and not flush(final=False):
@@ -491,12 +494,10 @@ class Prefetcher:
         self.device = torch.device(cfg.device)
         self.backend_name = resolve_backend(cfg.backend, self.device)
         if dataset is None:
-            dataset = VideoDataset(_file_list(files_or_dataset), cfg.seq_len, stride=cfg.stride,
-                                   step=cfg.step, get_label=get_label)
+            files = _file_list(files_or_dataset)  # type: ignore[arg-type]
+            dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
+                                   get_label=get_label)
         self.dataset = dataset
-        if len(dataset) == 0:
-            raise ValueError(f"no clip of {cfg.seq_len} frames (stride {cfg.stride}) fits in any "
-                             f"of the {len(dataset.files) + len(dataset.skipped_files)} files")
         self._processing = dict(cfg.processing) if cfg.processing else {"default": ProcessDesc()}
         self._check_output_sizes()
         self._positions = sorted({p for d in self._processing.values()
@@ -635,7 +636,7 @@ class Prefetcher:
             try:
                 item = await asyncio.wait_for(self._queue.async_q.get(), POLL_SECONDS * 4)
                 break
-            except (TimeoutError, asyncio.TimeoutError):
+            except TimeoutError:
                 self._check_stall(time.perf_counter() - t0)
             except RuntimeError as e:
                 if "different event loop" in str(e) or "bound to" in str(e):
@@ -653,7 +654,8 @@ class Prefetcher:
         if self._state == "new":
             self.start()
         elif self._state == "closed":
-            raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate again")
+            raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate "
+                                        "again")
 
     def _check_stall(self, waited: float) -> None:
         """Called while the consumer waits: raise if the service died or the timeout passed."""

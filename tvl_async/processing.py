@@ -1,0 +1,381 @@
+"""Apply a :class:`~tvl_async.config.ProcessDesc` to the decoded frames of one clip.
+
+Pure torch on the frames' device (CPU or CUDA): no files, no threads, no host sync except the
+``.item()`` of random draws on a non-CPU generator. Functions here may run in any thread; on a
+GPU the caller chooses the stream.
+
+A clip's random choices (crop place, flip) are drawn once by :func:`draw_augment` and applied to
+every frame by :func:`process_clip`, so all frames of a clip share them. Work is ordered cheapest
+first: frame selection (``index_map``), resize and crop on uint8, flip, then colour conversion and
+the conversion to float, mean/std and layout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tvl_async.config import ProcessDesc
+
+__all__ = [
+    "AugmentParams",
+    "draw_augment",
+    "needed_frames",
+    "output_size",
+    "process_clip",
+    "source_positions",
+]
+
+#: Frames resized at once on the float path (bounds its float32 temporary memory).
+FLOAT_RESIZE_CHUNK = 8
+
+# (device type, torch mode, antialias) -> whether F.interpolate takes uint8 there.
+_UINT8_RESIZE_OK: dict[tuple[str, str, bool], bool] = {}
+
+_TORCH_MODES = {
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "nearest": "nearest-exact",  # pixel centres as PIL/OpenCV, not torch's legacy "nearest"
+    "area": "area",
+}
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """The random draws for one clip, shared by all its frames.
+
+    Attributes:
+        crop: ``(top, left, height, width)`` in pixels of the frame the crop is cut from: the
+            frame *after* the resize step (``ProcessDesc.scaled_size``) for ``width``/``height``
+            crops, the input frame for ``random_resized_crop`` (the region is then resized to
+            ``width x height``). None when the desc crops nothing.
+        flip: mirror horizontally (after crop and resize).
+        frame_size: ``(height, width)`` of the frame ``crop`` refers to; :func:`process_clip`
+            checks it. None skips the check.
+    """
+
+    crop: tuple[int, int, int, int] | None = None
+    flip: bool = False
+    frame_size: tuple[int, int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-Python form for batch metadata: ``{"crop": [t, l, h, w] | None, "flip": bool}``."""
+        return {
+            "crop": list(self.crop) if self.crop is not None else None,
+            "flip": self.flip,
+        }
+
+
+def _randint(generator: torch.Generator, low: int, high: int) -> int:
+    """One integer uniform in ``[low, high]`` (inclusive) from ``generator``."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator,
+                             device=generator.device).item())
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    """One float uniform in ``[low, high)`` from ``generator``."""
+    sample = torch.empty(1, dtype=torch.float64, device=generator.device)
+    return float(sample.uniform_(low, high, generator=generator).item())
+
+
+def _resized_crop_box(desc: ProcessDesc, in_height: int, in_width: int,
+                      generator: torch.Generator) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop's region: 10 tries, then a centre-crop fallback."""
+    assert desc.random_resized_crop is not None
+    area = in_height * in_width
+    lo_scale, hi_scale = desc.random_resized_crop
+    lo_ratio, hi_ratio = desc.random_resized_ratio
+    log_lo, log_hi = math.log(lo_ratio), math.log(hi_ratio)
+    for _ in range(10):
+        target_area = area * _uniform(generator, lo_scale, hi_scale)
+        ratio = math.exp(_uniform(generator, log_lo, log_hi))
+        w = math.floor(math.sqrt(target_area * ratio) + 0.5)
+        h = math.floor(math.sqrt(target_area / ratio) + 0.5)
+        if 0 < w <= in_width and 0 < h <= in_height:
+            top = _randint(generator, 0, in_height - h)
+            left = _randint(generator, 0, in_width - w)
+            return top, left, h, w
+    in_ratio = in_width / in_height
+    if in_ratio < lo_ratio:
+        w, h = in_width, max(1, math.floor(in_width / lo_ratio + 0.5))
+    elif in_ratio > hi_ratio:
+        h, w = in_height, max(1, math.floor(in_height * hi_ratio + 0.5))
+    else:
+        h, w = in_height, in_width
+    return (in_height - h) // 2, (in_width - w) // 2, h, w
+
+
+def draw_augment(desc: ProcessDesc, in_height: int, in_width: int,
+                 generator: torch.Generator) -> AugmentParams:
+    """Draw the crop place and flip for one clip of ``in_height x in_width`` frames (pixels).
+
+    Deterministic for a given generator state; a desc with nothing random draws nothing (the
+    generator is left as it was). Draw order: crop (``random_resized_crop``: up to 10 tries of
+    area fraction, log aspect ratio, then top and left; ``random_crop``: top, then left), then
+    flip. Use a CPU generator: on another device each draw syncs with the host. Non-random crops
+    are centred, rounding down (``top = (H - h) // 2``). Does not block otherwise.
+
+    Raises:
+        ValueError: the crop is larger than the (scaled) frame; the message gives the sizes.
+    """
+    out_h, out_w = desc.output_size(in_height, in_width)  # validates the sizes
+    crop: tuple[int, int, int, int] | None
+    if desc.random_resized_crop is not None:
+        frame_size = (in_height, in_width)
+        crop = _resized_crop_box(desc, in_height, in_width, generator)
+    else:
+        frame_size = desc.scaled_size(in_height, in_width)
+        sh, sw = frame_size
+        if desc.width is None and desc.height is None:
+            crop = None
+        elif desc.random_crop:
+            top = _randint(generator, 0, sh - out_h)
+            left = _randint(generator, 0, sw - out_w)
+            crop = (top, left, out_h, out_w)
+        else:
+            crop = ((sh - out_h) // 2, (sw - out_w) // 2, out_h, out_w)
+    flip = desc.random_flip and _uniform(generator, 0.0, 1.0) < 0.5
+    return AugmentParams(crop=crop, flip=flip, frame_size=frame_size)
+
+
+def output_size(desc: ProcessDesc, in_height: int, in_width: int) -> tuple[int, int]:
+    """``(height, width)`` in pixels of ``desc``'s output frames for ``in_height x in_width`` input.
+
+    Raises:
+        ValueError: the crop is larger than the (scaled) frame.
+    """
+    return desc.output_size(in_height, in_width)
+
+
+def source_positions(desc: ProcessDesc, seq_len: int) -> list[int]:
+    """For each output frame ``j``, the clip position (0-based) of the input frame it shows.
+
+    Without ``index_map`` this is ``0..seq_len-1``. Example: ``seq_len=5``,
+    ``index_map=[-1, -1, 0, -1, -1]`` gives ``[2]``; ``[4, 3, 2, 1, 0]`` gives ``[4, 3, 2, 1, 0]``.
+
+    Raises:
+        ValueError: ``index_map`` is longer than ``seq_len``.
+    """
+    n_out = desc.output_frames(seq_len)
+    if desc.index_map is None:
+        return list(range(seq_len))
+    sources = [0] * n_out
+    for position, out in enumerate(desc.index_map):
+        if out >= 0:
+            sources[out] = position
+    return sources
+
+
+def needed_frames(desc: ProcessDesc, seq_len: int) -> list[int]:
+    """Clip positions (sorted, 0-based) that ``desc``'s output uses; the rest need no decoding.
+
+    The caller decodes the union over all outputs and passes it as ``positions`` to
+    :func:`process_clip`.
+
+    Raises:
+        ValueError: ``index_map`` is longer than ``seq_len``.
+    """
+    return sorted(source_positions(desc, seq_len))
+
+
+def _select(frames: torch.Tensor, desc: ProcessDesc,
+            positions: Sequence[int] | None) -> torch.Tensor:
+    """Pick the frames the output shows, in output order (``index_map``)."""
+    if desc.index_map is None:
+        return frames
+    n_in = frames.shape[0]
+    given = list(range(n_in)) if positions is None else [int(p) for p in positions]
+    if len(given) != n_in:
+        raise ValueError(
+            f"positions: invalid value {given!r} ({len(given)} entries) for {n_in} frames; "
+            "allowed: one clip position per frame"
+        )
+    row_of = {p: row for row, p in enumerate(given)}
+    seq_len = max(len(desc.index_map), max(given, default=-1) + 1)
+    wanted = source_positions(desc, seq_len)
+    missing = [p for p in wanted if p not in row_of]
+    if missing:
+        raise ValueError(
+            f"index_map {list(desc.index_map)!r} needs clip positions {missing} that are not "
+            f"among the frames given (positions {given!r})"
+        )
+    rows = [row_of[p] for p in wanted]
+    if rows == list(range(rows[0], rows[0] + len(rows))):
+        return frames[rows[0]:rows[0] + len(rows)]  # a view, no copy
+    return torch.stack([frames[row] for row in rows])  # no index tensor: no host-to-device copy
+
+
+def _uint8_resize_ok(device: torch.device, mode: str, antialias: bool) -> bool:
+    """Whether ``F.interpolate`` accepts uint8 for this device and mode (probed once)."""
+    key = (device.type, mode, antialias)
+    ok = _UINT8_RESIZE_OK.get(key)
+    if ok is None:
+        probe = torch.zeros(1, 3, 4, 4, dtype=torch.uint8, device=device)
+        try:
+            F.interpolate(probe, size=(2, 3), **_interp_kwargs(mode, antialias))
+            ok = True
+        except (RuntimeError, NotImplementedError):
+            ok = False
+        _UINT8_RESIZE_OK[key] = ok
+    return ok
+
+
+def _interp_kwargs(mode: str, antialias: bool) -> dict[str, Any]:
+    """Keyword arguments of ``F.interpolate`` for a torch ``mode``."""
+    if mode in ("bilinear", "bicubic"):
+        return {"mode": mode, "align_corners": False, "antialias": antialias}
+    return {"mode": mode}
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int], interpolation: str,
+            antialias: bool) -> torch.Tensor:
+    """Resize uint8 ``[F, C, H, W]`` frames to ``size`` (height, width); returns uint8.
+
+    Uses torch's uint8 kernels where the device has them (CPU bilinear/bicubic/nearest), else
+    float32 in chunks of :data:`FLOAT_RESIZE_CHUNK` frames, rounded and clamped back to uint8.
+    """
+    mode = _TORCH_MODES[interpolation]
+    kwargs = _interp_kwargs(mode, antialias)
+    if _uint8_resize_ok(frames.device, mode, antialias):
+        return F.interpolate(frames, size=size, **kwargs)
+    out = torch.empty((frames.shape[0], frames.shape[1], *size), dtype=torch.uint8,
+                      device=frames.device)
+    for start in range(0, frames.shape[0], FLOAT_RESIZE_CHUNK):
+        chunk = frames[start:start + FLOAT_RESIZE_CHUNK].float()
+        resized = F.interpolate(chunk, size=size, **kwargs)
+        out[start:start + FLOAT_RESIZE_CHUNK] = resized.round_().clamp_(0, 255)
+    return out
+
+
+def _geometry(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams) -> torch.Tensor:
+    """Resize and crop uint8 frames as ``desc`` and ``params`` say."""
+    in_h, in_w = frames.shape[-2], frames.shape[-1]
+    if desc.random_resized_crop is not None:
+        frame_size = (in_h, in_w)
+    else:
+        frame_size = desc.scaled_size(in_h, in_w)
+    if params.frame_size is not None and params.frame_size != frame_size:
+        raise ValueError(
+            f"params were drawn for a {params.frame_size[0]}x{params.frame_size[1]} frame "
+            f"(height x width) but the frames are {in_h}x{in_w} (scaled: "
+            f"{frame_size[0]}x{frame_size[1]}); draw them with draw_augment for these frames"
+        )
+    out_h, out_w = desc.output_size(in_h, in_w)
+    if params.crop is None and (desc.width is not None or desc.height is not None):
+        raise ValueError(
+            "params.crop is None but the desc crops (width/height set); draw the params with "
+            "draw_augment(desc, ...)"
+        )
+    x = frames
+    if desc.random_resized_crop is None and frame_size != (in_h, in_w):
+        x = _resize(x, frame_size, desc.interpolation, desc.antialias)
+    if params.crop is not None:
+        top, left, h, w = params.crop
+        fh, fw = frame_size
+        if h < 1 or w < 1 or top < 0 or left < 0 or top + h > fh or left + w > fw:
+            raise ValueError(
+                f"params.crop: invalid value {params.crop!r} (top, left, height, width) for a "
+                f"{fh}x{fw} frame; allowed: a box inside the frame"
+            )
+        if (h, w) != (fh, fw):
+            x = x[..., top:top + h, left:left + w]
+        if desc.random_resized_crop is not None and (h, w) != (out_h, out_w):
+            x = _resize(x, (out_h, out_w), desc.interpolation, desc.antialias)
+    return x
+
+
+def _to_color_space(x: torch.Tensor, color_space: str) -> torch.Tensor:
+    """RGB float ``[F, 3, H, W]`` to YCbCr (BT.601 full range, as JPEG) or gray (Y)."""
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    if color_space == "gray":
+        return y
+    cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return torch.cat((y, cb, cr), dim=1)
+
+
+def _per_channel(v: torch.Tensor, values: tuple[float, ...], op: str) -> torch.Tensor:
+    """``v.sub_`` / ``v.div_`` by one value or one per channel, in place, with Python scalars.
+
+    Scalars rather than a small device tensor: no host-to-device copy on a GPU.
+    """
+    if len(values) == 1:
+        return v.sub_(values[0]) if op == "sub" else v.div_(values[0])
+    for c, value in enumerate(values):
+        channel = v[:, c]
+        if op == "sub":
+            channel.sub_(value)
+        else:
+            channel.div_(value)
+    return v
+
+
+def _values(x: torch.Tensor, desc: ProcessDesc) -> torch.Tensor:
+    """Colour space, dtype, ``normalized``, mean/std on ``[F, 3, H, W]`` uint8 frames."""
+    floating = desc.dtype != torch.uint8
+    if desc.color_space == "RGB" and not floating:
+        return x
+    v = x.to(torch.float32)
+    if desc.color_space != "RGB":
+        v = _to_color_space(v, desc.color_space)
+    if not floating:
+        return v.round_().clamp_(0, 255).to(torch.uint8)
+    if desc.normalized:
+        v = v.div_(255.0)
+    if desc.mean is not None:
+        v = _per_channel(v, desc.mean, "sub")
+    if desc.std is not None:
+        v = _per_channel(v, desc.std, "div")
+    return v.to(desc.dtype)
+
+
+def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams | None,
+                 *, positions: Sequence[int] | None = None) -> torch.Tensor:
+    """Make ``desc``'s output tensor for one clip; on ``frames``' device, no host sync.
+
+    Args:
+        frames: ``[F, 3, H, W]`` uint8 RGB (any strides, e.g. a permuted HWC decode buffer).
+        desc: what to make.
+        params: from :func:`draw_augment` for this clip and frame size (one draw per clip); None
+            is allowed when ``desc`` has nothing random (the centre crop is used).
+        positions: the clip position of each row of ``frames`` when only the
+            :func:`needed_frames` were decoded (default ``0..F-1``). Used by ``index_map`` only;
+            without it every given frame is output, in order.
+
+    Returns:
+        A contiguous tensor of ``desc.output_shape(...)`` in ``desc.layout`` order, of
+        ``desc.dtype``, on ``frames.device``. It may be ``frames`` itself when there is nothing
+        to do (uint8, RGB, no resize/crop/flip, layout ``fchw``, contiguous input).
+
+    Raises:
+        ValueError: wrong frames shape or dtype, a crop larger than the frame, params drawn for
+            another frame size, or ``positions`` missing a frame that ``index_map`` needs.
+    """
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+        raise ValueError(
+            f"frames: invalid tensor of shape {tuple(frames.shape)} and dtype {frames.dtype}; "
+            "allowed: [F, 3, H, W] uint8 RGB"
+        )
+    if frames.shape[0] == 0:
+        raise ValueError("frames: invalid empty tensor (0 frames); allowed: F >= 1")
+    if params is None:
+        if desc.is_random:
+            raise ValueError(
+                "params: invalid value None for a random desc; allowed: "
+                "draw_augment(desc, height, width, generator)"
+            )
+        params = draw_augment(desc, frames.shape[-2], frames.shape[-1], torch.Generator())
+    x = _select(frames, desc, positions)
+    x = _geometry(x, desc, params)
+    if params.flip:
+        x = x.flip(-1)
+    x = _values(x, desc)
+    if desc.layout != "fchw":
+        x = x.permute(*("fchw".index(d) for d in desc.layout))
+    return x.contiguous()
