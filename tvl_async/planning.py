@@ -45,6 +45,8 @@ class SampleRequest:
         positions: clip positions that some output uses (only these are decoded).
         label: the sample's label (or None).
         augment: random draws per output name.
+        error: an exception raised while preparing the request (``get_label``, random draws);
+            the sample is not decoded and comes out, in its place, as a failed result.
     """
 
     seq: int
@@ -57,6 +59,7 @@ class SampleRequest:
     positions: list[int]
     label: Any = None
     augment: dict[str, AugmentParams] = field(default_factory=dict)
+    error: BaseException | None = None
 
     @property
     def decode_frames(self) -> list[int]:
@@ -215,6 +218,10 @@ class DecodePool:
         t0 = time.perf_counter()
         try:
             results = run_decode_job(backend, job, size=self._size, process=self._process)
+        except BaseException as e:  # not a decode error (those are per sample): say where
+            where = "the service thread" if worker == "inline" else f"decode thread {worker}"
+            e.add_note(f"tvl_async: raised in {where} while decoding {self.current.get(worker)}")
+            raise
         finally:
             with self._lock:
                 self.current.pop(worker, None)
@@ -288,7 +295,9 @@ class LookaheadPlanner:
         self._pool = pool
         self.lookahead = lookahead
         self._max_jobs = max_jobs or max(1, 2 * pool.n_workers)
-        self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order
+        self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order (*)
+        self._by_file: dict[str, list[SampleRequest]] = {}  # not yet scheduled, per file
+        self._taken: set[int] = set()  # (*) seqs already sent with an earlier sample's job
         self._next_seq = 0
         self._in_window = 0  # requested and not yet returned
         self._jobs_in_flight = 0
@@ -304,6 +313,11 @@ class LookaheadPlanner:
         or ``should_stop()`` turned true."""
         while not should_stop():
             self._fill()
+            # Collect every finished job first (without waiting), so that freed job slots are
+            # refilled at once: the decoders keep working ahead while the consumer is served
+            # from the reorder buffer, instead of idling until the buffer runs dry.
+            while (results := self._pool.get(timeout=0)) is not None:
+                self._collect(results)
             self._schedule()
             found = self._ready.pop(self._next_seq, None)
             if found is not None:
@@ -314,15 +328,17 @@ class LookaheadPlanner:
             if self._in_window == 0 and self._exhausted:
                 return None
             results = self._pool.get(timeout=poll)
-            if results is None:
-                continue
-            self._jobs_in_flight -= 1
-            for r in results:
-                self._ready[r.request.seq] = r
-                self._ready_bytes += r.nbytes()
-            self.peak_bytes = max(self.peak_bytes, self._ready_bytes)
-            self.peak_samples = max(self.peak_samples, len(self._ready))
+            if results is not None:
+                self._collect(results)
         return None
+
+    def _collect(self, results: list[SampleResult]) -> None:
+        self._jobs_in_flight -= 1
+        for r in results:
+            self._ready[r.request.seq] = r
+            self._ready_bytes += r.nbytes()
+        self.peak_bytes = max(self.peak_bytes, self._ready_bytes)
+        self.peak_samples = max(self.peak_samples, len(self._ready))
 
     def _fill(self) -> None:
         while not self._exhausted and self._in_window < self.lookahead:
@@ -331,13 +347,24 @@ class LookaheadPlanner:
             except StopIteration:
                 self._exhausted = True
                 break
-            self._window.append(r)
             self._in_window += 1
+            if r.error is not None:  # nothing to decode: fails in its place in the order
+                self._ready[r.seq] = SampleResult(r, error=r.error)
+                continue
+            self._window.append(r)
+            self._by_file.setdefault(r.index.path, []).append(r)
 
     def _schedule(self) -> None:
-        while self._window and self._jobs_in_flight < self._max_jobs:
-            path = self._window[0].index.path
-            mine = [r for r in self._window if r.index.path == path]
-            self._window = deque(r for r in self._window if r.index.path != path)
+        """Send the file of the earliest unscheduled sample, with all the window's unscheduled
+        samples of that file, as one job; repeat while job slots are free. O(1) per sample."""
+        window, taken = self._window, self._taken
+        while self._jobs_in_flight < self._max_jobs:
+            while window and window[0].seq in taken:  # already sent with its file's job
+                taken.discard(window.popleft().seq)
+            if not window:
+                return
+            first = window.popleft()
+            mine = self._by_file.pop(first.index.path)
+            taken.update(r.seq for r in mine[1:])
             self._jobs_in_flight += 1
-            self._pool.submit(DecodeJob(mine[0].index, mine))
+            self._pool.submit(DecodeJob(first.index, mine))

@@ -38,7 +38,7 @@ from tvl_async.config import PrefetchConfig, ProcessDesc
 from tvl_async.errors import PrefetcherClosedError, ServiceError
 from tvl_async.index import VIDEO_SUFFIXES
 from tvl_async.planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
-from tvl_async.processing import draw_augment, needed_frames, process_clip
+from tvl_async.processing import AugmentParams, draw_augment, needed_frames, process_clip
 from tvl_async.sampling import EpochIterator, VideoDataset, make_sampler
 
 log = logging.getLogger(__name__)
@@ -220,11 +220,18 @@ def _requests(plan: _ServicePlan, dropped: set[int]) -> Iterator[SampleRequest]:
         index = indexes[file_index]
         seed = plan.epochs.sampler.seed  # the resumed state's seed after load_state_dict
         gen = torch.Generator().manual_seed(_sample_seed(seed, epoch, position))
-        augment = {name: draw_augment(desc, index.height, index.width, gen)
-                   for name, desc in plan.processing.items()}
+        augment: dict[str, AugmentParams] = {}
+        label: Any = None
+        error: Exception | None = None
+        try:  # a failure here (get_label, a draw) is this sample's, delivered in its place
+            augment = {name: draw_augment(desc, index.height, index.width, gen)
+                       for name, desc in plan.processing.items()}
+            label = ds.label(sample_id)
+        except Exception as e:
+            error = e
         yield SampleRequest(seq=seq, epoch=epoch, position=position, sample_id=sample_id,
                             file_index=file_index, index=index, frames=ds.clip_frames(sample_id),
-                            positions=plan.positions, label=ds.label(sample_id), augment=augment)
+                            positions=plan.positions, label=label, augment=augment, error=error)
 
 
 def _process_sample(processing: dict[str, ProcessDesc], r: SampleRequest,
@@ -301,6 +308,9 @@ def _service_main(plan: _ServicePlan) -> None:
         planner = LookaheadPlanner(_requests(plan, set()), pool, plan.lookahead)
         _run_batches(plan, planner, stream, to_device_async)
     except BaseException as e:
+        if not any(n.startswith("tvl_async:") for n in getattr(e, "__notes__", ())):
+            name = threading.current_thread().name
+            e.add_note(f"tvl_async: raised in the service thread ({name})")
         _put(plan, _Failure(e))
     finally:
         if pool is not None:
@@ -531,6 +541,18 @@ class Prefetcher:
                     for d in self._processing.values())
         if not fixed:
             self.dataset.check_uniform_size()
+        # A crop larger than some file's frames: fail now, naming the file (not later, in the
+        # service thread, with a message that names no file).
+        counts = self.dataset.samples_per_file
+        sizes = {(ix.height, ix.width): ix.path
+                 for k, ix in enumerate(self.dataset.indexes) if counts[k] > 0}
+        for (h, w), path in sizes.items():
+            for name, desc in self._processing.items():
+                try:
+                    desc.output_size(h, w)
+                except ValueError as e:
+                    raise ValueError(f"processing[{name!r}] does not fit '{path}' "
+                                     f"({w}x{h}, width x height): {e}") from None
 
     def sample_bytes(self) -> int:
         """Bytes of one finished sample (all outputs), for the largest file."""
@@ -565,6 +587,8 @@ class Prefetcher:
         self._thread = threading.Thread(target=_service_main, args=(plan,), daemon=True,
                                         name="tvl-async-service")
         self._counters.started = time.perf_counter()
+        if self._resume_at is None:  # the service reads ahead: remember where it began
+            self._resume_at = (self._epochs.epoch, self._epochs.position)
         self._finalizer = weakref.finalize(self, _shutdown, self._stop, self._thread,
                                            self._queue, self._pool_holder)
         self._state = "running"
@@ -671,9 +695,20 @@ class Prefetcher:
         timeout = self.config.timeout
         if timeout is not None and waited > timeout:
             busy = self._pool_holder[0].activity() if self._pool_holder else "starting up"
-            self.close()
+            self._abandon()
             raise TimeoutError(f"no batch arrived within {timeout:g} s; the service was busy "
                                f"with: {busy}")
+
+    def _abandon(self) -> None:
+        """Close without joining, after a timeout: the service is stuck in a call that may not
+        return soon (joining would block the consumer for seconds). The stop flag makes the
+        service and its decode threads (daemons) end as soon as that call returns."""
+        self._state = "closed"
+        self._stop.set()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._queue is not None:
+            _drain(self._queue)
 
     def _deliver(self, item: _Item, waited: float) -> Batch:
         self._wait += waited
@@ -723,7 +758,7 @@ class Prefetcher:
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer."""
         at = self._resume_at
-        if at is None:
+        if at is None:  # not started: the cursor is exact (no service reads ahead of it)
             return {"sampler": self._epochs.state_dict(), "batches_delivered": 0}
         return {"sampler": self._epochs.state_dict(at=at), "batches_delivered": self._batches}
 
