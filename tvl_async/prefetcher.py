@@ -127,6 +127,7 @@ class PrefetchStats:
         queue_fill: batches ready in the queue now; queue_depth: its capacity.
         samples_skipped: samples dropped (``on_error="skip"``); skipped: the first 1000 of them.
         dropped_files: files given up after repeated failures.
+        fallback_files: files the GPU decoder could not handle, decoded on the CPU instead.
         lookahead: samples planned ahead; memory_bound_bytes: lookahead × output bytes per sample;
         peak_buffer_bytes: most bytes the reorder buffer held.
         elapsed: seconds since the service started.
@@ -145,6 +146,7 @@ class PrefetchStats:
     samples_skipped: int
     skipped: list[SkippedSample]
     dropped_files: list[str]
+    fallback_files: list[str]
     lookahead: int
     memory_bound_bytes: int
     peak_buffer_bytes: int
@@ -160,6 +162,7 @@ class _Counters:
     skipped: list[SkippedSample] = field(default_factory=list)
     samples_skipped: int = 0
     dropped_files: list[str] = field(default_factory=list)
+    fallback_files: list[str] = field(default_factory=list)
     peak_buffer_bytes: int = 0
     started: float = 0.0
 
@@ -285,7 +288,12 @@ def _collate(results: list[SampleResult], plan: _ServicePlan) -> Batch:
 def _make_backend(plan: _ServicePlan) -> Any:
     if plan.backend == "pyav":
         return create_backend("pyav", "cpu", threads=plan.ffmpeg_threads)
-    return create_backend(plan.backend, plan.device)
+
+    def on_fallback(path: str, reason: str) -> None:
+        with plan.counters.lock:
+            plan.counters.fallback_files.append(path)
+
+    return create_backend(plan.backend, plan.device, on_fallback=on_fallback)
 
 
 def _service_main(plan: _ServicePlan) -> None:
@@ -306,7 +314,8 @@ def _service_main(plan: _ServicePlan) -> None:
                           process=process if on_cpu or gpu_decode else None)
         plan.pool_holder.append(pool)
         planner = LookaheadPlanner(_requests(plan, set()), pool, plan.lookahead)
-        _run_batches(plan, planner, stream, to_device_async)
+        with stream.context():  # GPU decoding, processing and collation on the service stream
+            _run_batches(plan, planner, stream, to_device_async)
     except BaseException as e:
         if not any(n.startswith("tvl_async:") for n in getattr(e, "__notes__", ())):
             name = threading.current_thread().name
@@ -741,6 +750,7 @@ class Prefetcher:
             skipped = list(c.skipped)
             n_skipped = c.samples_skipped
             dropped = list(c.dropped_files)
+            fallback = list(c.fallback_files)
             peak = c.peak_buffer_bytes
         return PrefetchStats(
             batches_delivered=self._batches, samples_delivered=self._samples,
@@ -750,7 +760,7 @@ class Prefetcher:
             wait_time=self._wait, wait_time_after_first=self._wait - self._wait_first,
             queue_fill=self._queue.sync_q.qsize() if self._queue is not None else 0,
             queue_depth=self.config.queue_depth, samples_skipped=n_skipped, skipped=skipped,
-            dropped_files=dropped, lookahead=self.lookahead,
+            dropped_files=dropped, fallback_files=fallback, lookahead=self.lookahead,
             memory_bound_bytes=self.lookahead * self.sample_bytes(), peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
             decode_threads=self.decode_threads)

@@ -24,7 +24,13 @@ import torch
 
 from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode
 from tvl_async.errors import DecodeError
-from tvl_async.index import NO_TS, VideoIndex, first_video_stream, open_container
+from tvl_async.index import (
+    NO_TS,
+    VideoIndex,
+    first_video_stream,
+    open_container,
+    survive_new_streams,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,7 @@ class PyAVBackend:
         self.interpolation = interpolation.upper()
         self.frames_decoded = 0
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
+        self._warned: set[tuple[str, str]] = set()  # (path, kind) already logged
 
     # ------------------------------------------------------------------------ public API
 
@@ -125,10 +132,10 @@ class PyAVBackend:
             self._configure(stream)
             expected = start
             if not index.timestamps_ok:
-                for count, frame in enumerate(container.decode(stream)):
+                for count, frame in enumerate(survive_new_streams(container.decode(stream))):
                     self.frames_decoded += 1
                     if count >= start:
-                        yield self._to_tensor(frame, size)
+                        yield self._to_tensor(frame, size, index, count)
                         expected += 1
             else:
                 f = _OpenFile(container, stream)
@@ -142,7 +149,7 @@ class PyAVBackend:
                             f"{index.path}: frame {expected} never came out of the "
                             f"decoder (got frame {i} instead)"
                         )
-                    yield self._to_tensor(frame, size)
+                    yield self._to_tensor(frame, size, index, i)
                     expected += 1
             if expected != index.n_frames:
                 raise DecodeError(
@@ -202,7 +209,15 @@ class PyAVBackend:
         if f is not None:
             _close_quietly(f.container)
 
-    def _to_tensor(self, frame: Any, size: tuple[int, int] | None) -> torch.Tensor:
+    def _to_tensor(
+        self,
+        frame: Any,
+        size: tuple[int, int] | None,
+        index: VideoIndex | None = None,
+        i: int = -1,
+    ) -> torch.Tensor:
+        if index is not None:
+            size = self._check_frame(frame, size, index, i)
         if size is None:
             arr = frame.to_ndarray(format="rgb24")
         else:
@@ -210,6 +225,39 @@ class PyAVBackend:
                 format="rgb24", width=size[0], height=size[1], interpolation=self.interpolation
             )
         return torch.from_numpy(arr).permute(2, 0, 1)
+
+    def _check_frame(
+        self, frame: Any, size: tuple[int, int] | None, index: VideoIndex, i: int
+    ) -> tuple[int, int] | None:
+        """Warn once per file about a damaged frame; the output size for this frame.
+
+        A frame whose size differs from the stream's declared size (a resolution change
+        mid-stream) is scaled to the declared size, so that every frame of a file has one shape.
+        """
+        if getattr(frame, "is_corrupt", False) and (index.path, "damaged") not in self._warned:
+            self._warned.add((index.path, "damaged"))
+            log.warning(
+                "%s: frame %d was decoded from damaged data (FFmpeg concealed the errors; it may "
+                "show artefacts); further damaged frames of this file are not reported",
+                index.path,
+                i,
+            )
+        declared = (index.width, index.height)
+        if size is None and min(declared) > 0 and (frame.width, frame.height) != declared:
+            if (index.path, "size") not in self._warned:
+                self._warned.add((index.path, "size"))
+                log.warning(
+                    "%s: the resolution changes mid-stream: frame %d is %dx%d, the stream "
+                    "declares %dx%d; such frames are scaled to %dx%d",
+                    index.path,
+                    i,
+                    frame.width,
+                    frame.height,
+                    *declared,
+                    *declared,
+                )
+            return declared
+        return size
 
     def _packets_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
         """Seek and yield the stream's packets starting exactly at keyframe entry ``key``."""
@@ -221,7 +269,7 @@ class PyAVBackend:
         for _attempt in range(2):
             f.container.seek(seek_ts, stream=f.stream, backward=True, any_frame=False)
             f.stream.codec_context.flush_buffers()
-            demux = f.container.demux(f.stream)
+            demux = survive_new_streams(f.container.demux(f.stream))
             overshoot = False
             for pkt in demux:
                 if pkt.pts is None:
@@ -238,7 +286,11 @@ class PyAVBackend:
                     overshoot = True
                     break
                 yield pkt
-                yield from (p for p in demux if p.size > 0)  # the empty end packet: see caller
+                # The empty end packet: see caller. Incomplete packets at the end of a truncated
+                # file are not in the index (see index._demux_packets): never fed to the decoder.
+                yield from (
+                    p for p in demux if p.size > 0 and not _unindexed_corrupt(p, f.pos_of_pts)
+                )
                 return
             if not overshoot:
                 break
@@ -282,7 +334,7 @@ class PyAVBackend:
                 if i is None:
                     continue
                 if i in remaining:
-                    got[i] = self._to_tensor(frame, size)
+                    got[i] = self._to_tensor(frame, size, index, i)
                     remaining.discard(i)
                     if not remaining:
                         return
@@ -308,7 +360,7 @@ class PyAVBackend:
             if f.sequential is not None:  # raw streams cannot seek: start again from byte 0
                 self._forget(index.path)
                 f = self._open(index)
-            f.sequential = iter(f.container.decode(f.stream))
+            f.sequential = survive_new_streams(f.container.decode(f.stream))
             f.next_frame = 0
         assert f.sequential is not None
         remaining = set(wanted)
@@ -317,7 +369,7 @@ class PyAVBackend:
             f.next_frame += 1
             self.frames_decoded += 1
             if i in remaining:
-                got[i] = self._to_tensor(frame, size)
+                got[i] = self._to_tensor(frame, size, index, i)
                 remaining.discard(i)
                 if not remaining:
                     return
@@ -339,12 +391,24 @@ def _plan_runs(index: VideoIndex, wanted: list[int], mode: ReadMode) -> list[tup
     last_key = -2
     for k in np.unique(keys).tolist():
         frames = unique[keys == k].tolist()
-        if k == last_key + 1:  # decoding on from GOP k-1 into GOP k costs no seek
+        # Decoding on from GOP k-1 into GOP k saves a seek but decodes the rest of GOP k-1 for
+        # nothing; a seek costs far less than decoding a frame, so go on only when at most
+        # MERGE_SLACK frames of GOP k-1 would be wasted.
+        if k == last_key + 1 and _gop_last_frame(index, last_key) - runs[-1][1][-1] <= MERGE_SLACK:
             runs[-1][1].extend(frames)
         else:
             runs.append((k, frames))
         last_key = k
     return runs
+
+
+#: Frames of a GOP that may be decoded in vain to go on into the next GOP without a seek.
+MERGE_SLACK = 2
+
+
+def _gop_last_frame(index: VideoIndex, key: int) -> int:
+    """Last frame (presentation index) whose seek entry is ``key`` (seek_key is sorted)."""
+    return int(np.searchsorted(index.seek_key, key, side="right")) - 1
 
 
 def _short(frames: Sequence[int], limit: int = 8) -> str:
@@ -358,3 +422,10 @@ def _close_quietly(container: Any) -> None:
         container.close()
     except Exception as e:  # closing must never mask the error being handled
         log.debug("closing %s failed: %s", container, e)
+
+
+def _unindexed_corrupt(pkt: Any, pos_of_pts: dict[int, int]) -> bool:
+    """A packet the demuxer flagged as incomplete that the index left out (truncated file)."""
+    if not getattr(pkt, "is_corrupt", False):
+        return False
+    return pkt.pts is None or int(pkt.pts) not in pos_of_pts
