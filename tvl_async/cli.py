@@ -1,20 +1,74 @@
-"""The ``tvl-async`` command: demo, probe, index (more subcommands register themselves below).
+"""The tvl-async command: demo, probe, index, transcode, play (and bench).
 
-Errors are printed as one line on stderr with exit code 2, never a traceback (``--debug`` shows
-the traceback).
+``tvl-async demo`` is the main job: a Prefetcher over your folder, or over a small set of videos
+it writes itself, with a progress bar and the throughput at the end. ``probe`` and ``index``
+inspect files; ``transcode`` re-encodes videos for training (NVVL's data preparation);
+``play`` opens the Tk player (``tvl_async/player.py``). ``--help`` works on every command.
+
+Errors (bad options included) are printed as one line on stderr with exit code 2, never a
+traceback (``tvl-async --debug CMD`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
 from tvl_async.index import VIDEO_SUFFIXES
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as B, kB, MB or GB (powers of 1000)."""
+    for unit in ("B", "kB", "MB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid value {value}; allowed: an integer >= 1")
+    return value
+
+
+def error_line(e: BaseException) -> str:
+    """An exception as one line of text (pydantic's multi-line messages folded)."""
+    from pydantic import ValidationError
+
+    from tvl_async.errors import TvlAsyncError
+
+    if isinstance(e, ValidationError):
+        text = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
+    elif isinstance(e, OSError) and e.strerror and e.filename:
+        name = os.fspath(e.filename)
+        text = e.strerror if str(name) in e.strerror else f"{e.strerror}: '{name}'"
+    else:
+        text = str(e)
+        if not isinstance(e, ValueError | RuntimeError | OSError | TvlAsyncError) or not text:
+            text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return " ".join(text.split())
 
 
 def find_videos(items: Sequence[str]) -> list[Path]:
@@ -56,30 +110,37 @@ def progress(iterable: object, total: int | None, desc: str, enabled: bool = Tru
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Run a Prefetcher over the given folder (or a generated one) and print the throughput."""
-    from tvl_async.synthetic import make_video_set
+    import torch
 
+    from tvl_async.prefetcher import Prefetcher
+    from tvl_async.synthetic import frame_index_of, make_video_set
+
+    if args.device.strip().lower().startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: no CUDA device here "
+                         f"(torch.cuda.is_available() is False); use --device cpu")
     if args.paths:
         files = find_videos(args.paths)
     else:
         folder = default_demo_dir()
-        print(f"writing a small demo video set to {folder} ...", file=sys.stderr)
+        if not (folder / "clip_007.mp4").exists():
+            print(f"writing a small demo video set to {folder} ...", file=sys.stderr)
         files = make_video_set(folder, n_files=8, n_frames=120, width=320, height=240, gop=30)
-    try:
-        from tvl_async.prefetcher import Prefetcher
-    except ImportError:  # pragma: no cover - during bootstrap only
-        return _demo_loader(files)
-    from tvl_async.synthetic import frame_index_of
-
     t0 = time.perf_counter()
     n_batches = 0
     checked = mismatched = 0
     with Prefetcher(files, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
-                    epochs=args.epochs, device=args.device) as it:
-        bar = progress(it, None, "batches", enabled=not args.quiet)
+                    epochs=args.epochs, device=args.device, backend=args.backend,
+                    sampling=args.sampling, lookahead=args.lookahead,
+                    decode_threads=args.decode_threads) as it:
+        print(f"{len(files)} files, {len(it.dataset)} clips of {args.seq_len} frames; "
+              f"batch {args.batch_size}, sampling {args.sampling}, lookahead {it.lookahead}, "
+              f"backend {it.backend_name} on {it.device}, {it.decode_threads} decode threads")
+        total = len(it) * args.epochs
+        bar = progress(it, total, "batches", enabled=not args.quiet)
         for batch in bar:  # type: ignore[attr-defined]
             n_batches += 1
             if not args.paths:  # generated videos carry their frame index: verify every frame
-                clips = batch["default"]
+                clips = batch["default"].cpu()
                 for b in range(clips.shape[0]):
                     for f in range(clips.shape[1]):
                         checked += 1
@@ -87,29 +148,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             mismatched += 1
         stats = it.stats()
     dt = time.perf_counter() - t0
-    print(f"files: {len(files)}  batches: {n_batches}  samples: {stats.samples_delivered}  "
-          f"frames: {stats.frames_delivered}")
-    print(f"time: {dt:.2f} s  throughput: {stats.frames_delivered / dt:.1f} frames/s  "
-          f"decoded per delivered: {stats.decoded_per_delivered:.2f}  "
-          f"consumer waited: {stats.wait_time:.2f} s")
+    print(f"batches: {n_batches}  clips: {stats.samples_delivered}  "
+          f"frames: {stats.frames_delivered}  time: {dt:.2f} s")
+    print(f"throughput: {stats.frames_delivered / dt:.1f} frames/s "
+          f"({stats.samples_delivered / dt:.1f} clips/s); frames decoded per frame delivered: "
+          f"{stats.decoded_per_delivered:.2f}; the loop waited {stats.wait_time:.2f} s "
+          f"({stats.wait_time_after_first:.2f} s after the first batch)")
     if checked:
-        print(f"frame check: {checked - mismatched}/{checked} frames are exactly the frame asked for")
+        print(f"frame check: {checked - mismatched}/{checked} frames are exactly the frame "
+              f"asked for")
     return 0 if mismatched == 0 else 1
-
-
-def _demo_loader(files: list[Path]) -> int:
-    from tvl_async.loader import VideoLoader
-
-    t0 = time.perf_counter()
-    n = 0
-    for path in files:
-        with VideoLoader(path) as loader:
-            rng = np.random.default_rng(0)
-            idx = rng.integers(0, loader.n_frames, size=16).tolist()
-            n += loader.read_frames_at(idx).shape[0]
-    dt = time.perf_counter() - t0
-    print(f"read {n} random frames from {len(files)} files in {dt:.2f} s ({n / dt:.1f} frames/s)")
-    return 0
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -152,6 +200,214 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------- transcode
+
+#: Encoders ``transcode`` knows how to set up, by the names it accepts.
+ENCODERS: dict[str, str] = {
+    "h264": "libx264", "libx264": "libx264", "hevc": "libx265", "libx265": "libx265",
+    "vp9": "libvpx-vp9", "libvpx-vp9": "libvpx-vp9", "av1": "libsvtav1",
+    "libsvtav1": "libsvtav1", "mpeg4": "mpeg4",
+}
+#: Containers ``transcode`` writes, with the encoders each can hold.
+CONTAINERS: dict[str, tuple[str, ...]] = {
+    "mp4": ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "mpeg4"),
+    "mkv": ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "mpeg4"),
+    "webm": ("libvpx-vp9", "libsvtav1"),
+    "mov": ("libx264", "libx265", "mpeg4"),
+}
+
+
+def encoder_options(codec: str, gop: int, bframes: int, crf: int, preset: str) -> dict[str, str]:
+    """FFmpeg options that give ``codec`` a fixed keyframe interval of ``gop`` frames."""
+    if codec == "libx264":
+        return {"preset": preset, "crf": str(crf), "x264-params":
+                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
+    if codec == "libx265":
+        return {"preset": preset, "crf": str(crf), "x265-params":
+                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error"}
+    if codec == "libvpx-vp9":
+        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1",
+                "g": str(gop), "keyint_min": str(gop)}
+    if codec == "libsvtav1":
+        return {"crf": str(crf), "preset": "8", "svtav1-params": f"keyint={gop}:log-level=0"}
+    return {"qscale": "3", "g": str(gop), "bf": str(bframes)}  # mpeg4
+
+
+def output_size(in_w: int, in_h: int, width: int | None, height: int | None) -> tuple[int, int]:
+    """Output ``(width, height)``: one of the two given keeps the aspect ratio; even numbers."""
+    if width is None and height is None:
+        w, h = in_w, in_h
+    elif width is None:
+        assert height is not None
+        w, h = round(in_w * height / in_h), height
+    elif height is None:
+        w, h = width, round(in_h * width / in_w)
+    else:
+        w, h = width, height
+    return max(2, w - w % 2), max(2, h - h % 2)
+
+
+def transcode_jobs(items: Sequence[str], out_dir: Path, suffix: str) -> list[tuple[Path, Path]]:
+    """``(input, output)`` pairs; folders keep their layout under ``out_dir``."""
+    jobs: list[tuple[Path, Path]] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            for q in find_videos([item]):
+                jobs.append((q, (out_dir / q.relative_to(p)).with_suffix(suffix)))
+        else:
+            for q in find_videos([item]):
+                jobs.append((q, out_dir / (q.stem + suffix)))
+    seen: dict[Path, Path] = {}
+    for src, dst in jobs:
+        if dst.resolve() == src.resolve():
+            raise ValueError(f"output {dst} would overwrite its input; choose another --output")
+        if dst in seen:
+            raise ValueError(f"{seen[dst]} and {src} would both be written to {dst}")
+        seen[dst] = src
+    return jobs
+
+
+def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, crf: int,
+                   preset: str, width: int | None, height: int | None, pix_fmt: str,
+                   show_progress: bool) -> dict[str, Any]:
+    """Re-encode the first video stream of ``src`` into ``dst`` (no audio, no subtitles).
+
+    Keeps every frame and its timestamp (variable frame rates stay variable); writes to a
+    temporary name and renames at the end, so an interrupted run leaves no half file. Blocks.
+    """
+    import av
+    import av.video.frame
+
+    from tvl_async.errors import NoVideoStreamError, VideoOpenError
+
+    try:
+        inp = av.open(str(src))
+    except av.FFmpegError as e:
+        raise VideoOpenError(f"{src}: not a readable video ({e})") from e
+    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    try:
+        if not inp.streams.video:
+            raise NoVideoStreamError(f"{src}: no video stream")
+        vs = inp.streams.video[0]
+        vs.thread_type = "AUTO"
+        ctx = vs.codec_context
+        out_w, out_h = output_size(ctx.width, ctx.height, width, height)
+        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
+        in_tb = vs.time_base or Fraction(1, 1)
+        with av.open(str(tmp), "w", format=dst.suffix.lstrip(".").replace("mkv", "matroska")) \
+                as out:
+            ost = out.add_stream(codec, rate=rate,
+                                 options=encoder_options(codec, gop, bframes, crf, preset))
+            ost.width, ost.height, ost.pix_fmt = out_w, out_h, pix_fmt
+            ost.codec_context.gop_size = gop
+            if codec == "mpeg4":
+                ost.codec_context.max_b_frames = bframes
+            bar: Any = None
+            if show_progress:
+                try:
+                    from tqdm import tqdm
+
+                    bar = tqdm(total=vs.frames or None, desc=src.name, unit="frame",
+                               file=sys.stderr, leave=False)
+                except ImportError:
+                    bar = None
+            first: int | None = None
+            prev = -1
+            tb: Fraction | None = None
+            for frame in inp.decode(vs):
+                if tb is None:  # timestamps from the file, or a frame counter when it has none
+                    tb = in_tb if frame.pts is not None else Fraction(1) / Fraction(rate)
+                    ost.time_base = tb
+                    ost.codec_context.time_base = tb
+                    first = frame.pts if frame.pts is not None else 0
+                pts = n if frame.pts is None or first is None else frame.pts - first
+                pts = max(pts, prev + 1)
+                prev = pts
+                out_frame = frame.reformat(width=out_w, height=out_h, format=pix_fmt)
+                out_frame.pts, out_frame.time_base = pts, tb
+                # the input's keyframes must not force keyframes in the output
+                out_frame.pict_type = av.video.frame.PictureType.NONE
+                for packet in ost.encode(out_frame):
+                    out.mux(packet)
+                n += 1
+                if bar is not None:
+                    bar.update(1)
+            for packet in ost.encode(None):
+                out.mux(packet)
+            if bar is not None:
+                bar.close()
+        if n == 0:
+            raise VideoOpenError(f"{src}: no frame could be decoded")
+        tmp.replace(dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        inp.close()
+    return {"frames": n, "size": (ctx.width, ctx.height), "out_size": (out_w, out_h),
+            "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size}
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    """Re-encode videos for training: fixed keyframe interval, size, codec, no audio."""
+    import av
+
+    codec = ENCODERS[args.codec]
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:
+        raise ValueError(f"encoder {codec!r} is not in this FFmpeg build; allowed: "
+                         f"{', '.join(sorted(set(ENCODERS.values())))} where built in") from None
+    if codec not in CONTAINERS[args.format]:
+        raise ValueError(f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
+                         f"codecs: {', '.join(CONTAINERS[args.format])}")
+    out_dir = Path(args.output)
+    jobs = transcode_jobs(args.inputs, out_dir, "." + args.format)
+    t0 = time.perf_counter()
+    done = skipped = failed = 0
+    bytes_in = bytes_out = frames = 0
+    for k, (src, dst) in enumerate(jobs, 1):
+        if dst.exists() and not args.overwrite:
+            print(f"[{k}/{len(jobs)}] {dst} exists: skipped (--overwrite to redo)")
+            skipped += 1
+            continue
+        t1 = time.perf_counter()
+        try:
+            r = transcode_file(src, dst, codec=codec, gop=args.gop, bframes=args.bframes,
+                               crf=args.crf, preset=args.preset, width=args.width,
+                               height=args.height, pix_fmt=args.pix_fmt,
+                               show_progress=not args.quiet)
+        except Exception as e:  # one line per failed file; the others go on
+            if args.debug:
+                raise
+            failed += 1
+            print(f"tvl-async transcode: error: {error_line(e)}", file=sys.stderr, flush=True)
+            continue
+        done += 1
+        frames += r["frames"]
+        bytes_in += r["bytes_in"]
+        bytes_out += r["bytes_out"]
+        (w, h), (ow, oh) = r["size"], r["out_size"]
+        print(f"[{k}/{len(jobs)}] {src} -> {dst}: {r['frames']} frames, {w}x{h} -> {ow}x{oh}, "
+              f"keyframe every {args.gop}, {human_bytes(r['bytes_in'])} -> "
+              f"{human_bytes(r['bytes_out'])}, {time.perf_counter() - t1:.1f} s", flush=True)
+    dt = time.perf_counter() - t0
+    print(f"transcoded {done} files ({frames} frames, {human_bytes(bytes_in)} -> "
+          f"{human_bytes(bytes_out)}) in {dt:.1f} s; skipped {skipped}, failed {failed}; "
+          f"output: {out_dir}")
+    return 2 if failed else 0
+
+
+def cmd_play(args: argparse.Namespace) -> int:
+    """Open the Tk player (tvl_async/player.py) on a file."""
+    from tvl_async.player import run
+
+    return run(args)
+
+
 # ---------------------------------------------------------------------------------- parser
 
 Command = Callable[[argparse.Namespace], int]
@@ -159,17 +415,32 @@ Command = Callable[[argparse.Namespace], int]
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="tvl-async", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="tvl-async", description=__doc__.splitlines()[0],
+                     epilog="tvl-async COMMAND --help shows the options of a command.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND"))  # its parsers are _Parser too
 
-    p = sub.add_parser("demo", help="run a Prefetcher on videos (writes its own when given none)")
+    p = sub.add_parser("demo", help="run a Prefetcher on videos (writes its own when given none)",
+                       description="Run a Prefetcher over video files or folders (default: a "
+                       "small generated set whose frames are checked one by one) with a progress "
+                       "bar; print the throughput at the end.")
     p.add_argument("paths", nargs="*", help="video files or folders (default: a generated set)")
-    p.add_argument("--seq-len", type=int, default=4, help="frames per clip (default 4)")
-    p.add_argument("--batch-size", type=int, default=8, help="clips per batch (default 8)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs (default 1)")
+    p.add_argument("--seq-len", type=positive_int, default=4, help="frames per clip (default 4)")
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="clips per batch (default 8)")
+    p.add_argument("--epochs", type=positive_int, default=1, help="epochs (default 1)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--sampling", default="uniform",
+                   choices=["uniform", "sequential", "chunked", "gop_shuffle"],
+                   help="sample order (default uniform; see docs/sampling.md)")
+    p.add_argument("--lookahead", type=positive_int, default=None,
+                   help="samples planned ahead (default: from the memory budget)")
+    p.add_argument("--decode-threads", type=positive_int, default=None,
+                   help="CPU decode threads (default: one per core, at most 8)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
+    p.add_argument("--backend", default="auto", choices=["auto", "pyav", "nvdec"],
+                   help="decoder (default auto: nvdec on a GPU when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -181,6 +452,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="video files or folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("transcode", help="re-encode videos for training (keyframe interval, "
+                       "size, codec; drops audio)",
+                       description="Re-encode video files or folders into OUTPUT for fast "
+                       "random access (NVVL's data preparation): a keyframe every --gop frames, "
+                       "optional resize, no audio. Every frame and its timestamp are kept. "
+                       "Folders keep their layout under OUTPUT.")
+    p.add_argument("inputs", nargs="+", help="video files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--gop", type=positive_int, default=16,
+                   help="keyframe interval in frames (default 16; smaller = cheaper random "
+                   "access, bigger files)")
+    p.add_argument("--codec", default="h264", choices=sorted(ENCODERS),
+                   help="encoder (default h264 = libx264)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="output width in pixels (alone: keeps the aspect ratio)")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="output height in pixels (alone: keeps the aspect ratio)")
+    p.add_argument("--crf", type=int, default=18, help="quality, lower is better (default 18)")
+    p.add_argument("--bframes", type=int, default=0, choices=range(0, 17), metavar="0..16",
+                   help="B-frames between references (default 0)")
+    p.add_argument("--preset", default="fast", help="x264/x265 preset (default fast)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default yuv420p)")
+    p.add_argument("--format", default="mp4", choices=list(CONTAINERS),
+                   help="container (default mp4)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_transcode)
+
+    from tvl_async.player import add_arguments
+
+    p = sub.add_parser("play", help="open the Tk video player on a file",
+                       description="Play a video with VideoLoader in a Tk window: play/pause at "
+                       "the file's own frame rate, seek with the slider or the frame box, "
+                       "Left/Right step one frame, slow motion. Needs a display.")
+    add_arguments(p)
+    p.set_defaults(func=cmd_play)
 
     for register in EXTRA_COMMANDS:
         register(sub)
@@ -203,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:
         if args.debug:
             raise
-        print(f"tvl-async {args.command}: error: {e}", file=sys.stderr)
+        print(f"tvl-async {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,202 @@
+"""The tvl-async command: every subcommand, --help everywhere, one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from tvl_async import cli
+from tvl_async.index import load_index
+from tvl_async.loader import VideoLoader
+from tvl_async.synthetic import frame_index_of, make_video_set, write_video
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Small videos: two plain, one with audio in a subfolder, one at a variable rate."""
+    root = tmp_path_factory.mktemp("cli")
+    make_video_set(root / "set", n_files=2, n_frames=24, width=64, height=48, gop=8)
+    write_video(root / "set" / "sub" / "audio.mp4", n_frames=20, width=64, height=48, gop=10,
+                audio_first=True)
+    pts, t = [], 0
+    for i in range(30):
+        pts.append(t)
+        t += 20 + (i * 37) % 51
+    write_video(root / "set" / "vfr.mkv", n_frames=30, width=64, height=48, gop=10,
+                time_base=Fraction(1, 1000), pts=pts)
+    (root / "notavideo.mp4").write_bytes(b"hello, not a video")
+    return root
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def subcommands() -> list[str]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return list(action.choices)
+
+
+# ---------------------------------------------------------------------------------- help
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for name in ("demo", "probe", "index", "transcode", "play"):
+        assert name in subcommands()
+        assert name in out
+
+
+@pytest.mark.parametrize("name", subcommands())
+def test_help_of_each_command(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = run_cli(capsys, name, "--help")
+    assert code == 0
+    assert f"usage: tvl-async {name}" in out
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_one_line_error(*run_cli(capsys, "demo", "--batch-size", "0")[::2], "--batch-size",
+                          ">= 1")
+    assert_one_line_error(*run_cli(capsys, "nosuchcommand")[::2], "invalid choice")
+    assert_one_line_error(*run_cli(capsys, "transcode", "x.mp4")[::2], "--output")
+    assert_one_line_error(*run_cli(capsys)[::2], "required")
+
+
+def test_runtime_errors_are_one_line(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
+    assert_one_line_error(*run_cli(capsys, "probe", str(folder / "missing.mp4"))[::2],
+                          "tvl-async probe: error:", "missing.mp4")
+    assert_one_line_error(*run_cli(capsys, "probe", str(folder / "notavideo.mp4"))[::2],
+                          "notavideo.mp4")
+    # a pydantic validation error (several lines in its own words) folds into one line
+    assert_one_line_error(*run_cli(capsys, "demo", str(folder / "set"), "--device", "tpu",
+                                   "--quiet")[::2], "device")
+    assert_one_line_error(*run_cli(capsys, "play", str(folder / "missing.mp4"))[::2],
+                          "missing.mp4")
+    assert_one_line_error(*run_cli(capsys, "play", str(folder / "notavideo.mp4"))[::2],
+                          "tvl-async play: error:", "notavideo.mp4")
+
+
+def test_installed_entry_point_error(folder: Path) -> None:
+    """The real command in a fresh process: exit code 2, one line, no traceback."""
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli", "index",
+                        str(folder / "nothing-here")], capture_output=True, text=True, timeout=60)
+    assert_one_line_error(r.returncode, r.stderr, "tvl-async index: error:", "nothing-here")
+    assert r.stdout == ""
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def test_demo_on_a_folder(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
+    code, out, _ = run_cli(capsys, "demo", str(folder / "set"), "--seq-len", "3",
+                           "--batch-size", "4", "--sampling", "chunked", "--quiet")
+    assert code == 0, out
+    assert "4 files" in out and "sampling chunked" in out
+    assert "throughput:" in out and "frames/s" in out
+
+
+def test_demo_writes_and_checks_its_own_set(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    # demo writes 8 clips of 120 frames where none exist; smaller ones written here first
+    # (make_video_set keeps existing files) keep the test fast
+    make_video_set(tmp_path, n_files=8, n_frames=16, width=64, height=48, gop=8)
+    monkeypatch.setattr(cli, "default_demo_dir", lambda: tmp_path)
+    code, out, _ = run_cli(capsys, "demo", "--batch-size", "4", "--quiet")
+    assert code == 0, out
+    assert "frame check: 416/416 frames are exactly the frame asked for" in out
+
+
+def test_probe(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
+    code, out, _ = run_cli(capsys, "probe", str(folder / "set" / "sub" / "audio.mp4"))
+    assert code == 0
+    assert "audio" in out and "video:h264" in out
+    assert "frames: 20" in out and "GOPs: 2" in out
+    assert "random access:" in out
+
+
+def test_index(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
+    code, out, _ = run_cli(capsys, "index", str(folder / "set"), "--quiet")
+    assert code == 0
+    assert out.startswith("indexed 4 files, 98 frames")
+
+
+def test_transcode(capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(capsys, "transcode", str(folder / "set"), "-o", str(out_dir),
+                             "--gop", "4", "--width", "32", "--quiet")
+    assert code == 0, err
+    assert "transcoded 4 files (98 frames" in out
+    src = folder / "set"
+    for rel in ("clip_000.mp4", "sub/audio.mp4", "vfr.mkv"):
+        dst = (out_dir / rel).with_suffix(".mp4")
+        a, b = load_index(src / rel), load_index(dst)
+        assert b.n_frames == a.n_frames
+        assert (b.width, b.height) == (32, 24)
+        assert np.all(b.gop_lengths()[:-1] == 4)  # a keyframe every 4 frames
+        np.testing.assert_allclose(b.times - b.times[0], a.times - a.times[0], atol=1e-3)
+        with av.open(str(dst)) as c:
+            assert [s.type for s in c.streams] == ["video"]  # audio dropped
+        with VideoLoader(dst) as v:
+            for i in (0, 5, b.n_frames - 1):
+                assert frame_index_of(v.select_frame(i)) == i
+    # a second run skips what exists; a broken input is one line and exit code 2
+    code, out, _ = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(out_dir),
+                           "--quiet")
+    assert code == 0 and "skipped" in out
+    code, out, err = run_cli(capsys, "transcode", str(folder / "notavideo.mp4"), "-o",
+                             str(out_dir), "--quiet")
+    assert_one_line_error(code, err, "notavideo.mp4")
+    assert not list(out_dir.glob(".*part*")), "no half-written file is left behind"
+    code, _, err = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(src))
+    assert_one_line_error(code, err, "overwrite its input")
+    code, _, err = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(out_dir),
+                           "--codec", "vp9", "--format", "mov")
+    assert_one_line_error(code, err, "--format mov: cannot hold codec 'vp9'")
+
+
+def test_play_without_display(capsys: pytest.CaptureFixture[str], folder: Path,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, _, err = run_cli(capsys, "play", str(folder / "set" / "clip_000.mp4"))
+    assert_one_line_error(code, err, "no display")
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None,
+                    reason="xvfb-run is not installed (apt-get install xvfb; .ci/run does this)")
+def test_play_opens_the_player(folder: Path) -> None:
+    """``tvl-async play`` under a virtual display plays the file to its end and exits."""
+    clip = folder / "set" / "clip_001.mp4"
+    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "tvl_async.cli", "play",
+                        str(clip), "--frame", "20", "--play", "--speed", "2x", "--exit-at-end",
+                        "--report"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    shown = [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("shown")]
+    assert shown == [20, 21, 22, 23]
