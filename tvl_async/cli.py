@@ -490,6 +490,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_play)
 
+    from tvl_async.bench import add_bench_parser
+
+    add_bench_parser(sub)
+
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser

@@ -408,6 +408,7 @@ _MIN_ONE_NOTES: dict[str, str] = {
     "epochs": " or None (forever)",
     "lookahead": " or None (from memory_budget)",
     "decode_threads": " or None (auto)",
+    "ffmpeg_threads": " or None (auto)",
     "memory_budget": " (bytes)",
     "shuffle_buffer": " (samples)",
 }
@@ -432,7 +433,8 @@ class PrefetchConfig(BaseModel):
         processing: output name -> :class:`ProcessDesc`; a single ``ProcessDesc`` becomes
             ``{"default": it}``; None gives ``{"default": ProcessDesc()}`` (see :attr:`outputs`).
         queue_depth: ready batches held in the queue. decode_threads: CPU decode threads
-            (None = auto). drop_last: drop a short last batch.
+            (None = auto). ffmpeg_threads: FFmpeg threads per decode thread (None = auto).
+            drop_last: drop a short last batch.
         rank, world_size: shard of a distributed job (both or neither).
         on_error: ``raise`` or ``skip`` a sample whose file fails. timeout: seconds the consumer
             waits for a batch before ``TimeoutError`` (None = forever).
@@ -459,6 +461,7 @@ class PrefetchConfig(BaseModel):
     processing: dict[str, ProcessDesc] | None = None
     queue_depth: int = 4
     decode_threads: int | None = None
+    ffmpeg_threads: int | None = None
     drop_last: bool = False
     rank: int | None = None
     world_size: int | None = None
@@ -490,6 +493,7 @@ class PrefetchConfig(BaseModel):
             processing: ProcessDesc | Mapping[str, ProcessDesc | Mapping[str, Any]] | None = None,
             queue_depth: int = 4,
             decode_threads: int | None = None,
+            ffmpeg_threads: int | None = None,
             drop_last: bool = False,
             rank: int | None = None,
             world_size: int | None = None,
@@ -507,7 +511,8 @@ class PrefetchConfig(BaseModel):
 
     @field_validator(
         "seq_len", "batch_size", "chunk_size", "shuffle_buffer", "epochs", "stride", "step",
-        "lookahead", "memory_budget", "queue_depth", "decode_threads", "max_file_failures",
+        "lookahead", "memory_budget", "queue_depth", "decode_threads", "ffmpeg_threads",
+        "max_file_failures",
         "world_size", "rank", "seed", mode="before",
     )
     @classmethod
@@ -516,7 +521,8 @@ class PrefetchConfig(BaseModel):
 
     @field_validator(
         "seq_len", "batch_size", "chunk_size", "shuffle_buffer", "epochs", "stride", "step",
-        "lookahead", "memory_budget", "queue_depth", "decode_threads", "max_file_failures",
+        "lookahead", "memory_budget", "queue_depth", "decode_threads", "ffmpeg_threads",
+        "max_file_failures",
         "world_size",
     )
     @classmethod

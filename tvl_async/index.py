@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -37,7 +37,7 @@ from tvl_async.errors import NoVideoStreamError, UnsupportedCodecError, VideoOpe
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 3
+INDEX_VERSION = 4
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
 NO_TS = np.iinfo(np.int64).min  # stands for a missing timestamp in int64 arrays
 
@@ -194,6 +194,27 @@ def first_video_stream(
     raise NoVideoStreamError(f"{path}: no video stream (streams found: {kinds})")
 
 
+def survive_new_streams(items: Iterable[Any]) -> Iterator[Any]:
+    """Wrap ``container.demux(...)`` or ``container.decode(...)``: end quietly where PyAV's
+    demuxer fails on a stream that appeared mid-file.
+
+    PyAV (up to at least 18.x) sizes its stream table when the file is opened; when the file adds
+    a stream later (MPEG-TS can), the end-of-stream flush indexes that table out of range and
+    raises ``IndexError``. The flush packets of the streams known at open come first (new streams
+    get higher indices), so every packet and frame of our stream has been delivered by then.
+    """
+    it = iter(items)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except IndexError as e:
+            log.debug("demuxer hit a stream added mid-file (%s); treating it as the end", e)
+            return
+        yield item
+
+
 def _color_info(stream: Any) -> tuple[str | None, bool]:
     ctx = stream.codec_context
     matrix = None
@@ -222,10 +243,13 @@ class _Packet:
 
 def _demux_packets(container: av.container.InputContainer, stream: Any, path: str) -> list[_Packet]:
     packets: list[_Packet] = []
+    trailing_corrupt = 0  # packets the demuxer flagged as incomplete, at the end so far
     try:
-        for pkt in container.demux(stream):
+        for pkt in survive_new_streams(container.demux(stream)):
             if pkt.size == 0:
                 continue
+            corrupt = bool(getattr(pkt, "is_corrupt", False))
+            trailing_corrupt = trailing_corrupt + 1 if corrupt else 0
             packets.append(
                 _Packet(
                     pkt.pts,
@@ -240,6 +264,17 @@ def _demux_packets(container: av.container.InputContainer, stream: Any, path: st
             f"{path}: the stream is corrupt or truncated after {len(packets)} packets "
             f"({type(e).__name__}: {e})"
         ) from e
+    if trailing_corrupt and trailing_corrupt < len(packets):
+        # A truncated file: the last packet(s) were cut short. They are not frames (the decoder
+        # would fail on them); every complete packet before them decodes normally.
+        del packets[-trailing_corrupt:]
+        log.warning(
+            "%s: the file is truncated: its last %d packet(s) are incomplete and are not "
+            "indexed; %d complete packets remain",
+            path,
+            trailing_corrupt,
+            len(packets),
+        )
     return packets
 
 
@@ -312,7 +347,7 @@ def _build_by_decode_scan(path: str, rate: float) -> dict[str, Any]:
         stream = first_video_stream(container, path)
         stream.thread_type = "AUTO"
         try:
-            for frame in container.decode(stream):
+            for frame in survive_new_streams(container.decode(stream)):
                 keyflags.append(bool(frame.key_frame))
         except av.FFmpegError as e:
             raise VideoOpenError(
@@ -364,7 +399,10 @@ def build_index(path: str | os.PathLike[str]) -> VideoIndex:
         ok = False
     arrays = _build_from_packets(packets, tb) if ok else _build_by_decode_scan(str(p), rate)
     if len(arrays["pts"]) == 0:
-        raise VideoOpenError(f"{p}: the video stream has no frames")
+        raise VideoOpenError(
+            f"{p}: the video stream has no frames (header claims {meta['header_frames']}); "
+            f"the file may be truncated or damaged"
+        )
     times = arrays["times"]
     if not rate and len(times) > 1 and times[-1] > times[0]:
         rate = (len(times) - 1) / float(times[-1] - times[0])

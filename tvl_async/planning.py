@@ -1,9 +1,10 @@
 """Planning: turn the next ``lookahead`` samples into decode jobs and give results back in order.
 
 The planner keeps a window of up to ``lookahead`` sample requests in sampler order. It sends one
-:class:`DecodeJob` per file for all the window's not-yet-scheduled samples of that file (the
-backend then decodes each GOP run once for all of them), earliest sample first, and holds
-finished samples in a reorder buffer until their turn. Output order is exactly the sampler's
+:class:`DecodeJob` per file and GOP run for all the window's not-yet-scheduled samples in it (the
+backend then decodes each GOP once for all of them), earliest sample first, keeps its decode
+threads busy as long as the window has work, and holds finished samples in a reorder buffer
+until their turn. Output order is exactly the sampler's
 order, whatever ``lookahead`` is; only memory (``lookahead`` finished samples at most) is traded
 for speed.
 
@@ -99,7 +100,7 @@ class SampleResult:
 
 @dataclass
 class DecodeJob:
-    """All the window's samples of one file, decoded together."""
+    """The window's samples of one file whose frames lie in one run of GOPs, decoded together."""
 
     index: VideoIndex
     requests: list[SampleRequest]
@@ -108,27 +109,106 @@ class DecodeJob:
 ProcessFn = Callable[[SampleRequest, torch.Tensor], dict[str, torch.Tensor]]
 
 
+#: Backends without ``on_frame`` (see :class:`~tvl_async.backends.pyav.PyAVBackend`) decode a
+#: job in segments of whole GOPs holding at least this many wanted frames, so that a worker
+#: holds about one segment of full-size frames at a time, not a whole job's.
+SEGMENT_FRAMES = 8
+
+
 def run_decode_job(backend: Backend, job: DecodeJob, *, size: tuple[int, int] | None = None,
                    process: ProcessFn | None = None) -> list[SampleResult]:
     """Decode a job's frames once, then split them per sample (and process them); blocks.
 
-    If decoding the union fails, each sample is retried alone so that only the samples that
-    really fail carry an error. Runs in whichever thread owns ``backend``.
+    Each sample is finished (stacked and processed) as soon as its last frame is decoded, and
+    full-size frames are dropped as soon as no unfinished sample needs them: frame by frame with
+    a backend that hands frames over as it decodes them (``streams_frames``), else per segment
+    of whole GOPs (:data:`SEGMENT_FRAMES`; no GOP is decoded twice). If decoding fails, each
+    sample not finished yet is retried alone so that only the samples that really fail carry
+    an error. Runs in whichever thread owns ``backend``.
     """
     wanted = sorted({f for r in job.requests for f in r.decode_frames})
-    try:
-        result = backend.decode(job.index, wanted, size=size)
-    except Exception:
-        if len(job.requests) == 1:
-            return [_decode_one(backend, job.requests[0], size, process)]
-        return [_decode_one(backend, r, size, process) for r in job.requests]
-    by_frame = dict(zip(wanted, result.frames, strict=True))
-    share = result.n_decoded / max(len(job.requests), 1)
-    out = []
-    for r in job.requests:
-        clip = torch.stack([by_frame[f] for f in r.decode_frames])
-        out.append(_finish(r, clip, share, process))
-    return out
+    collector = _Collector(job.requests, process)
+    streaming = bool(getattr(backend, "streams_frames", False))
+    n_decoded = 0
+    for segment in [wanted] if streaming else _segments(job.index, wanted):
+        try:
+            if streaming:
+                result = backend.decode(job.index, segment, size=size,  # type: ignore[call-arg]
+                                        on_frame=collector.add)
+            else:
+                result = backend.decode(job.index, segment, size=size)
+                for f, frame in zip(segment, result.frames, strict=True):
+                    collector.add(f, frame)
+        except Exception:
+            if len(job.requests) == 1:
+                return [_decode_one(backend, job.requests[0], size, process)]
+            _share(collector.done, n_decoded, len(job.requests))
+            rest = [r for r in job.requests if r.seq not in collector.finished]
+            return collector.done + [_decode_one(backend, r, size, process) for r in rest]
+        n_decoded += result.n_decoded
+    _share(collector.done, n_decoded, len(job.requests))
+    return collector.done
+
+
+class _Collector:
+    """Gathers a job's decoded frames; finishes each sample as soon as it has all its frames and
+    drops the frames that no unfinished sample needs."""
+
+    def __init__(self, requests: list[SampleRequest], process: ProcessFn | None) -> None:
+        self.process = process
+        self.users: dict[int, list[SampleRequest]] = {}
+        self.refs: dict[int, int] = {}
+        self.missing: dict[int, int] = {}
+        for r in requests:
+            mine = set(r.decode_frames)
+            self.missing[r.seq] = len(mine)
+            for f in mine:
+                self.users.setdefault(f, []).append(r)
+                self.refs[f] = self.refs.get(f, 0) + 1
+        self.frames: dict[int, torch.Tensor] = {}
+        self.arrived: set[int] = set()
+        self.done: list[SampleResult] = []
+        self.finished: set[int] = set()
+
+    def add(self, i: int, frame: torch.Tensor) -> None:
+        if i in self.arrived or i not in self.users:
+            return
+        self.arrived.add(i)
+        self.frames[i] = frame
+        for r in self.users[i]:
+            self.missing[r.seq] -= 1
+            if self.missing[r.seq]:
+                continue
+            frames = r.decode_frames
+            if len(frames) == 1 and self.process is not None:  # processed here: skip a copy
+                clip = self.frames[frames[0]].unsqueeze(0)
+            else:
+                clip = torch.stack([self.frames[f] for f in frames])
+            self.done.append(_finish(r, clip, 0.0, self.process))
+            self.finished.add(r.seq)
+            for f in set(r.decode_frames):
+                self.refs[f] -= 1
+                if not self.refs[f]:
+                    del self.frames[f]
+
+
+def _segments(index: VideoIndex, wanted: list[int]) -> list[list[int]]:
+    """Split sorted frame indices into runs of whole GOPs with >= SEGMENT_FRAMES frames each."""
+    if len(wanted) <= SEGMENT_FRAMES:
+        return [wanted]
+    keys = index.seek_key[wanted].tolist()
+    segments: list[list[int]] = [[]]
+    for j, f in enumerate(wanted):
+        if len(segments[-1]) >= SEGMENT_FRAMES and keys[j] != keys[j - 1]:
+            segments.append([])
+        segments[-1].append(f)
+    return segments
+
+
+def _share(results: list[SampleResult], n_decoded: int, n_requests: int) -> None:
+    """Give each finished sample its share of the frames the job decoded."""
+    for r in results:
+        r.n_decoded = n_decoded / max(n_requests, 1)
 
 
 def _decode_one(backend: Backend, r: SampleRequest, size: tuple[int, int] | None,
@@ -295,8 +375,13 @@ class LookaheadPlanner:
         self._pool = pool
         self.lookahead = lookahead
         self._max_jobs = max_jobs or max(1, 2 * pool.n_workers)
+        # Jobs are sent for samples at most this far ahead of the next one to return: far
+        # enough for the decoders to stay ahead of a consumer slower than them, near enough
+        # that each job still sees half the window (the samples sharing its GOPs) behind it.
+        self._lead = max(1, lookahead // 2)
         self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order (*)
-        self._by_file: dict[str, list[SampleRequest]] = {}  # not yet scheduled, per file
+        # not yet scheduled, per file: (first GOP, last GOP, request), in order
+        self._by_file: dict[str, list[tuple[int, int, SampleRequest]]] = {}
         self._taken: set[int] = set()  # (*) seqs already sent with an earlier sample's job
         self._next_seq = 0
         self._in_window = 0  # requested and not yet returned
@@ -332,6 +417,23 @@ class LookaheadPlanner:
                 self._collect(results)
         return None
 
+    def pump(self, timeout: float) -> bool:
+        """Collect finished jobs and send new ones without returning a sample; waits up to
+        ``timeout`` seconds for a job to finish. The service calls this while its output queue
+        is full. Returns whether jobs are in flight (False: nothing to do until a sample is
+        taken)."""
+        self._fill()
+        while (results := self._pool.get(timeout=0)) is not None:
+            self._collect(results)
+        self._schedule()
+        if self._jobs_in_flight == 0:
+            return False
+        results = self._pool.get(timeout=timeout)
+        if results is not None:
+            self._collect(results)
+            self._schedule()
+        return True
+
     def _collect(self, results: list[SampleResult]) -> None:
         self._jobs_in_flight -= 1
         for r in results:
@@ -352,19 +454,44 @@ class LookaheadPlanner:
                 self._ready[r.seq] = SampleResult(r, error=r.error)
                 continue
             self._window.append(r)
-            self._by_file.setdefault(r.index.path, []).append(r)
+            keys = r.index.seek_key
+            frames = r.decode_frames
+            self._by_file.setdefault(r.index.path, []).append(
+                (int(keys[min(frames)]), int(keys[max(frames)]), r))
 
     def _schedule(self) -> None:
-        """Send the file of the earliest unscheduled sample, with all the window's unscheduled
-        samples of that file, as one job; repeat while job slots are free. O(1) per sample."""
+        """While job slots are free: send the earliest unscheduled sample as a job, with every
+        unscheduled sample of the window whose frames share a GOP with the job's (transitively:
+        the job covers one run of GOPs of one file)."""
         window, taken = self._window, self._taken
         while self._jobs_in_flight < self._max_jobs:
-            while window and window[0].seq in taken:  # already sent with its file's job
+            while window and window[0].seq in taken:  # already sent with an earlier job
                 taken.discard(window.popleft().seq)
-            if not window:
+            if not window or window[0].seq - self._next_seq >= self._lead:
                 return
             first = window.popleft()
-            mine = self._by_file.pop(first.index.path)
-            taken.update(r.seq for r in mine[1:])
+            path = first.index.path
+            pending = self._by_file[path]
+            lo, hi, _ = pending[0]  # pending[0] is `first`: the earliest of its file
+            mine = [first]
+            others = pending[1:]
+            grew = True
+            while grew and others:  # one pass, two when a clip reaches into another GOP
+                grew = False
+                keep = []
+                for item in others:
+                    a, b, r = item
+                    if a <= hi and b >= lo:
+                        mine.append(r)
+                        taken.add(r.seq)
+                        grew = grew or a < lo or b > hi
+                        lo, hi = min(lo, a), max(hi, b)
+                    else:
+                        keep.append(item)
+                others = keep
+            if others:
+                self._by_file[path] = others
+            else:
+                del self._by_file[path]
             self._jobs_in_flight += 1
             self._pool.submit(DecodeJob(first.index, mine))

@@ -35,7 +35,7 @@ import torch
 
 from tvl_async.backends import create_backend, resolve_backend
 from tvl_async.config import PrefetchConfig, ProcessDesc
-from tvl_async.errors import PrefetcherClosedError, ServiceError
+from tvl_async.errors import BackendUnavailableError, PrefetcherClosedError, ServiceError
 from tvl_async.index import VIDEO_SUFFIXES
 from tvl_async.planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
 from tvl_async.processing import AugmentParams, draw_augment, needed_frames, process_clip
@@ -45,7 +45,10 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05  # slice of every bounded wait
 JOIN_SECONDS = 10.0  # how long close() waits for the service thread
-MAX_DEFAULT_LOOKAHEAD = 4096  # samples; beyond this planning gains little and latency grows
+# samples; the memory budget is the real bound (1 GiB holds ~7000 224x224 RGB images): the
+# planner's gain keeps growing with the window (docs/benchmarks.md) and jobs go out earliest
+# sample first, so the first batch does not wait for the whole window
+MAX_DEFAULT_LOOKAHEAD = 16384
 
 
 # ---------------------------------------------------------------------------------- batch
@@ -243,11 +246,23 @@ def _process_sample(processing: dict[str, ProcessDesc], r: SampleRequest,
             for name, desc in processing.items()}
 
 
-def _put(plan: _ServicePlan, item: _Item) -> bool:
-    """Put into the queue, waiting in slices; False if asked to stop meanwhile."""
+def _put(plan: _ServicePlan, item: _Item, pump: Callable[[float], bool] | None = None) -> bool:
+    """Put into the queue, waiting in slices; False if asked to stop meanwhile.
+
+    While the queue is full, ``pump`` (the planner's) keeps the decode threads working ahead
+    within the lookahead window, so that a consumer slower than decoding never waits for work
+    that could have been done while it was busy."""
+    q = plan.queue.sync_q
     while not plan.stop.is_set():
+        if pump is not None:
+            try:
+                q.put_nowait(item)
+                return True
+            except std_queue.Full:
+                if pump(POLL_SECONDS):  # waited (bounded) for a decode job, scheduled more
+                    continue
         try:
-            plan.queue.sync_q.put(item, timeout=POLL_SECONDS)
+            q.put(item, timeout=POLL_SECONDS)
             return True
         except std_queue.Full:
             continue
@@ -347,7 +362,7 @@ def _run_batches(plan: _ServicePlan, planner: LookaheadPlanner, stream: Any,
                 batch = _apply_transform(plan.transform, batch)
             batch.event = stream.record_event()
         pending = []
-        return _put(plan, batch)
+        return _put(plan, batch, planner.pump)
 
     while True:
         result = planner.next_result(plan.stop.is_set)
@@ -453,6 +468,11 @@ def _default_decode_threads(device: torch.device, backend: str) -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
+def _default_ffmpeg_threads(decode_threads: int) -> int:
+    """FFmpeg threads per decode thread: the cores left over by the decode threads."""
+    return max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
+
+
 class Prefetcher:
     """Decode, process and batch video clips in a background service thread.
 
@@ -466,11 +486,13 @@ class Prefetcher:
         rank, world_size: sampling options (see ``tvl_async.sampling``); ``epochs=None`` runs
             forever.
         lookahead: samples planned ahead (None: as many as ``memory_budget`` bytes of outputs
-            allow, at most 4096).
+            allow, at most 16384 and at most one epoch).
         processing: a :class:`ProcessDesc` or a dict of named ones (several outputs from one
             decode); None gives ``"default"``: uint8 ``[F, 3, H, W]`` clips.
         queue_depth: ready batches held at most.
         decode_threads: CPU decode threads (None: one per core, at most 8).
+        ffmpeg_threads: FFmpeg threads inside each decode thread (None: the cores left over,
+            ``cpu_count // decode_threads``, at least 1); see docs/benchmarks.md.
         on_error: ``"raise"`` (the consumer gets the exception at that sample) or ``"skip"``
             (the sample is dropped, counted in :meth:`stats` and logged once per file).
         timeout: seconds the consumer waits for one batch before ``TimeoutError`` (None: wait
@@ -490,7 +512,8 @@ class Prefetcher:
                  sampling: str = "uniform", seed: int = 0, epochs: int | None = 1,
                  lookahead: int | None = None,
                  processing: ProcessDesc | Mapping[str, ProcessDesc] | None = None,
-                 queue_depth: int = 4, decode_threads: int | None = None, drop_last: bool = False,
+                 queue_depth: int = 4, decode_threads: int | None = None,
+                 ffmpeg_threads: int | None = None, drop_last: bool = False,
                  rank: int | None = None, world_size: int | None = None, on_error: str = "raise",
                  timeout: float | None = None, transform: Callable[[Batch], Any] | None = None,
                  replacement: bool = False, chunk_size: int = 8, shuffle_buffer: int = 1024,
@@ -503,6 +526,7 @@ class Prefetcher:
             seq_len=seq_len, batch_size=batch_size, device=str(device), backend=backend,
             shuffle=shuffle, sampling=sampling, seed=seed, epochs=epochs, lookahead=lookahead,
             processing=processing, queue_depth=queue_depth, decode_threads=decode_threads,
+            ffmpeg_threads=ffmpeg_threads,
             drop_last=drop_last, rank=rank, world_size=world_size, on_error=on_error,
             timeout=timeout, replacement=replacement, chunk_size=chunk_size,
             shuffle_buffer=shuffle_buffer, stride=stride, step=step, memory_budget=memory_budget,
@@ -511,6 +535,10 @@ class Prefetcher:
             raise TypeError(f"transform must be callable, got {transform!r}")
         cfg = self.config
         self.device = torch.device(cfg.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "
+                f"(torch.cuda.is_available() is False; torch {torch.__version__})")
         self.backend_name = resolve_backend(cfg.backend, self.device)
         if dataset is None:
             files = _file_list(files_or_dataset)  # type: ignore[arg-type]
@@ -530,7 +558,7 @@ class Prefetcher:
         self.lookahead = cfg.lookahead or self._default_lookahead()
         threads = cfg.decode_threads or _default_decode_threads(self.device, self.backend_name)
         self.decode_threads = 0 if self.backend_name == "nvdec" else threads
-        self._ffmpeg_threads = max(1, (os.cpu_count() or 1) // max(self.decode_threads, 1))
+        self._ffmpeg_threads = cfg.ffmpeg_threads or _default_ffmpeg_threads(self.decode_threads)
         self._transform = transform
         self._queue: janus.Queue[_Item] | None = None
         self._stop = threading.Event()
@@ -573,9 +601,23 @@ class Prefetcher:
             total += math.prod(shape) * torch.empty((), dtype=desc.dtype).element_size()
         return max(total, 1)
 
+    def _held_sample_bytes(self) -> int:
+        """Bytes the reorder buffer holds per sample: the outputs, or the decoded uint8 frames
+        where those wait there to be processed on the device in order (CPU decoding for a GPU
+        device)."""
+        out = self.sample_bytes()
+        if self.device.type == "cpu" or self.backend_name == "nvdec":
+            return out
+        h = max(ix.height for ix in self.dataset.indexes)
+        w = max(ix.width for ix in self.dataset.indexes)
+        return max(out, len(self._positions) * 3 * h * w)
+
     def _default_lookahead(self) -> int:
-        by_memory = self.config.memory_budget // self.sample_bytes()
-        return int(max(1, min(by_memory, MAX_DEFAULT_LOOKAHEAD)))
+        """As many samples as ``memory_budget`` holds, at most 16384 and at most one epoch (more
+        would only add latency before the first batch)."""
+        by_memory = self.config.memory_budget // self._held_sample_bytes()
+        epoch = max(len(self.sampler), self.config.batch_size)
+        return int(max(1, min(by_memory, MAX_DEFAULT_LOOKAHEAD, epoch)))
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -761,7 +803,8 @@ class Prefetcher:
             queue_fill=self._queue.sync_q.qsize() if self._queue is not None else 0,
             queue_depth=self.config.queue_depth, samples_skipped=n_skipped, skipped=skipped,
             dropped_files=dropped, fallback_files=fallback, lookahead=self.lookahead,
-            memory_bound_bytes=self.lookahead * self.sample_bytes(), peak_buffer_bytes=peak,
+            memory_bound_bytes=self.lookahead * self._held_sample_bytes(),
+            peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
             decode_threads=self.decode_threads)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,8 @@ class PyAVBackend:
     """
 
     name = "pyav"
+    #: ``decode`` takes ``on_frame`` (frames handed over one by one as they are decoded).
+    streams_frames = True
 
     def __init__(
         self,
@@ -96,8 +98,15 @@ class PyAVBackend:
         *,
         size: tuple[int, int] | None = None,
         mode: ReadMode = "auto",
+        on_frame: Callable[[int, torch.Tensor], None] | None = None,
     ) -> DecodeResult:
-        """Decode ``frames`` (presentation indices) of ``index.path``; see :class:`Backend`."""
+        """Decode ``frames`` (presentation indices) of ``index.path``; see :class:`Backend`.
+
+        ``on_frame(i, frame)`` (this backend only): called once per distinct wanted frame as
+        soon as it is decoded, instead of returning the frames (``DecodeResult.frames`` is then
+        empty), so that a caller can process full-size frames one by one and drop them. If it
+        raises, decoding stops and the exception propagates.
+        """
         if mode not in READ_MODES:
             raise ValueError(
                 f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
@@ -105,7 +114,7 @@ class PyAVBackend:
         wanted = [index.check_frame(i) for i in frames]
         if not wanted:
             return DecodeResult([], 0)
-        got: dict[int, torch.Tensor] = {}
+        got: dict[int, torch.Tensor] = {} if on_frame is None else _Sink(on_frame)
         before = self.frames_decoded
         f = self._open(index)
         try:
@@ -119,7 +128,8 @@ class PyAVBackend:
             raise DecodeError(
                 f"{index.path}: decoding frames {_short(wanted)} failed: {type(e).__name__}: {e}"
             ) from e
-        return DecodeResult([got[i] for i in wanted], self.frames_decoded - before)
+        out = [] if on_frame is not None else [got[i] for i in wanted]
+        return DecodeResult(out, self.frames_decoded - before)
 
     def stream(
         self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
@@ -415,6 +425,24 @@ def _short(frames: Sequence[int], limit: int = 8) -> str:
     items = list(frames)
     text = ", ".join(str(i) for i in items[:limit])
     return f"[{text}{', …' if len(items) > limit else ''}]"
+
+
+class _Sink(dict[int, torch.Tensor]):
+    """Stands for the ``got`` dict with ``on_frame``: hands each frame over instead of keeping
+    it, remembering only which frames were handed over."""
+
+    def __init__(self, on_frame: Callable[[int, torch.Tensor], None]) -> None:
+        super().__init__()
+        self._on_frame = on_frame
+        self._seen: set[int] = set()
+
+    def __setitem__(self, i: int, frame: torch.Tensor) -> None:
+        if i not in self._seen:
+            self._seen.add(i)
+            self._on_frame(i, frame)
+
+    def __contains__(self, i: object) -> bool:
+        return i in self._seen
 
 
 def _close_quietly(container: Any) -> None:

@@ -1,0 +1,164 @@
+"""``tvl-async bench`` machinery on tiny videos, and the planner claims it measures: the order does
+not depend on the lookahead, stats report the memory bound, and a consumer slower than decoding
+never waits after the first batch."""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from tvl_async.config import ProcessDesc
+from tvl_async.prefetcher import Prefetcher
+from tvl_async.synthetic import frame_index_of, make_video_set
+
+N_FILES, N_FRAMES, GOP = 4, 60, 15
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    folder = tmp_path_factory.mktemp("bench_tiny")
+    return [str(p) for p in make_video_set(folder, n_files=N_FILES, n_frames=N_FRAMES,
+                                           width=128, height=96, gop=GOP)]
+
+
+def _batches(files: list[str], **kw: Any) -> tuple[list[Any], Any]:
+    opts: dict[str, Any] = {"batch_size": 8, "seed": 5, "decode_threads": 2}
+    opts.update(kw)
+    with Prefetcher(files, **opts) as it:
+        out = list(it)
+        return out, it.stats()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("sampling", ["uniform", "chunked", "gop_shuffle"])
+def test_order_and_outputs_do_not_depend_on_lookahead(tiny: list[str], sampling: str) -> None:
+    desc = ProcessDesc(width=32, height=32, random_resized_crop=(0.3, 1.0), random_flip=True)
+    one, s1 = _batches(tiny, sampling=sampling, lookahead=1, processing=desc)
+    many, s2 = _batches(tiny, sampling=sampling, lookahead=200, processing=desc)
+    assert [b.sample_ids.tolist() for b in one] == [b.sample_ids.tolist() for b in many]
+    for a, b in zip(one, many, strict=True):
+        assert torch.equal(a["default"], b["default"])
+        assert a.augment == b.augment
+    assert s2.decoded_per_delivered < s1.decoded_per_delivered
+    for s in (s1, s2):
+        assert 0 < s.peak_buffer_bytes <= s.memory_bound_bytes
+        assert s.memory_bound_bytes == s.lookahead * 3 * 32 * 32
+
+
+@pytest.mark.timeout(60)
+def test_frames_are_exact_with_a_large_window(tiny: list[str]) -> None:
+    batches, s = _batches(tiny, lookahead=240, seq_len=3)
+    for b in batches:
+        clips = b["default"]
+        for k in range(clips.shape[0]):
+            got = [frame_index_of(clips[k, f]) for f in range(clips.shape[1])]
+            assert got == b.frame_indices[k].tolist()
+    assert s.decoded_per_delivered <= 1.0  # every GOP decoded once for all its clips
+
+
+def test_default_lookahead_follows_the_memory_budget(tiny: list[str]) -> None:
+    desc = ProcessDesc(width=16, height=16)
+    sample = 3 * 16 * 16
+    with Prefetcher(tiny, processing=desc, memory_budget=50 * sample + 3) as p:
+        assert p.lookahead == 50 and p.stats().memory_bound_bytes == 50 * sample
+    big = Prefetcher(tiny, processing=desc, memory_budget=1 << 30)
+    assert big.lookahead == len(big.sampler)  # capped at one epoch (240 samples)
+    big.close()
+
+
+@pytest.mark.timeout(60)
+def test_slow_consumer_never_waits_after_the_first_batch(tiny: list[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding made to cost 3 ms per decoded frame (as at full HD), so that a batch costs
+    10-100 ms to decode; the consumer takes 0.2 s per batch: after the first batch it must find
+    every batch ready (the decode threads work ahead while it is busy)."""
+    from tvl_async.backends.pyav import PyAVBackend
+
+    real = PyAVBackend.decode
+
+    def slow_decode(self: PyAVBackend, *args: Any, **kwargs: Any) -> Any:
+        result = real(self, *args, **kwargs)
+        time.sleep(0.003 * result.n_decoded)  # sleeps without the GIL, like FFmpeg
+        return result
+
+    monkeypatch.setattr(PyAVBackend, "decode", slow_decode)
+    desc = ProcessDesc(width=64, height=64, random_resized_crop=(0.08, 1.0))
+    with Prefetcher(tiny, batch_size=8, lookahead=64, processing=desc, seed=1,
+                    decode_threads=2, epochs=None, queue_depth=2) as it:
+        for _ in range(20):
+            next(it)
+            time.sleep(0.2)
+        s = it.stats()
+    assert s.batches_delivered == 20
+    assert s.wait_time_after_first < 0.05, s
+
+
+# ----------------------------------------------------------------------------- the bench
+
+
+def test_jitter_and_crop_helpers() -> None:
+    from tvl_async._bench_workloads import color_jitter, random_resized_crop
+
+    x = torch.randint(0, 256, (4, 3, 40, 50), dtype=torch.uint8)
+    y = color_jitter(x, torch.Generator().manual_seed(0))
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
+    import random
+
+    c = random_resized_crop(x[0], 24, random.Random(0))
+    assert c.shape == (3, 24, 24) and c.dtype == torch.uint8
+
+
+def test_png_writer(tmp_path: Path) -> None:
+    from tvl_async._bench_png import bar_chart_png
+
+    path = tmp_path / "chart.png"
+    bar_chart_png(path, [("baseline", 10.0), ("uniform L=64", 42.5)], "images/s")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 30
+    assert zlib.crc32(data[12:29]) & 0xFFFFFFFF == struct.unpack(">I", data[29:33])[0]
+
+
+@pytest.mark.timeout(120)
+def test_bench_smoke(tmp_path: Path) -> None:
+    from tvl_async.bench import main
+
+    out = tmp_path / "bench.json"
+    plot = tmp_path / "bench.png"
+    code = main(["--files", "4", "--size", "128x96", "--seconds", "2", "--batches", "2",
+                 "--batch-size", "16", "--crop", "32", "--lookaheads", "1,default",
+                 "--cache-dir", str(tmp_path / "videos"), "--json", str(out), "--plot",
+                 str(plot), "--quiet"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    names = [r["name"] for r in report["results"]]
+    assert names[0] == "baseline" and names[-1] == "ceiling"
+    expected = {"uniform L=1", "chunked k=4", "chunked k=8", "chunked k=16", "gop_shuffle",
+                "uniform slow consumer"}
+    assert expected <= set(names)
+    assert any(n.startswith("uniform L=") and n.endswith("(default)") for n in names)
+    for r in report["results"]:
+        assert "error" not in r, r
+        assert r["images_per_s"] > 0 and r["timed_batches"] >= 2
+        assert r["peak_rss_mb"] > 10
+        assert r["decoded_per_delivered"] is None or r["decoded_per_delivered"] >= 0
+        assert r["vs_baseline"] > 0 and r["vs_ceiling"] > 0
+    base = report["results"][0]
+    assert base["vs_baseline"] == pytest.approx(1.0)
+    assert base["decoded_per_delivered"] == pytest.approx((GOP_BENCH + 1) / 2, rel=0.2)
+    slow = next(r for r in report["results"] if r["name"] == "uniform slow consumer")
+    assert slow["consumer_s"] > 0 and slow["wait_after_first_s"] is not None
+    assert report["videos"]["n_files"] == 4 and report["machine"]["cpu_count"] >= 1
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+GOP_BENCH = 60  # the generated set's keyframe interval (one GOP per 2 s file at 30 fps)

@@ -1,0 +1,305 @@
+"""The measured loops of ``tvl-async bench``: the DataLoader + PyAV-seek baseline, tvl_async, and
+the sequential ceiling, each taking batches of the reference workload.
+
+Reference workload: uniformly random single frames, batches of 128, a RandomResizedCrop to
+224x224 and a ColorJitter (brightness, contrast, saturation) written with plain torch ops, so
+that no configuration depends on torchvision. The baseline does both per item in its worker
+processes, as a typical ``Dataset.__getitem__`` does; tvl_async crops in its decode threads
+(``ProcessDesc(random_resized_crop=...)``) and jitters the collated batch (``transform=``); the
+ceiling decodes every frame of the files in order with the same processing.
+
+Each ``run_*`` function blocks, calls ``on_batch()`` after every batch and returns the wall-clock
+arrival time (``time.perf_counter()``) of each batch plus what else it measured.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+JITTER = 0.4  # brightness, contrast and saturation factors drawn in [1 - 0.4, 1 + 0.4]
+
+
+@dataclass
+class RunResult:
+    """What one measured loop returns."""
+
+    arrivals: list[float]
+    frames_decoded: float | None = None  # None where the loop cannot count them
+    frames_decoded_at: list[float] = field(default_factory=list)  # cumulative, per batch
+    wait_after_first: float | None = None
+    lookahead: int | None = None
+    memory_bound_bytes: int | None = None
+    peak_buffer_bytes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- processing
+
+
+def color_jitter(x: torch.Tensor, generator: torch.Generator,
+                 strength: float = JITTER) -> torch.Tensor:
+    """Brightness, contrast and saturation jitter of uint8 ``[N, 3, H, W]`` images.
+
+    Plain torch ops (torchvision's ColorJitter formulas, fixed order); one factor of each kind
+    per image, uniform in ``[1 - strength, 1 + strength]``. Returns float32 in [0, 1].
+    """
+    n = x.shape[0]
+    v = x.to(torch.float32).div_(255.0)
+    f = torch.empty(3, n, dtype=torch.float32).uniform_(1 - strength, 1 + strength,
+                                                        generator=generator)
+    f = f.view(3, n, 1, 1, 1)
+    v.mul_(f[0]).clamp_(0.0, 1.0)
+    gray = _gray(v)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    v.sub_(mean).mul_(f[1]).add_(mean).clamp_(0.0, 1.0)
+    gray = _gray(v)
+    v.sub_(gray).mul_(f[2]).add_(gray).clamp_(0.0, 1.0)
+    return v
+
+
+def _gray(v: torch.Tensor) -> torch.Tensor:
+    return (0.299 * v[:, 0:1] + 0.587 * v[:, 1:2] + 0.114 * v[:, 2:3])
+
+
+def random_resized_crop(img: torch.Tensor, size: int, rng: random.Random) -> torch.Tensor:
+    """torchvision's RandomResizedCrop of one uint8 ``[3, H, W]`` image to ``size x size``
+    (bilinear, antialiased), with plain torch ops."""
+    h, w = img.shape[-2:]
+    area = h * w
+    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_SCALE)
+        ratio = math.exp(rng.uniform(log_lo, log_hi))
+        cw = round(math.sqrt(target * ratio))
+        ch = round(math.sqrt(target / ratio))
+        if 0 < cw <= w and 0 < ch <= h:
+            top, left = rng.randint(0, h - ch), rng.randint(0, w - cw)
+            break
+    else:
+        ch, cw = min(h, w), min(h, w)
+        top, left = (h - ch) // 2, (w - cw) // 2
+    crop = img[None, :, top:top + ch, left:left + cw]
+    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)[0]
+
+
+class JitterTransform:
+    """``transform=`` for the Prefetcher: ColorJitter on the collated batch (service thread)."""
+
+    def __init__(self, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
+        x = batch["default"]  # [B, 1, 3, H, W] uint8
+        b, f = x.shape[:2]
+        out = color_jitter(x.reshape(b * f, *x.shape[2:]), self.generator)
+        return {"default": out.view(b, f, *out.shape[1:])}
+
+
+def _touch(x: torch.Tensor) -> None:
+    """What the bench's consumer does with a batch: read one element (cheap, forces nothing)."""
+    float(x.reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------- baseline
+
+
+class SeekDataset(torch.utils.data.Dataset[torch.Tensor]):
+    """The usual video Dataset: each item opens its file with PyAV, seeks to the keyframe at or
+    before the frame, decodes up to the frame, converts it to RGB, crops and jitters it."""
+
+    def __init__(self, items: list[tuple[str, int]], crop: int, seed: int) -> None:
+        self.items = items  # (path, pts of the frame)
+        self.crop = crop
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import av
+
+        path, pts = self.items[i]
+        with av.open(path) as container:
+            stream = container.streams.video[0]
+            container.seek(pts, stream=stream, backward=True, any_frame=False)
+            found = None
+            for frame in container.decode(stream):
+                if frame.pts is not None and frame.pts >= pts:
+                    found = frame
+                    break
+            if found is None:
+                raise RuntimeError(f"{path}: no frame at pts {pts}")
+            img = torch.from_numpy(found.to_ndarray(format="rgb24")).permute(2, 0, 1)
+        rng = random.Random(self.seed * 1_000_003 + i)
+        img = random_resized_crop(img, self.crop, rng)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        return color_jitter(img[None], gen)[0]
+
+
+def uniform_items(files: list[str], n: int, seed: int) -> list[tuple[str, int]]:
+    """``n`` uniformly random frames (without replacement while the set lasts) as (path, pts)."""
+    import numpy as np
+
+    from tvl_async.index import load_index
+
+    indexes = [load_index(f) for f in files]
+    counts = np.array([ix.n_frames for ix in indexes])
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    rng = np.random.default_rng(seed)
+    total = int(offsets[-1])
+    ids = np.concatenate([rng.permutation(total) for _ in range(-(-n // total))])[:n]
+    out = []
+    for s in ids.tolist():
+        k = int(np.searchsorted(offsets, s, side="right")) - 1
+        out.append((indexes[k].path, int(indexes[k].pts[s - offsets[k]])))
+    return out
+
+
+def run_baseline(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
+                 workers: int, device: str, on_batch: Callable[[], None]) -> RunResult:
+    """torch DataLoader, ``workers`` worker processes, the SeekDataset above."""
+    items = uniform_items(files, n_batches * batch_size, seed)
+    loader = torch.utils.data.DataLoader(SeekDataset(items, crop, seed), batch_size=batch_size,
+                                         num_workers=workers, shuffle=False,
+                                         pin_memory=device.startswith("cuda"))
+    arrivals = []
+    it = iter(loader)
+    for _ in range(n_batches):
+        x = next(it)
+        if device != "cpu":
+            x = x.to(device, non_blocking=True)
+        _touch(x)
+        arrivals.append(time.perf_counter())
+        on_batch()
+    del it  # joins the workers, so that their peak RSS counts in RUSAGE_CHILDREN
+    return RunResult(arrivals=arrivals)
+
+
+# ----------------------------------------------------------------------------- tvl_async
+
+
+def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
+            sampling: str, lookahead: int | None, chunk_size: int, decode_threads: int | None,
+            ffmpeg_threads: int | None, memory_budget: int | None, device: str,
+            consumer_seconds: float, on_batch: Callable[[], None]) -> RunResult:
+    """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
+    per batch stands for a training step (0: take batches as fast as they come)."""
+    from tvl_async.config import ProcessDesc
+    from tvl_async.prefetcher import Prefetcher
+
+    desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
+    kwargs: dict[str, Any] = {}
+    if memory_budget is not None:
+        kwargs["memory_budget"] = memory_budget
+    arrivals: list[float] = []
+    decoded: list[float] = []
+    with Prefetcher(files, seq_len=1, batch_size=batch_size, sampling=sampling,
+                    lookahead=lookahead, chunk_size=chunk_size, seed=seed, epochs=None,
+                    drop_last=True, processing=desc, transform=JitterTransform(seed),
+                    device=device, decode_threads=decode_threads,
+                    ffmpeg_threads=ffmpeg_threads, **kwargs) as it:
+        for _ in range(n_batches):
+            batch = next(it)
+            _touch(batch["default"])
+            arrivals.append(time.perf_counter())
+            decoded.append(float(it.stats().frames_decoded))
+            on_batch()
+            if consumer_seconds:
+                time.sleep(consumer_seconds)
+        s = it.stats()
+    return RunResult(arrivals=arrivals, frames_decoded=float(s.frames_decoded),
+                     frames_decoded_at=decoded, wait_after_first=s.wait_time_after_first,
+                     lookahead=s.lookahead, memory_bound_bytes=s.memory_bound_bytes,
+                     peak_buffer_bytes=s.peak_buffer_bytes,
+                     extra={"decode_threads": s.decode_threads, "wait_time": s.wait_time})
+
+
+# ----------------------------------------------------------------------------- ceiling
+
+
+def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: int, crop: int,
+                    seed: int, out: queue.Queue[torch.Tensor | BaseException],
+                    stop: threading.Event, decoded: list[int]) -> None:
+    import av
+
+    from tvl_async.config import ProcessDesc
+    from tvl_async.processing import draw_augment, process_clip
+
+    desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
+    gen = torch.Generator().manual_seed(seed * 7919 + k)
+    i = k
+    try:
+        while not stop.is_set():
+            with av.open(files[i % len(files)]) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                stream.codec_context.thread_count = ffmpeg_threads
+                for frame in container.decode(stream):
+                    decoded[k] += 1
+                    img = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+                    params = draw_augment(desc, img.shape[1], img.shape[2], gen)
+                    y = process_clip(img[None], desc, params)
+                    while not stop.is_set():
+                        try:
+                            out.put(y, timeout=0.05)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+            i += n_threads
+    except BaseException as e:  # reaches the consumer
+        out.put(e)
+
+
+def run_ceiling(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
+                decode_threads: int, ffmpeg_threads: int, device: str,
+                on_batch: Callable[[], None]) -> RunResult:
+    """Every frame of the files in order (``decode_threads`` threads, each reading its own
+    files), the same crop and jitter, no planner: what the decoder can do at best."""
+    out: queue.Queue[torch.Tensor | BaseException] = queue.Queue(maxsize=4 * batch_size)
+    stop = threading.Event()
+    decoded = [0] * decode_threads
+    threads = [threading.Thread(target=_ceiling_worker, daemon=True, name=f"ceiling-{k}",
+                                args=(files, k, decode_threads, ffmpeg_threads, crop, seed, out,
+                                      stop, decoded))
+               for k in range(decode_threads)]
+    for t in threads:
+        t.start()
+    jitter = JitterTransform(seed)
+    arrivals: list[float] = []
+    counts: list[float] = []
+    try:
+        for _ in range(n_batches):
+            items: list[torch.Tensor] = []
+            while len(items) < batch_size:
+                item = out.get()
+                if isinstance(item, BaseException):
+                    raise item
+                items.append(item)
+            x = jitter({"default": torch.stack(items)})["default"]
+            if device != "cpu":
+                x = x.to(device, non_blocking=True)
+            _touch(x)
+            arrivals.append(time.perf_counter())
+            counts.append(float(sum(decoded)))
+            on_batch()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5.0)
+    return RunResult(arrivals=arrivals, frames_decoded=float(sum(decoded)),
+                     frames_decoded_at=counts)
