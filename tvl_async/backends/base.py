@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from tvl_async.index import VideoIndex
@@ -70,3 +71,40 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release decoders and open files; safe to call twice."""
         ...
+
+
+def plan_runs(index: VideoIndex, wanted: list[int], mode: ReadMode) -> list[tuple[int, list[int]]]:
+    """Split the wanted frames into ``(keyframe entry, frames)`` decode runs, in decoding order.
+
+    ``seek``: one run per distinct frame. ``stream``: one run from the earliest keyframe.
+    ``auto``: one run per GOP, going on into the next GOP without a seek when at most
+    ``MERGE_SLACK`` frames would be decoded in vain. Shared by every backend.
+    """
+    if mode == "seek":
+        return [(int(index.seek_key[i]), [i]) for i in dict.fromkeys(wanted)]
+    unique = np.unique(np.asarray(wanted, dtype=np.int64))
+    keys = index.seek_key[unique]
+    if mode == "stream":
+        return [(int(keys.min()), unique.tolist())]
+    runs: list[tuple[int, list[int]]] = []
+    last_key = -2
+    for k in np.unique(keys).tolist():
+        frames = unique[keys == k].tolist()
+        # Decoding on from GOP k-1 into GOP k saves a seek but decodes the rest of GOP k-1 for
+        # nothing; a seek costs far less than decoding a frame, so go on only when at most
+        # MERGE_SLACK frames of GOP k-1 would be wasted.
+        if k == last_key + 1 and _gop_last_frame(index, last_key) - runs[-1][1][-1] <= MERGE_SLACK:
+            runs[-1][1].extend(frames)
+        else:
+            runs.append((k, frames))
+        last_key = k
+    return runs
+
+
+#: Frames of a GOP that may be decoded in vain to go on into the next GOP without a seek.
+MERGE_SLACK = 2
+
+
+def _gop_last_frame(index: VideoIndex, key: int) -> int:
+    """Last frame (presentation index) whose seek entry is ``key`` (seek_key is sorted)."""
+    return int(np.searchsorted(index.seek_key, key, side="right")) - 1

@@ -50,7 +50,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode
+from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
 from tvl_async.backends.yuv import nv12_to_rgb, p016_to_rgb
 from tvl_async.errors import (
     BackendUnavailableError,
@@ -558,30 +558,6 @@ class _Engine:
         if remaining:
             raise DecodeError(f"{index.path}: frames {short(sorted(remaining))} never came out "
                               f"of the decoder (decoding from keyframe {key})")
-
-
-def plan_runs(index: VideoIndex, wanted: list[int], mode: ReadMode) -> list[tuple[int, list[int]]]:
-    """Split the wanted frames into ``(keyframe entry, frames)`` runs, as the CPU backend does.
-
-    ``seek``: one run per distinct frame. ``stream``: one run from the earliest keyframe.
-    ``auto``: one run per GOP, merging consecutive GOPs (decoding on costs no seek).
-    """
-    if mode == "seek":
-        return [(int(index.seek_key[i]), [i]) for i in dict.fromkeys(wanted)]
-    unique = np.unique(np.asarray(wanted, dtype=np.int64))
-    keys = index.seek_key[unique]
-    if mode == "stream":
-        return [(int(keys.min()), unique.tolist())]
-    runs: list[tuple[int, list[int]]] = []
-    last_key = -2
-    for k in np.unique(keys).tolist():
-        frames = unique[keys == k].tolist()
-        if k == last_key + 1:
-            runs[-1][1].extend(frames)
-        else:
-            runs.append((k, frames))
-        last_key = k
-    return runs
 
 
 def short(frames: Sequence[int], limit: int = 8) -> str:

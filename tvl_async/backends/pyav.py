@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import av
-import numpy as np
 import torch
 
-from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode
+from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
 from tvl_async.errors import DecodeError
 from tvl_async.index import (
     NO_TS,
@@ -121,7 +120,7 @@ class PyAVBackend:
             if not index.timestamps_ok:
                 self._decode_sequential(f, index, sorted(set(wanted)), got, size)
             else:
-                for key, run in _plan_runs(index, wanted, mode):
+                for key, run in plan_runs(index, wanted, mode):
                     self._decode_run(f, index, key, run, got, size)
         except av.FFmpegError as e:
             self._forget(index.path)
@@ -387,38 +386,6 @@ class PyAVBackend:
         raise DecodeError(
             f"{index.path}: the stream ended before frames {_short(sorted(remaining))}"
         )
-
-
-def _plan_runs(index: VideoIndex, wanted: list[int], mode: ReadMode) -> list[tuple[int, list[int]]]:
-    """Split the wanted frames into (keyframe entry, frames) decode runs, in decoding order."""
-    if mode == "seek":
-        return [(int(index.seek_key[i]), [i]) for i in dict.fromkeys(wanted)]
-    unique = np.unique(np.asarray(wanted, dtype=np.int64))
-    keys = index.seek_key[unique]
-    if mode == "stream":
-        return [(int(keys.min()), unique.tolist())]
-    runs: list[tuple[int, list[int]]] = []
-    last_key = -2
-    for k in np.unique(keys).tolist():
-        frames = unique[keys == k].tolist()
-        # Decoding on from GOP k-1 into GOP k saves a seek but decodes the rest of GOP k-1 for
-        # nothing; a seek costs far less than decoding a frame, so go on only when at most
-        # MERGE_SLACK frames of GOP k-1 would be wasted.
-        if k == last_key + 1 and _gop_last_frame(index, last_key) - runs[-1][1][-1] <= MERGE_SLACK:
-            runs[-1][1].extend(frames)
-        else:
-            runs.append((k, frames))
-        last_key = k
-    return runs
-
-
-#: Frames of a GOP that may be decoded in vain to go on into the next GOP without a seek.
-MERGE_SLACK = 2
-
-
-def _gop_last_frame(index: VideoIndex, key: int) -> int:
-    """Last frame (presentation index) whose seek entry is ``key`` (seek_key is sorted)."""
-    return int(np.searchsorted(index.seek_key, key, side="right")) - 1
 
 
 def _short(frames: Sequence[int], limit: int = 8) -> str:
