@@ -196,8 +196,7 @@ def test_jpeg_named_mp4_is_a_one_frame_video(tmp_path: Path) -> None:
         VideoDataset([p, small(tmp_path / "ok.mp4", n=24)], seq_len=2)
 
 
-def test_audio_only_file(tmp_path: Path) -> None:
-    p = tmp_path / "audio.mp4"
+def audio_only(p: Path) -> Path:
     with av.open(str(p), "w") as c:
         a = c.add_stream("aac", rate=48000)
         for k in range(20):
@@ -209,6 +208,20 @@ def test_audio_only_file(tmp_path: Path) -> None:
                 c.mux(pkt)
         for pkt in a.encode(None):
             c.mux(pkt)
+    return p
+
+
+def unknown_codec(tmp_path: Path) -> Path:
+    src = small(tmp_path / "h264.mkv", n=24)
+    data = src.read_bytes()
+    assert data.count(b"V_MPEG4/ISO/AVC") == 1
+    p = tmp_path / "unknown_codec.mkv"
+    p.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_XXXXX/ISO/ZZZ"))
+    return p
+
+
+def test_audio_only_file(tmp_path: Path) -> None:
+    p = audio_only(tmp_path / "audio.mp4")
     with pytest.raises(NoVideoStreamError) as e:
         VideoLoader(p)
     assert str(e.value) == f"{p}: no video stream (streams found: audio)"
@@ -249,14 +262,37 @@ def test_codec_without_decoder(tmp_path: Path) -> None:
     """A real file whose codec FFmpeg cannot decode: an MKV whose CodecID was rewritten to one
     FFmpeg does not know (same length, so the EBML stays valid). PyAV gives such a stream no
     codec context, as it does for a known codec whose decoder is missing from the build."""
-    src = small(tmp_path / "h264.mkv", n=24)
-    data = src.read_bytes()
-    assert data.count(b"V_MPEG4/ISO/AVC") == 1
-    p = tmp_path / "unknown_codec.mkv"
-    p.write_bytes(data.replace(b"V_MPEG4/ISO/AVC", b"V_XXXXX/ISO/ZZZ"))
+    p = unknown_codec(tmp_path)
     with pytest.raises(UnsupportedCodecError) as e:
         VideoLoader(p)
     assert str(e.value) == f"{p}: this FFmpeg build has no decoder for the video stream"
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "audio", "codec", "truncated"])
+def test_prefetcher_reports_open_time_errors(
+    files: dict[str, Path], tmp_path: Path, kind: str
+) -> None:
+    """A Prefetcher indexes every file in its constructor: a bad file among good ones fails
+    there, with the same error as VideoLoader, naming that file (whatever ``on_error`` is)."""
+    if kind == "empty":
+        bad, cls = tmp_path / "empty.mp4", VideoOpenError
+        bad.touch()
+    elif kind == "text":
+        bad, cls = tmp_path / "text.mp4", VideoOpenError
+        bad.write_text("not a video\n" * 50)
+    elif kind == "audio":
+        bad, cls = audio_only(tmp_path / "audio.mp4"), NoVideoStreamError
+    elif kind == "codec":
+        bad, cls = unknown_codec(tmp_path), UnsupportedCodecError
+    else:
+        data = files["good"].read_bytes()
+        bad, cls = cut(files["good"], len(data) // 2, tmp_path / "cut.mp4"), VideoOpenError
+    with pytest.raises(cls) as loader_error:
+        VideoLoader(bad)
+    with pytest.raises(cls) as e:
+        Prefetcher([files["good"], bad, files["good2"]], seq_len=2, on_error="skip")
+    assert str(e.value) == str(loader_error.value)
+    assert str(e.value).startswith(f"{bad}: ")
 
 
 def test_file_shorter_than_one_clip(files: dict[str, Path]) -> None:
@@ -609,6 +645,9 @@ def test_epoch_file_dropped_after_repeated_failures(
     assert len(gave_up) == 1
     assert gave_up[0].getMessage().startswith(f"tvl_async: giving up {broken} after 3 failures")
     assert len([r for r in caplog.records if "skipping sample" in r.getMessage()]) == 1
+    # once given up, the file is no longer decoded: only the 3 failures (each retried once
+    # alone) and the samples already planned (lookahead=2) reached the decoder, not all 12
+    assert calls.count(broken) <= 2 * (3 + 2)
 
 
 def test_epoch_truncated_file_loses_nothing(files: dict[str, Path], tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ def test_short_soak_single_prefetcher_is_flat(
     )
     base, closed = records[0], records[-1]
     running = records[1:-2]  # boundaries while it runs (the last epoch ends at close)
-    assert len({(r.open_files, r.threads) for r in running[1:]}) == 1, records
+    assert len({r.threads for r in running}) == 1, records
+    # Open containers are cached per decode thread (16 at most each): bounded, not growing.
+    assert max(r.open_files for r in running) <= base.open_files + 2 * 16 + 8, records
     assert closed.open_files == base.open_files and closed.threads == base.threads
     assert closed.rss_mib - records[2].rss_mib < 24, [r.rss_mib for r in records]
     assert soak.verdict(records, warmup=2, max_rss_growth=24, mode="single") == []

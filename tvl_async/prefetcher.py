@@ -35,7 +35,12 @@ import torch
 
 from tvl_async.backends import create_backend, resolve_backend
 from tvl_async.config import PrefetchConfig, ProcessDesc
-from tvl_async.errors import BackendUnavailableError, PrefetcherClosedError, ServiceError
+from tvl_async.errors import (
+    BackendUnavailableError,
+    DecodeError,
+    PrefetcherClosedError,
+    ServiceError,
+)
 from tvl_async.index import VIDEO_SUFFIXES
 from tvl_async.planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
 from tvl_async.processing import AugmentParams, draw_augment, needed_frames, process_clip
@@ -210,15 +215,17 @@ class _ServicePlan:
     stop: threading.Event
     counters: _Counters
     pool_holder: list[DecodePool] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)  # files given up (service thread only)
 
 
 def _sample_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _requests(plan: _ServicePlan, dropped: set[int]) -> Iterator[SampleRequest]:
+def _requests(plan: _ServicePlan) -> Iterator[SampleRequest]:
     """Sample requests in sampler order, with their random draws (made here, so they do not
-    depend on the order in which samples finish decoding)."""
+    depend on the order in which samples finish decoding). Samples of files given up
+    (``plan.dropped``) come as failed requests: they are skipped in their place, not decoded."""
     ds = plan.dataset
     indexes = ds.indexes
     for seq, (epoch, position, sample_id) in enumerate(plan.epochs):
@@ -235,6 +242,8 @@ def _requests(plan: _ServicePlan, dropped: set[int]) -> Iterator[SampleRequest]:
             label = ds.label(sample_id)
         except Exception as e:
             error = e
+        if index.path in plan.dropped:
+            error = DecodeError(f"{index.path}: file dropped after repeated failures")
         yield SampleRequest(seq=seq, epoch=epoch, position=position, sample_id=sample_id,
                             file_index=file_index, index=index, frames=ds.clip_frames(sample_id),
                             positions=plan.positions, label=label, augment=augment, error=error)
@@ -328,7 +337,7 @@ def _service_main(plan: _ServicePlan) -> None:
         pool = DecodePool(lambda: _make_backend(plan), 0 if gpu_decode else plan.decode_threads,
                           process=process if on_cpu or gpu_decode else None)
         plan.pool_holder.append(pool)
-        planner = LookaheadPlanner(_requests(plan, set()), pool, plan.lookahead)
+        planner = LookaheadPlanner(_requests(plan), pool, plan.lookahead)
         with stream.context():  # GPU decoding, processing and collation on the service stream
             _run_batches(plan, planner, stream, to_device_async)
     except BaseException as e:
@@ -348,7 +357,7 @@ def _run_batches(plan: _ServicePlan, planner: LookaheadPlanner, stream: Any,
     cfg = plan.config
     pending: list[SampleResult] = []
     failures: dict[str, int] = {}
-    dropped: set[str] = set()
+    dropped = plan.dropped
     epoch = -1
 
     def flush(final: bool) -> bool:
