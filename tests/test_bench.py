@@ -143,7 +143,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     names = [r["name"] for r in report["results"]]
     assert names[0] == "baseline" and names[-1] == "ceiling"
     expected = {"uniform L=1", "chunked k=4", "chunked k=8", "chunked k=16", "gop_shuffle",
-                "uniform slow consumer"}
+                "uniform slow consumer", "gop_shuffle slow consumer"}
     assert expected <= set(names)
     assert any(n.startswith("uniform L=") and n.endswith("(default)") for n in names)
     for r in report["results"]:
@@ -155,8 +155,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
     base = report["results"][0]
     assert base["vs_baseline"] == pytest.approx(1.0)
     assert base["decoded_per_delivered"] == pytest.approx((GOP_BENCH + 1) / 2, rel=0.2)
-    slow = next(r for r in report["results"] if r["name"] == "uniform slow consumer")
-    assert slow["consumer_s"] > 0 and slow["wait_after_first_s"] is not None
+    for name in ("uniform slow consumer", "gop_shuffle slow consumer"):
+        slow = next(r for r in report["results"] if r["name"] == name)
+        assert slow["consumer_s"] > 0 and slow["wait_after_first_s"] is not None
+        assert len(slow["waits_s"]) == 1 + slow["timed_batches"]
     assert report["videos"]["n_files"] == 4 and report["machine"]["cpu_count"] >= 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
 

@@ -206,15 +206,18 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
         kwargs["memory_budget"] = memory_budget
     arrivals: list[float] = []
     decoded: list[float] = []
+    waits: list[float] = []
     with Prefetcher(files, seq_len=1, batch_size=batch_size, sampling=sampling,
                     lookahead=lookahead, chunk_size=chunk_size, seed=seed, epochs=None,
                     drop_last=True, processing=desc, transform=JitterTransform(seed),
                     device=device, decode_threads=decode_threads,
                     ffmpeg_threads=ffmpeg_threads, **kwargs) as it:
         for _ in range(n_batches):
+            t0 = time.perf_counter()
             batch = next(it)
             _touch(batch["default"])
             arrivals.append(time.perf_counter())
+            waits.append(arrivals[-1] - t0)
             decoded.append(float(it.stats().frames_decoded))
             on_batch()
             if consumer_seconds:
@@ -224,7 +227,8 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
                      frames_decoded_at=decoded, wait_after_first=s.wait_time_after_first,
                      lookahead=s.lookahead, memory_bound_bytes=s.memory_bound_bytes,
                      peak_buffer_bytes=s.peak_buffer_bytes,
-                     extra={"decode_threads": s.decode_threads, "wait_time": s.wait_time})
+                     extra={"decode_threads": s.decode_threads, "wait_time": s.wait_time,
+                            "waits_s": [round(w, 3) for w in waits]})
 
 
 # ----------------------------------------------------------------------------- ceiling

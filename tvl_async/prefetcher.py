@@ -54,6 +54,10 @@ JOIN_SECONDS = 10.0  # how long close() waits for the service thread
 # planner's gain keeps growing with the window (docs/benchmarks.md) and jobs go out earliest
 # sample first, so the first batch does not wait for the whole window
 MAX_DEFAULT_LOOKAHEAD = 16384
+# Containers (with their decoders) each CPU decode thread keeps open. An open 1080p H.264
+# decoder holds ~26 MB of frame buffers; reopening a file costs far less than decoding a GOP
+# (docs/benchmarks.md), and random sampling over many files rarely hits an open one anyway.
+OPEN_FILES_PER_THREAD = 4
 
 
 # ---------------------------------------------------------------------------------- batch
@@ -311,7 +315,8 @@ def _collate(results: list[SampleResult], plan: _ServicePlan) -> Batch:
 
 def _make_backend(plan: _ServicePlan) -> Any:
     if plan.backend == "pyav":
-        return create_backend("pyav", "cpu", threads=plan.ffmpeg_threads)
+        return create_backend("pyav", "cpu", threads=plan.ffmpeg_threads,
+                              max_open_files=OPEN_FILES_PER_THREAD)
 
     def on_fallback(path: str, reason: str) -> None:
         with plan.counters.lock:
