@@ -1,7 +1,7 @@
 """Faults in the pipeline: every one ends with a clear message, no thread and no open file left.
 
 Test backends are injected by monkeypatching ``PyAVBackend.decode`` (each decode thread makes its
-own ``PyAVBackend``) or pieces of the service in ``tvl_async.prefetcher``.
+own ``PyAVBackend``) or pieces of the service in ``tvl_async.service``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import tvl_async.prefetcher as prefetcher_module
+import tvl_async.service as service_module
 from tvl_async import DecodeError, PrefetcherClosedError, ServiceError
 from tvl_async.backends.pyav import PyAVBackend
 from tvl_async.prefetcher import Prefetcher
@@ -242,7 +242,7 @@ def test_stuck_decoder_is_abandoned_with_a_warning(
     """A decode call that does not return (a stuck FFmpeg call cannot be interrupted): close()
     gives up joining after JOIN_SECONDS and warns, naming what it was busy with; the daemon
     thread ends by itself once the call returns."""
-    monkeypatch.setattr(prefetcher_module, "JOIN_SECONDS", 0.3)
+    monkeypatch.setattr(service_module, "JOIN_SECONDS", 0.3)
     entered, release = threading.Event(), threading.Event()
 
     def before(index: Any, frames: list[int]) -> None:
@@ -341,7 +341,7 @@ def test_service_thread_ends_silently(
     files: list[Path], clean: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The service thread vanishes without a word: the waiting consumer notices."""
-    monkeypatch.setattr(prefetcher_module, "_service_main", lambda plan: None)
+    monkeypatch.setattr(service_module, "service_main", lambda plan: None)
     with (
         pytest.raises(
             ServiceError,
@@ -358,7 +358,7 @@ def test_service_thread_killed_mid_run(
 ) -> None:
     """SystemExit inside the service's queue hand-off (also when it reports its own failure):
     the thread dies after two batches; the consumer gets those two, then ServiceError."""
-    real_put = prefetcher_module._put
+    real_put = service_module._put
     puts = 0
 
     def put(plan: Any, item: Any, *args: Any, **kwargs: Any) -> bool:
@@ -368,7 +368,7 @@ def test_service_thread_killed_mid_run(
             raise SystemExit("killed")
         return real_put(plan, item, *args, **kwargs)
 
-    monkeypatch.setattr(prefetcher_module, "_put", put)
+    monkeypatch.setattr(service_module, "_put", put)
     got = 0
     with pytest.raises(ServiceError, match="died without delivering"), make(files) as it:
         for batch in it:
@@ -382,7 +382,7 @@ def test_service_raises_base_exception(
 ) -> None:
     """A BaseException inside the service (here SystemExit from collating a batch) reaches the
     consumer as that same exception, with a note naming the service thread."""
-    real = prefetcher_module._collate
+    real = service_module._collate
     calls = 0
 
     def collate(results: Any, plan: Any) -> Any:
@@ -392,7 +392,7 @@ def test_service_raises_base_exception(
             raise SystemExit("collate died")
         return real(results, plan)
 
-    monkeypatch.setattr(prefetcher_module, "_collate", collate)
+    monkeypatch.setattr(service_module, "_collate", collate)
     got = 0
     with pytest.raises(SystemExit, match="collate died") as e, make(files) as it:
         for _ in it:

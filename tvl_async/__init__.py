@@ -6,7 +6,9 @@ Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoData
 
 from __future__ import annotations
 
+from tvl_async.batch import Batch, PrefetchStats, SkippedSample
 from tvl_async.config import PrefetchConfig, ProcessDesc
+from tvl_async.dataset import VideoDataset
 from tvl_async.errors import (
     BackendUnavailableError,
     DecodeError,
@@ -19,8 +21,7 @@ from tvl_async.errors import (
 )
 from tvl_async.index import VideoIndex, load_index
 from tvl_async.loader import VideoLoader
-from tvl_async.prefetcher import Batch, Prefetcher, PrefetchStats, SkippedSample
-from tvl_async.sampling import VideoDataset
+from tvl_async.prefetcher import Prefetcher
 
 __version__ = "0.1.0"
 

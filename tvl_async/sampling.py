@@ -1,368 +1,48 @@
-"""The sample space (:class:`VideoDataset`) and the order samples are read in (samplers, epochs).
-
-Sample ``i`` of a :class:`VideoDataset` is NVVL's clip: ``seq_len`` frames ``start, start+stride,
-…`` of one file, with every valid start ``step`` frames apart, files concatenated in the order
-given. Files too short for one clip are skipped with one warning; the sample ids of the other files
-stay consistent. Sample → (file, start) lookups are vectorised so that datasets of 10^7 samples
-cost a few arrays, built lazily.
+"""The order samples are read in: samplers, shards and epochs over a sample space.
 
 A :class:`Sampler` turns an epoch number into the sample ids this rank reads, in order. Every
 order depends only on ``(seed, epoch)``, never on history, so an epoch can be replayed or resumed.
 Ranks take disjoint, equal-length shards of the epoch's global order (torch's
 ``DistributedSampler`` convention for padding and ``drop_last``). :class:`EpochIterator` walks
-epochs and saves/restores its position with ``state_dict``/``load_state_dict``.
+epochs and saves/restores its position with ``state_dict``/``load_state_dict``. The sample space
+itself, :class:`~tvl_async.dataset.VideoDataset`, lives in ``tvl_async.dataset`` (re-exported
+here).
 
 How far each sampler is from i.i.d. uniform sampling is derived in ``docs/sampling.md``.
 
-This module knows nothing of decoding except :meth:`VideoDataset.__getitem__`, a synchronous
-debugging aid. Nothing here starts a thread; everything blocks only on index loading.
+This module knows nothing of decoding. Nothing here starts a thread or blocks.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
-from tvl_async.index import VideoIndex, load_index
+from tvl_async.dataset import IntArray, VideoDataset, check_int, expand_runs
 
-if TYPE_CHECKING:
-    from tvl_async.backends.base import Backend
-
-IntArray = npt.NDArray[np.int64]
-PathLike = str | os.PathLike[str]
+__all__ = [
+    "SAMPLINGS",
+    "ChunkedSampler",
+    "EpochIterator",
+    "GopShuffleSampler",
+    "IntArray",
+    "SampleSpace",
+    "Sampler",
+    "SequentialSampler",
+    "UniformSampler",
+    "VideoDataset",
+    "distributed_rank",
+    "make_sampler",
+    "shuffle_buffer_order",
+]
 
 SAMPLINGS: tuple[str, ...] = ("sequential", "uniform", "chunked", "gop_shuffle")
 STATE_VERSION = 1
-_MAX_NAMED_SKIPS = 10
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _readonly(a: IntArray) -> IntArray:
-    a.flags.writeable = False
-    return a
-
-
-def _expand_runs(starts: IntArray, lengths: IntArray) -> IntArray:
-    """Concatenate ``arange(s, s + n)`` for each (s, n), vectorised."""
-    total = int(lengths.sum())
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------------- dataset
-
-
-class VideoDataset:
-    """Every valid clip of a list of video files, addressed by one integer (NVVL's index space).
-
-    Sample ``i`` is the clip of ``seq_len`` frames ``start, start+stride, …,
-    start+(seq_len-1)*stride`` of one file; a file offers the starts ``0, step, 2*step, …`` while
-    the clip fits. Files are concatenated in the order given.
-
-    Args:
-        files: video paths, or a single path.
-        seq_len: frames per clip, >= 1.
-        stride: frame distance inside a clip, >= 1.
-        step: frame distance between consecutive clip starts of a file, >= 1.
-        get_label: optional ``get_label(path) -> label`` for :meth:`label`.
-        indexes: optional pre-built :class:`VideoIndex` per file, aligned with ``files``; by
-            default each file is indexed with :func:`load_index` (blocks; uses the disk cache).
-
-    Raises:
-        ValueError: no files, bad sizes, ``indexes`` of the wrong length, or no file holds a clip.
-
-    Warns:
-        UserWarning: once, naming every file too short for one clip (its frame count and the
-            clip span needed). Skipped files keep their place in ``files``; they own no samples.
-
-    The object is immutable after construction and may be read from any thread, except
-    ``__getitem__`` (see there).
-    """
-
-    def __init__(self, files: PathLike | Iterable[PathLike], seq_len: int, *, stride: int = 1,
-                 step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 indexes: Sequence[VideoIndex] | None = None) -> None:
-        paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) \
-            else [os.fspath(f) for f in files]
-        if not paths:
-            raise ValueError("VideoDataset needs at least one file, got an empty list")
-        if indexes is None:
-            idx = [load_index(p) for p in paths]
-        else:
-            idx = list(indexes)
-            if len(idx) != len(paths):
-                raise ValueError(f"indexes has {len(idx)} entries for {len(paths)} files; "
-                                 f"give one VideoIndex per file, in the same order")
-        self._setup(paths, [i.n_frames for i in idx], [i.seek_key for i in idx], idx,
-                    seq_len, stride, step, get_label)
-
-    @classmethod
-    def from_frame_counts(cls, frame_counts: Sequence[int], seq_len: int, *, stride: int = 1,
-                          step: int = 1, gop_size: int | None = None,
-                          get_label: Callable[[str], Any] | None = None,
-                          names: Sequence[str] | None = None) -> VideoDataset:
-        """A dataset over imaginary files with these frame counts: for samplers and tests.
-
-        No file is opened. GOP ``g`` of a file holds frames ``g*gop_size … (g+1)*gop_size-1``
-        (``gop_size=None``: one GOP per file). Files are named ``names`` or ``<file K>``.
-        :attr:`indexes`, :meth:`check_uniform_size` and ``__getitem__`` raise RuntimeError.
-        """
-        counts = [_check_int("frame count", n, 0) for n in frame_counts]
-        gop = None if gop_size is None else _check_int("gop_size", gop_size, 1)
-        paths = list(names) if names is not None else [f"<file {k}>" for k in range(len(counts))]
-        if len(paths) != len(counts):
-            raise ValueError(f"names has {len(paths)} entries for {len(counts)} frame counts")
-        if not paths:
-            raise ValueError("VideoDataset needs at least one file, got an empty list")
-        keys = [np.arange(n, dtype=np.int64) // (gop or max(n, 1)) for n in counts]
-        obj = cls.__new__(cls)
-        obj._setup(paths, counts, keys, None, seq_len, stride, step, get_label)
-        return obj
-
-    def _setup(self, paths: list[str], n_frames: list[int], seek_keys: list[np.ndarray],
-               indexes: list[VideoIndex] | None, seq_len: int, stride: int, step: int,
-               get_label: Callable[[str], Any] | None) -> None:
-        self._seq_len = _check_int("seq_len", seq_len, 1)
-        self._stride = _check_int("stride", stride, 1)
-        self._step = _check_int("step", step, 1)
-        self._paths = paths
-        self._indexes = indexes
-        self._seek_keys = seek_keys
-        self._get_label = get_label
-        span = self.span
-        frames = np.asarray(n_frames, dtype=np.int64)
-        counts = np.where(frames >= span, (frames - span) // self._step + 1, 0).astype(np.int64)
-        self._n_frames = _readonly(frames)
-        self._counts = _readonly(counts)
-        self._offsets = _readonly(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-        self._len = int(self._offsets[-1])
-        self._skipped = [paths[k] for k in np.flatnonzero(counts == 0)]
-        self._arrays: tuple[IntArray, IntArray] | None = None
-        self._gops: IntArray | None = None
-        self._local = threading.local()
-        if self._skipped:
-            named = ", ".join(f"'{paths[k]}' ({frames[k]} frames)"
-                              for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS])
-            more = len(self._skipped) - _MAX_NAMED_SKIPS
-            warnings.warn(
-                f"skipping {len(self._skipped)} file(s) too short for one clip of seq_len="
-                f"{self._seq_len}, stride={self._stride} (a clip spans {span} frames): {named}"
-                + (f" and {more} more" if more > 0 else ""), UserWarning, stacklevel=3)
-        if self._len == 0:
-            raise ValueError(f"no file holds a clip spanning {span} frames (seq_len="
-                             f"{self._seq_len}, stride={self._stride}); the longest file has "
-                             f"{frames.max()} frames")
-
-    # ------------------------------------------------------------------ geometry and lookup
-
-    @property
-    def seq_len(self) -> int:
-        """Frames per clip."""
-        return self._seq_len
-
-    @property
-    def stride(self) -> int:
-        """Frame distance between the frames of a clip."""
-        return self._stride
-
-    @property
-    def step(self) -> int:
-        """Frame distance between consecutive clip starts in a file."""
-        return self._step
-
-    @property
-    def span(self) -> int:
-        """Frames a clip covers from its first to its last frame: ``(seq_len-1)*stride + 1``."""
-        return (self._seq_len - 1) * self._stride + 1
-
-    @property
-    def files(self) -> list[str]:
-        """All files as given (skipped ones included); ``file_index`` values index this list."""
-        return list(self._paths)
-
-    @property
-    def skipped_files(self) -> list[str]:
-        """Files too short for one clip, which own no samples."""
-        return list(self._skipped)
-
-    @property
-    def indexes(self) -> list[VideoIndex]:
-        """One :class:`VideoIndex` per entry of :attr:`files`.
-
-        Raises:
-            RuntimeError: the dataset was made by :meth:`from_frame_counts`.
-        """
-        return list(self._require_indexes())
-
-    @property
-    def samples_per_file(self) -> IntArray:
-        """``[n_files]`` samples each file owns (0 for skipped files); read-only."""
-        return self._counts
-
-    @property
-    def file_offsets(self) -> IntArray:
-        """``[n_files + 1]`` first sample id of each file (and the total at the end); read-only."""
-        return self._offsets
-
-    def __len__(self) -> int:
-        return self._len
-
-    def _check_sample(self, i: int) -> int:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"sample index must be an int, got {i!r}")
-        if not -self._len <= i < self._len:
-            raise IndexError(f"sample index {i} out of range: valid 0..{self._len - 1} "
-                             f"(or -{self._len}..-1)")
-        return int(i) % self._len
-
-    def locate(self, i: int) -> tuple[int, int]:
-        """``(file_index, start_frame)`` of sample ``i`` (negative ``i`` counts from the end).
-
-        ``file_index`` indexes :attr:`files` (the original list, skipped files included).
-
-        Raises:
-            IndexError: ``i`` outside ``-len..len-1``, naming ``i`` and the valid range.
-        """
-        i = self._check_sample(i)
-        f = int(np.searchsorted(self._offsets, i, side="right")) - 1
-        return f, (i - int(self._offsets[f])) * self._step
-
-    def locate_many(self, ids: npt.ArrayLike) -> tuple[IntArray, IntArray]:
-        """Vectorised :meth:`locate`: ``(file_index, start_frame)`` arrays for sample ``ids``."""
-        a = np.asarray(ids, dtype=np.int64)
-        if a.size and (a.min() < -self._len or a.max() >= self._len):
-            bad = a[(a < -self._len) | (a >= self._len)][0]
-            raise IndexError(f"sample index {bad} out of range: valid 0..{self._len - 1} "
-                             f"(or -{self._len}..-1)")
-        a = a % self._len if self._len else a
-        f = np.searchsorted(self._offsets, a, side="right").astype(np.int64) - 1
-        return f, (a - self._offsets[f]) * self._step
-
-    def clip_frames(self, i: int) -> list[int]:
-        """Presentation indices of the ``seq_len`` frames of sample ``i`` in its file."""
-        _, start = self.locate(i)
-        return list(range(start, start + self.span, self._stride))
-
-    def file_of(self, i: int) -> str:
-        """Path (as given) of the file holding sample ``i``."""
-        return self._paths[self.locate(i)[0]]
-
-    def gop_of(self, i: int) -> int:
-        """GOP id (keyframe-table entry, ``seek_key``) of the first frame of sample ``i``."""
-        f, start = self.locate(i)
-        return int(self._seek_keys[f][start])
-
-    def label(self, i: int) -> Any:
-        """``get_label(path)`` for the file of sample ``i``, or None without ``get_label``."""
-        return None if self._get_label is None else self._get_label(self.file_of(i))
-
-    def sample_arrays(self) -> tuple[IntArray, IntArray]:
-        """``([N] file_index, [N] start_frame)`` for every sample, read-only, built once.
-
-        About 16 bytes per sample; thread-safe (a race builds the same arrays twice).
-        """
-        if self._arrays is None:
-            ids = np.arange(self._len, dtype=np.int64)
-            f = np.repeat(np.arange(len(self._counts), dtype=np.int64), self._counts)
-            start = (ids - self._offsets[f]) * self._step
-            self._arrays = (_readonly(f), _readonly(start))
-        return self._arrays
-
-    def sample_gops(self) -> IntArray:
-        """``[N]`` GOP id (within its file) of each sample's first frame; read-only, built once."""
-        if self._gops is None:
-            parts = [np.asarray(self._seek_keys[f], dtype=np.int64)[
-                np.arange(int(c), dtype=np.int64) * self._step]
-                for f, c in enumerate(self._counts) if c > 0]
-            self._gops = _readonly(np.concatenate(parts))
-        return self._gops
-
-    def check_uniform_size(self) -> tuple[int, int]:
-        """``(height, width)`` in pixels shared by every file that owns samples.
-
-        Raises:
-            ValueError: two files differ in size (both are named, with their sizes).
-            RuntimeError: the dataset was made by :meth:`from_frame_counts`.
-        """
-        idx = self._require_indexes()
-        used = [k for k in range(len(idx)) if self._counts[k] > 0]
-        first = idx[used[0]]
-        for k in used[1:]:
-            other = idx[k]
-            if (other.height, other.width) != (first.height, first.width):
-                raise ValueError(
-                    f"files differ in frame size: '{self._paths[used[0]]}' is "
-                    f"{first.width}x{first.height} and '{self._paths[k]}' is "
-                    f"{other.width}x{other.height} (width x height); a batch needs one size: "
-                    f"give a processing with a fixed output size (scale_width/scale_height or "
-                    f"width/height)")
-        return first.height, first.width
-
-    def _require_indexes(self) -> list[VideoIndex]:
-        if self._indexes is None:
-            raise RuntimeError("this VideoDataset was built from frame counts and has no video "
-                               "indexes (use VideoDataset(files, ...) to read videos)")
-        return self._indexes
-
-    # --------------------------------------------------------------------- debugging access
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """Decode sample ``i`` synchronously on the CPU (a debugging aid; the Prefetcher is fast).
-
-        Returns ``{"frames": [seq_len, 3, H, W] uint8 tensor, "file": path,
-        "frame_indices": [seq_len] int64 tensor, "label": label or None, "sample_id": i}``.
-        Blocks while decoding. Each calling thread gets its own PyAV backend, created on first
-        use and closed by :meth:`close` called in that thread (or at garbage collection).
-        """
-        f, _ = self.locate(i)
-        frames = self.clip_frames(i)
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            from tvl_async.backends.pyav import PyAVBackend
-
-            backend = PyAVBackend()
-            self._local.backend = backend
-        result = backend.decode(self._require_indexes()[f], frames)
-        return {"frames": torch.stack(result.frames), "file": self._paths[f],
-                "frame_indices": torch.tensor(frames, dtype=torch.int64),
-                "label": self.label(i), "sample_id": int(i) % self._len}
-
-    def close(self) -> None:
-        """Close the calling thread's ``__getitem__`` backend, if any; safe to call twice."""
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is not None:
-            self._local.backend = None
-            backend.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_local"]  # decoders never travel to another process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
-
-    def __repr__(self) -> str:
-        return (f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
-                f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
-                f"step={self._step})")
-
 
 # ---------------------------------------------------------------------------------- samplers
 
@@ -397,8 +77,8 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
         world_size = torch.distributed.get_world_size() if dist_on else 1
     if rank is None:
         rank = torch.distributed.get_rank() if dist_on else 0
-    world_size = _check_int("world_size", world_size, 1)
-    rank = _check_int("rank", rank, 0)
+    world_size = check_int("world_size", world_size, 1)
+    rank = check_int("rank", rank, 0)
     if rank >= world_size:
         raise ValueError(f"rank must be in 0..{world_size - 1} for world_size={world_size}, "
                          f"got {rank}")
@@ -432,7 +112,7 @@ class Sampler:
                  world_size: int | None = None, drop_last: bool = False) -> None:
         self.dataset = dataset
         self._n = len(dataset)
-        self.seed = _check_int("seed", seed, 0)
+        self.seed = check_int("seed", seed, 0)
         self.rank, self.world_size = distributed_rank(rank, world_size)
         self.drop_last = bool(drop_last)
 
@@ -451,7 +131,7 @@ class Sampler:
 
     def epoch_order(self, epoch: int) -> IntArray:
         """``[len(self)]`` sample ids this rank reads in ``epoch``, in order."""
-        return self.shard(self.global_order(_check_int("epoch", epoch, 0)))
+        return self.shard(self.global_order(check_int("epoch", epoch, 0)))
 
     def shard(self, order: IntArray) -> IntArray:
         """This rank's part of a global order (padded by wrapping or truncated first)."""
@@ -522,12 +202,12 @@ class ChunkedSampler(Sampler):
                  rank: int | None = None, world_size: int | None = None,
                  drop_last: bool = False) -> None:
         super().__init__(dataset, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
-        self.chunk_size = _check_int("chunk_size", chunk_size, 1)
+        self.chunk_size = check_int("chunk_size", chunk_size, 1)
         counts = np.asarray(dataset.samples_per_file, dtype=np.int64)
         offsets = np.cumsum(counts) - counts
         per_file = -(-counts // self.chunk_size)
         first = np.repeat(offsets, per_file)
-        j = _expand_runs(np.zeros(len(counts), dtype=np.int64), per_file)  # chunk # in its file
+        j = expand_runs(np.zeros(len(counts), dtype=np.int64), per_file)  # chunk # in its file
         self._starts = first + j * self.chunk_size
         left = np.repeat(counts, per_file) - j * self.chunk_size
         self._lengths = np.minimum(self.chunk_size, left)
@@ -537,7 +217,7 @@ class ChunkedSampler(Sampler):
 
     def global_order(self, epoch: int) -> IntArray:
         perm = self._rng(epoch).permutation(len(self._starts))
-        return _expand_runs(self._starts[perm], self._lengths[perm])
+        return expand_runs(self._starts[perm], self._lengths[perm])
 
 
 class GopShuffleSampler(Sampler):
@@ -557,7 +237,7 @@ class GopShuffleSampler(Sampler):
                  rank: int | None = None, world_size: int | None = None,
                  drop_last: bool = False) -> None:
         super().__init__(dataset, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
-        self.shuffle_buffer = _check_int("shuffle_buffer", shuffle_buffer, 1)
+        self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
         files, _ = dataset.sample_arrays()
         gops = dataset.sample_gops()
         span = np.zeros(len(dataset.samples_per_file), dtype=np.int64)
@@ -585,7 +265,7 @@ class GopShuffleSampler(Sampler):
     def global_order(self, epoch: int) -> IntArray:
         rng = self._rng(epoch)
         perm = rng.permutation(self.n_groups)
-        stream = self._members[_expand_runs(self._group_starts[perm], self._group_lengths[perm])]
+        stream = self._members[expand_runs(self._group_starts[perm], self._group_lengths[perm])]
         return shuffle_buffer_order(stream, self.shuffle_buffer, rng)
 
 
@@ -676,8 +356,8 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
 
     def __init__(self, sampler: Sampler, epochs: int | None = 1, start_epoch: int = 0) -> None:
         self.sampler = sampler
-        start = _check_int("start_epoch", start_epoch, 0)
-        self._end = None if epochs is None else start + _check_int("epochs", epochs, 0)
+        start = check_int("start_epoch", start_epoch, 0)
+        self._end = None if epochs is None else start + check_int("epochs", epochs, 0)
         self._len = len(sampler)
         if self._len == 0:
             raise ValueError(f"rank {sampler.rank} gets no samples: {sampler.dataset_len} samples "
@@ -726,7 +406,7 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Continue from the first sample of ``epoch``."""
-        epoch = _check_int("epoch", epoch, 0)
+        epoch = check_int("epoch", epoch, 0)
         with self._lock:
             self._epoch, self._position = epoch, 0
 
@@ -745,7 +425,7 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
             with self._lock:
                 epoch, pos = self._epoch, self._position
         else:
-            epoch, pos = _check_int("epoch", at[0], 0), _check_int("position", at[1], 0)
+            epoch, pos = check_int("epoch", at[0], 0), check_int("position", at[1], 0)
         if pos >= self._len:
             epoch, pos = epoch + 1, 0
         s = self.sampler
@@ -780,12 +460,12 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
         if diffs:
             raise ValueError("cannot resume from this sampler state, it was saved for another "
                              "setup: " + "; ".join(diffs))
-        epoch = _check_int("epoch", state["epoch"], 0)
-        pos = _check_int("position", state["position"], 0)
+        epoch = check_int("epoch", state["epoch"], 0)
+        pos = check_int("position", state["position"], 0)
         if pos > self._len:
             raise ValueError(f"sampler state position {pos} is past the epoch's end "
                              f"({self._len} samples per epoch)")
-        s.seed = _check_int("seed", state["seed"], 0)
+        s.seed = check_int("seed", state["seed"], 0)
         with self._lock:
             self._order = None
             self._epoch, self._position = (epoch + 1, 0) if pos == self._len else (epoch, pos)

@@ -1,0 +1,352 @@
+"""The sample space: :class:`VideoDataset`, NVVL's index of clips over many files.
+
+Sample ``i`` is NVVL's clip: ``seq_len`` frames ``start, start+stride, …`` of one file, with every
+valid start ``step`` frames apart, files concatenated in the order given. Files too short for one
+clip are skipped with one warning; the sample ids of the other files stay consistent. Sample →
+(file, start) lookups are vectorised so that datasets of 10^7 samples cost a few arrays, built
+lazily.
+
+This module knows nothing of decoding except :meth:`VideoDataset.__getitem__`, a synchronous
+debugging aid. Nothing here starts a thread; everything blocks only on index loading. The order
+samples are read in is ``tvl_async.sampling``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from tvl_async.index import VideoIndex, load_index
+
+if TYPE_CHECKING:
+    from tvl_async.backends.base import Backend
+
+IntArray = npt.NDArray[np.int64]
+PathLike = str | os.PathLike[str]
+
+_MAX_NAMED_SKIPS = 10
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _readonly(a: IntArray) -> IntArray:
+    a.flags.writeable = False
+    return a
+
+
+def expand_runs(starts: IntArray, lengths: IntArray) -> IntArray:
+    """Concatenate ``arange(s, s + n)`` for each (s, n), vectorised."""
+    total = int(lengths.sum())
+    offsets = np.cumsum(lengths) - lengths
+    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
+
+
+
+class VideoDataset:
+    """Every valid clip of a list of video files, addressed by one integer (NVVL's index space).
+
+    Sample ``i`` is the clip of ``seq_len`` frames ``start, start+stride, …,
+    start+(seq_len-1)*stride`` of one file; a file offers the starts ``0, step, 2*step, …`` while
+    the clip fits. Files are concatenated in the order given.
+
+    Args:
+        files: video paths, or a single path.
+        seq_len: frames per clip, >= 1.
+        stride: frame distance inside a clip, >= 1.
+        step: frame distance between consecutive clip starts of a file, >= 1.
+        get_label: optional ``get_label(path) -> label`` for :meth:`label`.
+        indexes: optional pre-built :class:`VideoIndex` per file, aligned with ``files``; by
+            default each file is indexed with :func:`load_index` (blocks; uses the disk cache).
+
+    Raises:
+        ValueError: no files, bad sizes, ``indexes`` of the wrong length, or no file holds a clip.
+
+    Warns:
+        UserWarning: once, naming every file too short for one clip (its frame count and the
+            clip span needed). Skipped files keep their place in ``files``; they own no samples.
+
+    The object is immutable after construction and may be read from any thread, except
+    ``__getitem__`` (see there).
+    """
+
+    def __init__(self, files: PathLike | Iterable[PathLike], seq_len: int, *, stride: int = 1,
+                 step: int = 1, get_label: Callable[[str], Any] | None = None,
+                 indexes: Sequence[VideoIndex] | None = None) -> None:
+        paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) \
+            else [os.fspath(f) for f in files]
+        if not paths:
+            raise ValueError("VideoDataset needs at least one file, got an empty list")
+        if indexes is None:
+            idx = [load_index(p) for p in paths]
+        else:
+            idx = list(indexes)
+            if len(idx) != len(paths):
+                raise ValueError(f"indexes has {len(idx)} entries for {len(paths)} files; "
+                                 f"give one VideoIndex per file, in the same order")
+        self._setup(paths, [i.n_frames for i in idx], [i.seek_key for i in idx], idx,
+                    seq_len, stride, step, get_label)
+
+    @classmethod
+    def from_frame_counts(cls, frame_counts: Sequence[int], seq_len: int, *, stride: int = 1,
+                          step: int = 1, gop_size: int | None = None,
+                          get_label: Callable[[str], Any] | None = None,
+                          names: Sequence[str] | None = None) -> VideoDataset:
+        """A dataset over imaginary files with these frame counts: for samplers and tests.
+
+        No file is opened. GOP ``g`` of a file holds frames ``g*gop_size … (g+1)*gop_size-1``
+        (``gop_size=None``: one GOP per file). Files are named ``names`` or ``<file K>``.
+        :attr:`indexes`, :meth:`check_uniform_size` and ``__getitem__`` raise RuntimeError.
+        """
+        counts = [check_int("frame count", n, 0) for n in frame_counts]
+        gop = None if gop_size is None else check_int("gop_size", gop_size, 1)
+        paths = list(names) if names is not None else [f"<file {k}>" for k in range(len(counts))]
+        if len(paths) != len(counts):
+            raise ValueError(f"names has {len(paths)} entries for {len(counts)} frame counts")
+        if not paths:
+            raise ValueError("VideoDataset needs at least one file, got an empty list")
+        keys = [np.arange(n, dtype=np.int64) // (gop or max(n, 1)) for n in counts]
+        obj = cls.__new__(cls)
+        obj._setup(paths, counts, keys, None, seq_len, stride, step, get_label)
+        return obj
+
+    def _setup(self, paths: list[str], n_frames: list[int], seek_keys: list[np.ndarray],
+               indexes: list[VideoIndex] | None, seq_len: int, stride: int, step: int,
+               get_label: Callable[[str], Any] | None) -> None:
+        self._seq_len = check_int("seq_len", seq_len, 1)
+        self._stride = check_int("stride", stride, 1)
+        self._step = check_int("step", step, 1)
+        self._paths = paths
+        self._indexes = indexes
+        self._seek_keys = seek_keys
+        self._get_label = get_label
+        span = self.span
+        frames = np.asarray(n_frames, dtype=np.int64)
+        counts = np.where(frames >= span, (frames - span) // self._step + 1, 0).astype(np.int64)
+        self._n_frames = _readonly(frames)
+        self._counts = _readonly(counts)
+        self._offsets = _readonly(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self._len = int(self._offsets[-1])
+        self._skipped = [paths[k] for k in np.flatnonzero(counts == 0)]
+        self._arrays: tuple[IntArray, IntArray] | None = None
+        self._gops: IntArray | None = None
+        self._local = threading.local()
+        if self._skipped:
+            named = ", ".join(f"'{paths[k]}' ({frames[k]} frames)"
+                              for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS])
+            more = len(self._skipped) - _MAX_NAMED_SKIPS
+            warnings.warn(
+                f"skipping {len(self._skipped)} file(s) too short for one clip of seq_len="
+                f"{self._seq_len}, stride={self._stride} (a clip spans {span} frames): {named}"
+                + (f" and {more} more" if more > 0 else ""), UserWarning, stacklevel=3)
+        if self._len == 0:
+            raise ValueError(f"no file holds a clip spanning {span} frames (seq_len="
+                             f"{self._seq_len}, stride={self._stride}); the longest file has "
+                             f"{frames.max()} frames")
+
+    # ------------------------------------------------------------------ geometry and lookup
+
+    @property
+    def seq_len(self) -> int:
+        """Frames per clip."""
+        return self._seq_len
+
+    @property
+    def stride(self) -> int:
+        """Frame distance between the frames of a clip."""
+        return self._stride
+
+    @property
+    def step(self) -> int:
+        """Frame distance between consecutive clip starts in a file."""
+        return self._step
+
+    @property
+    def span(self) -> int:
+        """Frames a clip covers from its first to its last frame: ``(seq_len-1)*stride + 1``."""
+        return (self._seq_len - 1) * self._stride + 1
+
+    @property
+    def files(self) -> list[str]:
+        """All files as given (skipped ones included); ``file_index`` values index this list."""
+        return list(self._paths)
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """Files too short for one clip, which own no samples."""
+        return list(self._skipped)
+
+    @property
+    def indexes(self) -> list[VideoIndex]:
+        """One :class:`VideoIndex` per entry of :attr:`files`.
+
+        Raises:
+            RuntimeError: the dataset was made by :meth:`from_frame_counts`.
+        """
+        return list(self._require_indexes())
+
+    @property
+    def samples_per_file(self) -> IntArray:
+        """``[n_files]`` samples each file owns (0 for skipped files); read-only."""
+        return self._counts
+
+    @property
+    def file_offsets(self) -> IntArray:
+        """``[n_files + 1]`` first sample id of each file (and the total at the end); read-only."""
+        return self._offsets
+
+    def __len__(self) -> int:
+        return self._len
+
+    def _check_sample(self, i: int) -> int:
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise TypeError(f"sample index must be an int, got {i!r}")
+        if not -self._len <= i < self._len:
+            raise IndexError(f"sample index {i} out of range: valid 0..{self._len - 1} "
+                             f"(or -{self._len}..-1)")
+        return int(i) % self._len
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """``(file_index, start_frame)`` of sample ``i`` (negative ``i`` counts from the end).
+
+        ``file_index`` indexes :attr:`files` (the original list, skipped files included).
+
+        Raises:
+            IndexError: ``i`` outside ``-len..len-1``, naming ``i`` and the valid range.
+        """
+        i = self._check_sample(i)
+        f = int(np.searchsorted(self._offsets, i, side="right")) - 1
+        return f, (i - int(self._offsets[f])) * self._step
+
+    def locate_many(self, ids: npt.ArrayLike) -> tuple[IntArray, IntArray]:
+        """Vectorised :meth:`locate`: ``(file_index, start_frame)`` arrays for sample ``ids``."""
+        a = np.asarray(ids, dtype=np.int64)
+        if a.size and (a.min() < -self._len or a.max() >= self._len):
+            bad = a[(a < -self._len) | (a >= self._len)][0]
+            raise IndexError(f"sample index {bad} out of range: valid 0..{self._len - 1} "
+                             f"(or -{self._len}..-1)")
+        a = a % self._len if self._len else a
+        f = np.searchsorted(self._offsets, a, side="right").astype(np.int64) - 1
+        return f, (a - self._offsets[f]) * self._step
+
+    def clip_frames(self, i: int) -> list[int]:
+        """Presentation indices of the ``seq_len`` frames of sample ``i`` in its file."""
+        _, start = self.locate(i)
+        return list(range(start, start + self.span, self._stride))
+
+    def file_of(self, i: int) -> str:
+        """Path (as given) of the file holding sample ``i``."""
+        return self._paths[self.locate(i)[0]]
+
+    def gop_of(self, i: int) -> int:
+        """GOP id (keyframe-table entry, ``seek_key``) of the first frame of sample ``i``."""
+        f, start = self.locate(i)
+        return int(self._seek_keys[f][start])
+
+    def label(self, i: int) -> Any:
+        """``get_label(path)`` for the file of sample ``i``, or None without ``get_label``."""
+        return None if self._get_label is None else self._get_label(self.file_of(i))
+
+    def sample_arrays(self) -> tuple[IntArray, IntArray]:
+        """``([N] file_index, [N] start_frame)`` for every sample, read-only, built once.
+
+        About 16 bytes per sample; thread-safe (a race builds the same arrays twice).
+        """
+        if self._arrays is None:
+            ids = np.arange(self._len, dtype=np.int64)
+            f = np.repeat(np.arange(len(self._counts), dtype=np.int64), self._counts)
+            start = (ids - self._offsets[f]) * self._step
+            self._arrays = (_readonly(f), _readonly(start))
+        return self._arrays
+
+    def sample_gops(self) -> IntArray:
+        """``[N]`` GOP id (within its file) of each sample's first frame; read-only, built once."""
+        if self._gops is None:
+            parts = [np.asarray(self._seek_keys[f], dtype=np.int64)[
+                np.arange(int(c), dtype=np.int64) * self._step]
+                for f, c in enumerate(self._counts) if c > 0]
+            self._gops = _readonly(np.concatenate(parts))
+        return self._gops
+
+    def check_uniform_size(self) -> tuple[int, int]:
+        """``(height, width)`` in pixels shared by every file that owns samples.
+
+        Raises:
+            ValueError: two files differ in size (both are named, with their sizes).
+            RuntimeError: the dataset was made by :meth:`from_frame_counts`.
+        """
+        idx = self._require_indexes()
+        used = [k for k in range(len(idx)) if self._counts[k] > 0]
+        first = idx[used[0]]
+        for k in used[1:]:
+            other = idx[k]
+            if (other.height, other.width) != (first.height, first.width):
+                raise ValueError(
+                    f"files differ in frame size: '{self._paths[used[0]]}' is "
+                    f"{first.width}x{first.height} and '{self._paths[k]}' is "
+                    f"{other.width}x{other.height} (width x height); a batch needs one size: "
+                    f"give a processing with a fixed output size (scale_width/scale_height or "
+                    f"width/height)")
+        return first.height, first.width
+
+    def _require_indexes(self) -> list[VideoIndex]:
+        if self._indexes is None:
+            raise RuntimeError("this VideoDataset was built from frame counts and has no video "
+                               "indexes (use VideoDataset(files, ...) to read videos)")
+        return self._indexes
+
+    # --------------------------------------------------------------------- debugging access
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        """Decode sample ``i`` synchronously on the CPU (a debugging aid; the Prefetcher is fast).
+
+        Returns ``{"frames": [seq_len, 3, H, W] uint8 tensor, "file": path,
+        "frame_indices": [seq_len] int64 tensor, "label": label or None, "sample_id": i}``.
+        Blocks while decoding. Each calling thread gets its own PyAV backend, created on first
+        use and closed by :meth:`close` called in that thread (or at garbage collection).
+        """
+        f, _ = self.locate(i)
+        frames = self.clip_frames(i)
+        backend: Backend | None = getattr(self._local, "backend", None)
+        if backend is None:
+            from tvl_async.backends.pyav import PyAVBackend
+
+            backend = PyAVBackend()
+            self._local.backend = backend
+        result = backend.decode(self._require_indexes()[f], frames)
+        return {"frames": torch.stack(result.frames), "file": self._paths[f],
+                "frame_indices": torch.tensor(frames, dtype=torch.int64),
+                "label": self.label(i), "sample_id": int(i) % self._len}
+
+    def close(self) -> None:
+        """Close the calling thread's ``__getitem__`` backend, if any; safe to call twice."""
+        backend: Backend | None = getattr(self._local, "backend", None)
+        if backend is not None:
+            self._local.backend = None
+            backend.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["_local"]  # decoders never travel to another process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return (f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
+                f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
+                f"step={self._step})")
