@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = args.batches or (10 if quick else 30)
     batch_size = args.batch_size or (2 if quick else 4)
     if args.paths:
-        from tvl_async.cli import find_videos
+        from tvl_async.index import find_videos
 
         files = [str(f) for f in find_videos(args.paths)]
     else:

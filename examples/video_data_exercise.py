@@ -266,7 +266,7 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
 
 def video_files(args: argparse.Namespace) -> list[str]:
     if args.paths:
-        from tvl_async.cli import find_videos
+        from tvl_async.index import find_videos
 
         return [str(p) for p in find_videos(args.paths)]
     from tvl_async.index import cache_dir

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
-        from tvl_async.cli import find_videos
+        from tvl_async.index import find_videos
 
         videos = find_videos(args.inputs)
         t0 = time.perf_counter()

@@ -333,7 +333,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         if not args.quiet:
             print(text, file=sys.stderr)
     if args.folder:
-        from tvl_async.cli import find_videos
+        from tvl_async.index import find_videos
 
         files = [str(p) for p in find_videos([args.folder])]
         videos: dict[str, Any] = {"folder": str(args.folder)}

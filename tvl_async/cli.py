@@ -16,13 +16,13 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import NoReturn, cast
 
 import numpy as np
 
-from tvl_async.index import VIDEO_SUFFIXES
+from tvl_async.index import find_videos
+from tvl_async.transcode import CONTAINERS, ENCODERS, transcode_file, transcode_jobs
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,22 +69,6 @@ def error_line(e: BaseException) -> str:
         if not isinstance(e, ValueError | RuntimeError | OSError | TvlAsyncError) or not text:
             text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     return " ".join(text.split())
-
-
-def find_videos(items: Sequence[str]) -> list[Path]:
-    """Expand files and folders (recursively, by video suffix) into a sorted list of files."""
-    out: list[Path] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES))
-        elif p.exists():
-            out.append(p)
-        else:
-            raise FileNotFoundError(2, f"No such file or folder: '{p}'", str(p))
-    if not out:
-        raise ValueError(f"no video files found in {', '.join(items)}")
-    return out
 
 
 def default_demo_dir() -> Path:
@@ -198,157 +182,6 @@ def cmd_index(args: argparse.Namespace) -> int:
     dt = time.perf_counter() - t0
     print(f"indexed {len(files)} files, {frames} frames in {dt:.2f} s; cache: {cache_dir()}")
     return 0
-
-
-# ---------------------------------------------------------------------------------- transcode
-
-#: Encoders ``transcode`` knows how to set up, by the names it accepts.
-ENCODERS: dict[str, str] = {
-    "h264": "libx264", "libx264": "libx264", "hevc": "libx265", "libx265": "libx265",
-    "vp9": "libvpx-vp9", "libvpx-vp9": "libvpx-vp9", "av1": "libsvtav1",
-    "libsvtav1": "libsvtav1", "mpeg4": "mpeg4",
-}
-#: Containers ``transcode`` writes, with the encoders each can hold.
-CONTAINERS: dict[str, tuple[str, ...]] = {
-    "mp4": ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "mpeg4"),
-    "mkv": ("libx264", "libx265", "libvpx-vp9", "libsvtav1", "mpeg4"),
-    "webm": ("libvpx-vp9", "libsvtav1"),
-    "mov": ("libx264", "libx265", "mpeg4"),
-}
-
-
-def encoder_options(codec: str, gop: int, bframes: int, crf: int, preset: str) -> dict[str, str]:
-    """FFmpeg options that give ``codec`` a fixed keyframe interval of ``gop`` frames."""
-    if codec == "libx264":
-        return {"preset": preset, "crf": str(crf), "x264-params":
-                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
-    if codec == "libx265":
-        return {"preset": preset, "crf": str(crf), "x265-params":
-                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error"}
-    if codec == "libvpx-vp9":
-        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1",
-                "g": str(gop), "keyint_min": str(gop)}
-    if codec == "libsvtav1":
-        return {"crf": str(crf), "preset": "8", "svtav1-params": f"keyint={gop}:log-level=0"}
-    return {"qscale": "3", "g": str(gop), "bf": str(bframes)}  # mpeg4
-
-
-def output_size(in_w: int, in_h: int, width: int | None, height: int | None) -> tuple[int, int]:
-    """Output ``(width, height)``: one of the two given keeps the aspect ratio; even numbers."""
-    if width is None and height is None:
-        w, h = in_w, in_h
-    elif width is None:
-        assert height is not None
-        w, h = round(in_w * height / in_h), height
-    elif height is None:
-        w, h = width, round(in_h * width / in_w)
-    else:
-        w, h = width, height
-    return max(2, w - w % 2), max(2, h - h % 2)
-
-
-def transcode_jobs(items: Sequence[str], out_dir: Path, suffix: str) -> list[tuple[Path, Path]]:
-    """``(input, output)`` pairs; folders keep their layout under ``out_dir``."""
-    jobs: list[tuple[Path, Path]] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            for q in find_videos([item]):
-                jobs.append((q, (out_dir / q.relative_to(p)).with_suffix(suffix)))
-        else:
-            for q in find_videos([item]):
-                jobs.append((q, out_dir / (q.stem + suffix)))
-    seen: dict[Path, Path] = {}
-    for src, dst in jobs:
-        if dst.resolve() == src.resolve():
-            raise ValueError(f"output {dst} would overwrite its input; choose another --output")
-        if dst in seen:
-            raise ValueError(f"{seen[dst]} and {src} would both be written to {dst}")
-        seen[dst] = src
-    return jobs
-
-
-def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, crf: int,
-                   preset: str, width: int | None, height: int | None, pix_fmt: str,
-                   show_progress: bool) -> dict[str, Any]:
-    """Re-encode the first video stream of ``src`` into ``dst`` (no audio, no subtitles).
-
-    Keeps every frame and its timestamp (variable frame rates stay variable); writes to a
-    temporary name and renames at the end, so an interrupted run leaves no half file. Blocks.
-    """
-    import av
-    import av.video.frame
-
-    from tvl_async.errors import NoVideoStreamError, VideoOpenError
-
-    try:
-        inp = av.open(str(src))
-    except av.FFmpegError as e:
-        raise VideoOpenError(f"{src}: not a readable video ({e})") from e
-    tmp = dst.with_name(f".{dst.stem}.part{dst.suffix}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    n = 0
-    try:
-        if not inp.streams.video:
-            raise NoVideoStreamError(f"{src}: no video stream")
-        vs = inp.streams.video[0]
-        vs.thread_type = "AUTO"
-        ctx = vs.codec_context
-        out_w, out_h = output_size(ctx.width, ctx.height, width, height)
-        rate = vs.average_rate or vs.guessed_rate or Fraction(25)
-        in_tb = vs.time_base or Fraction(1, 1)
-        with av.open(str(tmp), "w", format=dst.suffix.lstrip(".").replace("mkv", "matroska")) \
-                as out:
-            ost = out.add_stream(codec, rate=rate,
-                                 options=encoder_options(codec, gop, bframes, crf, preset))
-            ost.width, ost.height, ost.pix_fmt = out_w, out_h, pix_fmt
-            ost.codec_context.gop_size = gop
-            if codec == "mpeg4":
-                ost.codec_context.max_b_frames = bframes
-            bar: Any = None
-            if show_progress:
-                try:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=vs.frames or None, desc=src.name, unit="frame",
-                               file=sys.stderr, leave=False)
-                except ImportError:
-                    bar = None
-            first: int | None = None
-            prev = -1
-            tb: Fraction | None = None
-            for frame in inp.decode(vs):
-                if tb is None:  # timestamps from the file, or a frame counter when it has none
-                    tb = in_tb if frame.pts is not None else Fraction(1) / Fraction(rate)
-                    ost.time_base = tb
-                    ost.codec_context.time_base = tb
-                    first = frame.pts if frame.pts is not None else 0
-                pts = n if frame.pts is None or first is None else frame.pts - first
-                pts = max(pts, prev + 1)
-                prev = pts
-                out_frame = frame.reformat(width=out_w, height=out_h, format=pix_fmt)
-                out_frame.pts, out_frame.time_base = pts, tb
-                # the input's keyframes must not force keyframes in the output
-                out_frame.pict_type = av.video.frame.PictureType.NONE
-                for packet in ost.encode(out_frame):
-                    out.mux(packet)
-                n += 1
-                if bar is not None:
-                    bar.update(1)
-            for packet in ost.encode(None):
-                out.mux(packet)
-            if bar is not None:
-                bar.close()
-        if n == 0:
-            raise VideoOpenError(f"{src}: no frame could be decoded")
-        tmp.replace(dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        inp.close()
-    return {"frames": n, "size": (ctx.width, ctx.height), "out_size": (out_w, out_h),
-            "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size}
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:

@@ -532,6 +532,30 @@ def load_index(path: str | os.PathLike[str], *, cache: bool = True) -> VideoInde
     return index
 
 
+def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files and folders (recursively, by :data:`VIDEO_SUFFIXES`) into a list of files:
+    files as given, each folder's videos sorted by path; blocks on listing folders.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: nothing found.
+    """
+    items = [items] if isinstance(items, (str, os.PathLike)) else list(items)
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(2, f"No such file or folder: '{p}'", str(p))
+    if not out:
+        raise ValueError(f"no video files given (got {[str(i) for i in items]}; folders are "
+                         f"searched for {' '.join(VIDEO_SUFFIXES)})")
+    return out
+
+
 def load_indexes(
     paths: Iterable[str | os.PathLike[str]], *, cache: bool = True
 ) -> list[VideoIndex]:

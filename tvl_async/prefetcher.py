@@ -23,8 +23,7 @@ import queue as std_queue
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -41,7 +40,7 @@ from tvl_async.errors import (
     PrefetcherClosedError,
     ServiceError,
 )
-from tvl_async.index import VIDEO_SUFFIXES
+from tvl_async.index import find_videos
 from tvl_async.planning import DecodePool
 from tvl_async.processing import needed_frames
 from tvl_async.sampling import EpochIterator, make_sampler
@@ -133,7 +132,7 @@ class Prefetcher:
                 f"(torch.cuda.is_available() is False; torch {torch.__version__})")
         self.backend_name = resolve_backend(cfg.backend, self.device)
         if dataset is None:
-            files = _file_list(files_or_dataset)  # type: ignore[arg-type]
+            files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
             dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
                                    get_label=get_label)
         self.dataset = dataset
@@ -431,19 +430,3 @@ class Prefetcher:
         return (f"Prefetcher({len(self.dataset)} samples from {len(self.dataset.files)} files, "
                 f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
                 f"device='{self.device}', backend={self.backend_name!r}, state={self._state})")
-
-
-def _file_list(files: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Files as given; a folder (or a single folder in a list) expands to its videos."""
-    items: Sequence[str | os.PathLike[str]] = (
-        [files] if isinstance(files, (str, os.PathLike)) else list(files))
-    out: list[str] = []
-    for item in items:
-        p = Path(item)
-        if p.is_dir():
-            out.extend(str(q) for q in sorted(p.rglob("*")) if q.suffix.lower() in VIDEO_SUFFIXES)
-        else:
-            out.append(str(p))
-    if not out:
-        raise ValueError(f"no video files given (got {files!r})")
-    return out
