@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import queue
 import sys
@@ -30,11 +29,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+
+from tvl_async import player_worker as worker
+from tvl_async.player_worker import PlaybackClock, frame_to_ppm
 
 __all__ = ["SPEEDS", "PlaybackClock", "build_parser", "frame_to_ppm", "main"]
 
@@ -42,235 +43,7 @@ __all__ = ["SPEEDS", "PlaybackClock", "build_parser", "frame_to_ppm", "main"]
 SPEEDS: dict[str, float] = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0, "2x": 2.0}
 POLL_MS = 5  # longest the Tk loop waits between two looks at the decode queue
 BUFFER_FRAMES = 8  # frames decoded ahead while playing
-LATE_RESYNC_S = 0.25  # a frame this late re-anchors the clock instead of rushing to catch up
 TITLE = "tvl-async player"
-
-
-def frame_to_ppm(frame: torch.Tensor, max_width: int = 0) -> tuple[bytes, int, int]:
-    """A binary PPM image (``P6``) of a ``[3, H, W]`` frame; returns ``(ppm, width, height)``.
-
-    Any device and dtype (floats are taken as [0, 1]). With ``max_width`` > 0, frames wider than
-    that are shown subsampled by the smallest integer factor that fits. Any thread.
-    """
-    t = frame.detach()
-    if t.dtype.is_floating_point:
-        t = (t.float() * 255.0).round_().clamp_(0, 255)
-    t = t.to("cpu", torch.uint8)
-    if t.shape[0] == 1:
-        t = t.expand(3, -1, -1)
-    if max_width > 0 and t.shape[2] > max_width:
-        k = math.ceil(t.shape[2] / max_width)
-        t = t[:, ::k, ::k]
-    hwc = np.ascontiguousarray(t.permute(1, 2, 0).numpy())
-    h, w = hwc.shape[:2]
-    return b"P6\n%d %d\n255\n" % (w, h) + hwc.tobytes(), w, h
-
-
-class PlaybackClock:
-    """When each frame is due on screen, from its timestamp (seconds) and the speed.
-
-    The clock is anchored on a shown frame: frame time ``t`` is due at
-    ``anchor_wall + (t - anchor_media) / speed``. A frame shown more than ``late_resync``
-    seconds after its due time re-anchors the clock there (the player slows down instead of
-    rushing through frames). Plain arithmetic on the caller's times; no thread of its own.
-    """
-
-    def __init__(self, speed: float = 1.0, late_resync: float = LATE_RESYNC_S) -> None:
-        if not speed > 0:
-            raise ValueError(f"speed: invalid value {speed!r}; allowed: a number > 0")
-        self.speed = speed
-        self.late_resync = late_resync
-        self.anchor_wall: float | None = None
-        self.anchor_media = 0.0
-
-    def anchor(self, media_time: float, wall_time: float) -> None:
-        """Say that the frame at ``media_time`` is on screen at ``wall_time``."""
-        self.anchor_wall = wall_time
-        self.anchor_media = media_time
-
-    def reset(self) -> None:
-        """Forget the anchor (the next frame shown anchors the clock again)."""
-        self.anchor_wall = None
-
-    def set_speed(self, speed: float, media_time: float, wall_time: float) -> None:
-        """Change the speed, keeping the frame at ``media_time`` on screen at ``wall_time``."""
-        if not speed > 0:
-            raise ValueError(f"speed: invalid value {speed!r}; allowed: a number > 0")
-        self.speed = speed
-        if self.anchor_wall is not None:
-            self.anchor(media_time, wall_time)
-
-    def due(self, media_time: float) -> float | None:
-        """Wall time at which the frame at ``media_time`` is due; None when not anchored."""
-        if self.anchor_wall is None:
-            return None
-        return self.anchor_wall + (media_time - self.anchor_media) / self.speed
-
-    def shown(self, media_time: float, wall_time: float) -> None:
-        """Record that a frame was put on screen; anchors or re-anchors the clock as needed."""
-        due = self.due(media_time)
-        if due is None or wall_time - due > self.late_resync:
-            self.anchor(media_time, wall_time)
-
-
-# ---------------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class _Open:
-    path: str
-    device: str
-    backend: str
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Show:
-    index: int
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Play:
-    start: int
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Pause:
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Opened:
-    path: str
-    n_frames: int
-    times: np.ndarray
-    frame_rate: float
-    width: int
-    height: int
-    codec: str
-    backend: str
-    device: str
-    gen: int
-
-
-@dataclass(frozen=True)
-class _Frame:
-    index: int
-    time: float
-    ppm: bytes
-    width: int
-    height: int
-    gen: int
-    playing: bool
-
-
-@dataclass(frozen=True)
-class _Failed:
-    message: str
-    gen: int
-
-
-@dataclass(frozen=True)
-class _End:
-    gen: int
-
-
-_Command = _Open | _Show | _Play | _Pause
-_Result = _Opened | _Frame | _Failed | _End
-
-
-def _decode_worker(commands: queue.Queue[_Command], results: queue.Queue[_Result],
-                   stop: threading.Event, max_width: int) -> None:
-    """Body of the decode thread: owns the VideoLoader; never blocks longer than a poll slice.
-
-    Handles every waiting command before decoding more (a burst of seeks from a dragged slider
-    decodes only the last one); while playing, reads frames forward and offers them to the
-    bounded ``results`` queue, re-checking for commands while it is full.
-    """
-    from tvl_async.loader import VideoLoader
-
-    loader: VideoLoader | None = None
-    times = np.zeros(0)
-    playing: int | None = None  # next frame to read while playing
-    gen = 0
-    pending: _Result | None = None
-    try:
-        while not stop.is_set():
-            batch: list[_Command] = []
-            try:
-                idle = playing is None and pending is None
-                batch.append(commands.get(timeout=0.05) if idle else commands.get_nowait())
-                while True:
-                    batch.append(commands.get_nowait())
-            except queue.Empty:
-                pass
-            for k, cmd in enumerate(batch):
-                later = batch[k + 1:]
-                if isinstance(cmd, _Show) and any(isinstance(c, _Show | _Open) for c in later):
-                    continue  # superseded before we got to it
-                gen = cmd.gen
-                pending, playing = None, None
-                try:
-                    if isinstance(cmd, _Open):
-                        if loader is not None:
-                            loader.close()
-                            loader = None
-                        loader = VideoLoader(cmd.path, device=cmd.device, backend=cmd.backend)
-                        times = loader.timestamps.numpy()
-                        pending = _Opened(loader.path, loader.n_frames, times,
-                                          loader.frame_rate, loader.width, loader.height,
-                                          loader.index.codec, loader.backend_name,
-                                          str(loader.device), gen)
-                    elif loader is None:
-                        continue
-                    elif isinstance(cmd, _Show):
-                        frame = loader.select_frame(cmd.index)
-                        ppm, w, h = frame_to_ppm(frame, max_width)
-                        pending = _Frame(cmd.index, float(times[cmd.index]), ppm, w, h, gen,
-                                         False)
-                    elif isinstance(cmd, _Play):
-                        loader.seek_to_frame(cmd.start)
-                        playing = cmd.start
-                except Exception as e:  # reported on screen, the thread goes on
-                    pending = _Failed(f"{type(e).__name__}: {e}", gen)
-                    playing = None
-                if pending is not None and not isinstance(pending, _Frame):
-                    _offer(results, pending, stop)  # control messages are never dropped
-                    pending = None
-            if batch:
-                continue
-            if pending is not None:
-                with contextlib.suppress(queue.Full):
-                    results.put(pending, timeout=0.05)
-                    pending = None
-                continue
-            if playing is not None and loader is not None:
-                if playing >= loader.n_frames:
-                    pending, playing = _End(gen), None
-                    continue
-                try:
-                    frame = loader.read_frame()
-                except Exception as e:
-                    pending, playing = _Failed(f"{type(e).__name__}: {e}", gen), None
-                    continue
-                ppm, w, h = frame_to_ppm(frame, max_width)
-                pending = _Frame(playing, float(times[playing]), ppm, w, h, gen, True)
-                playing += 1
-    finally:
-        if loader is not None:
-            loader.close()
-
-
-def _offer(results: queue.Queue[_Result], item: _Result, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            results.put(item, timeout=0.05)
-            return
-        except queue.Full:
-            # the player flushes stale frames on every new command, so room comes back soon
-            continue
 
 
 # ---------------------------------------------------------------------------------- the app
@@ -331,15 +104,15 @@ class Player:
         self.path: str | None = None
         self.info = ""
         self._slider_value = -1  # last value the program (not the user) gave the slider
-        self._buffer: deque[_Frame | _End] = deque()
+        self._buffer: deque[worker.Frame | worker.End] = deque()
         self._poll_id: str | None = None
         self._closed = False
 
-        self.commands: queue.Queue[_Command] = queue.Queue()
-        self.results: queue.Queue[_Result] = queue.Queue(maxsize=BUFFER_FRAMES)
+        self.commands: queue.Queue[worker.Command] = queue.Queue()
+        self.results: queue.Queue[worker.Result] = queue.Queue(maxsize=BUFFER_FRAMES)
         self.stop = threading.Event()
         self.thread = threading.Thread(
-            target=_decode_worker, args=(self.commands, self.results, self.stop, max_width),
+            target=worker.decode_worker, args=(self.commands, self.results, self.stop, max_width),
             name="tvl-async-player-decode", daemon=True)
         self.thread.start()
 
@@ -427,7 +200,7 @@ class Player:
         self.path = os.fspath(path)
         self._pause_state()
         self.status.set(f"opening {self.path} …")
-        self._send(_Open(self.path, self.device, self.backend, self._next_gen()))
+        self._send(worker.Open(self.path, self.device, self.backend, self._next_gen()))
 
     def seek(self, index: int) -> None:
         """Show frame ``index`` (clamped); keeps playing from there when playing."""
@@ -437,7 +210,7 @@ class Player:
         if self.playing:
             self._start_play(index)
         else:
-            self._send(_Show(index, self._next_gen()))
+            self._send(worker.Show(index, self._next_gen()))
 
     def step(self, delta: int) -> None:
         """Pause and show the frame ``delta`` frames away."""
@@ -468,7 +241,7 @@ class Player:
     def pause(self) -> None:
         """Stop playing; the frame on screen stays."""
         self._pause_state()
-        self._send(_Pause(self._next_gen()))
+        self._send(worker.Pause(self._next_gen()))
 
     def close(self) -> None:
         """Stop the decode thread and destroy the window."""
@@ -536,12 +309,12 @@ class Player:
                 break
         return self.gen
 
-    def _send(self, cmd: _Command) -> None:
+    def _send(self, cmd: worker.Command) -> None:
         self.commands.put(cmd)
 
     def _start_play(self, start: int) -> None:
         self.clock.reset()
-        self._send(_Play(start, self._next_gen()))
+        self._send(worker.Play(start, self._next_gen()))
 
     def _pause_state(self) -> None:
         self.playing = False
@@ -561,23 +334,23 @@ class Player:
                 break
             if item.gen != self.gen:
                 continue
-            if isinstance(item, _Frame):
+            if isinstance(item, worker.Frame):
                 if not item.playing:
                     self._display(item, now)
                 else:
                     self._buffer.append(item)
-            elif isinstance(item, _Opened):
+            elif isinstance(item, worker.Opened):
                 self._opened(item)
-            elif isinstance(item, _Failed):
+            elif isinstance(item, worker.Failed):
                 self._pause_state()
                 self.status.set(f"error: {item.message}")
                 print(f"tvl-async play: error: {item.message}", file=sys.stderr)
-            elif isinstance(item, _End):
+            elif isinstance(item, worker.End):
                 self._buffer.append(item)  # after the frames still waiting for their time
         delay = POLL_MS
         while self._buffer and self.playing:
             frame = self._buffer[0]
-            if isinstance(frame, _End):
+            if isinstance(frame, worker.End):
                 self._buffer.popleft()
                 self._pause_state()
                 if self.exit_at_end:
@@ -593,7 +366,7 @@ class Player:
             self.clock.shown(frame.time, now)
         self._poll_id = self.root.after(delay, self._poll)
 
-    def _opened(self, info: _Opened) -> None:
+    def _opened(self, info: worker.Opened) -> None:
         self.n_frames, self.times, self.path = info.n_frames, info.times, info.path
         vfr = ""
         if info.n_frames > 2:
@@ -612,9 +385,9 @@ class Player:
             self.current = start - 1
             self.play()
         else:
-            self._send(_Show(start, self.gen))
+            self._send(worker.Show(start, self.gen))
 
-    def _display(self, frame: _Frame, now: float) -> None:
+    def _display(self, frame: worker.Frame, now: float) -> None:
         self.photo.configure(data=frame.ppm, format="PPM", width=frame.width,
                              height=frame.height)
         self.current = frame.index
