@@ -29,16 +29,19 @@ RUN apt-get update \
     && python3 -m venv "${VIRTUAL_ENV}" \
     && pip install --upgrade pip
 
-# CUDA build of PyTorch first, so that installing the package keeps it (torch>=2.1 is satisfied).
+# CUDA build of PyTorch first, so that installing the package keeps it (torch>=2.3 is satisfied).
 RUN pip install torch --index-url "${TORCH_INDEX_URL}"
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY tvl_async ./tvl_async
 # PyAV (bundles FFmpeg), PyNvVideoCodec (the nvdec extra), pytest & co (the test extra).
+# PyNvVideoCodec is not imported here: its import checks the NVIDIA driver (libnvidia-encode),
+# which `docker build` does not mount; the tests (CMD) import it at run time, with --gpus.
 RUN pip install ".[nvdec,test]" \
-    && python -c "import av, torch, PyNvVideoCodec; print('torch', torch.__version__, \
-'cuda', torch.version.cuda, 'av', av.__version__, 'PyNvVideoCodec', PyNvVideoCodec.__version__)"
+    && python -c "import av, torch; print('torch', torch.__version__, 'cuda', \
+torch.version.cuda, 'av', av.__version__)" \
+    && pip show pynvvideocodec | head -n 2
 
 COPY tests ./tests
 COPY tools ./tools

@@ -610,8 +610,8 @@ class _NvDecoder:
     """One PyNvVideoCodec decoder; used in the thread that created it (GPU only).
 
     Output frames are NATIVE surfaces copied by PyNvVideoCodec into its own contiguous buffers:
-    ``H`` luma rows then ``ceil(H/2)`` interleaved chroma rows of ``W`` samples, uint8 (NV12) or
-    16-bit with data in the high bits (P016). They are overwritten by the next ``Decode`` call.
+    ``H`` luma rows then ``ceil(H/2)`` interleaved chroma rows of ``GetWidth()`` samples (``W``
+    rounded up to even), uint8 (NV12) or 16-bit with data in the high bits (P016). They are overwritten by the next ``Decode`` call.
     """
 
     def __init__(self, nvc: ModuleType, device: torch.device, stream: torch.cuda.Stream,
@@ -658,8 +658,11 @@ class _NvDecoder:
 
     def to_rgb(self, frame: Any, index: VideoIndex, size: tuple[int, int] | None) -> torch.Tensor:
         fmt = getattr(frame.format, "name", str(frame.format)).rsplit(".", 1)[-1]
+        # Rows are GetWidth() samples long: the width rounded up to even for 4:2:0 output
+        # (PyNvVideoCodec's NvDecoder), so an odd-width frame carries one padding column that
+        # the conversion leaves out (it reads ``index.width`` columns of each row).
         w, h = int(self._dec.GetWidth()), int(self._dec.GetHeight())
-        if (w, h) != (index.width, index.height):
+        if w not in (index.width, index.width + index.width % 2) or h != index.height:
             raise DecodeError(
                 f"{index.path}: NVDEC produced {w}x{h} frames, the index says "
                 f"{index.width}x{index.height} (interlaced or cropped stream?); decode it on "
@@ -670,7 +673,7 @@ class _NvDecoder:
         raw = self._surface(frame, h + (h + 1) // 2, w, fmt)
         convert = nv12_to_rgb if fmt == "NV12" else p016_to_rgb
         siting = "left" if self.codec in LEFT_SITED else "center"
-        return convert(raw, h, w, matrix=index.color_matrix, full_range=index.full_range,
+        return convert(raw, h, index.width, matrix=index.color_matrix, full_range=index.full_range,
                        siting=siting, size=size)
 
     def _surface(self, frame: Any, rows: int, cols: int, fmt: str) -> torch.Tensor:
