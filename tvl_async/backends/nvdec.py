@@ -611,7 +611,8 @@ class _NvDecoder:
 
     Output frames are NATIVE surfaces copied by PyNvVideoCodec into its own contiguous buffers:
     ``H`` luma rows then ``ceil(H/2)`` interleaved chroma rows of ``GetWidth()`` samples (``W``
-    rounded up to even), uint8 (NV12) or 16-bit with data in the high bits (P016). They are overwritten by the next ``Decode`` call.
+    rounded up to even), uint8 (NV12) or 16-bit with data in the high bits (P016). They are
+    overwritten by the next ``Decode`` call.
     """
 
     def __init__(self, nvc: ModuleType, device: torch.device, stream: torch.cuda.Stream,
