@@ -30,12 +30,12 @@ import pytest
 import torch
 from conftest import Video
 
-from tvl_async.backends import nvdec
+from tvl_async.backends import nvdec, nvdec_packets
 from tvl_async.backends.nvdec import (
     EncodedPacket,
+    Engine,
     NvdecBackend,
     PacketSource,
-    _Engine,
     av1_has_sequence_header,
     caps_unsupported_reason,
     plan_runs,
@@ -188,7 +188,7 @@ class ScriptedDecoder:
         self.closed = True
 
 
-def engine_with(make: Any) -> tuple[_Engine, list[Any]]:
+def engine_with(make: Any) -> tuple[Engine, list[Any]]:
     made: list[Any] = []
 
     def decoder_for(index: VideoIndex, dedicated: bool) -> Any:
@@ -196,7 +196,7 @@ def engine_with(make: Any) -> tuple[_Engine, list[Any]]:
             made.append(make(index))
         return made[-1]
 
-    return _Engine(decoder_for), made
+    return Engine(decoder_for), made
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,7 @@ def test_caps_rules(big_videos: dict[str, Video]) -> None:
 def test_av1_sequence_header_detection(big_videos: dict[str, Video]) -> None:
     with av.open(str(big_videos["av1"].path)) as c:
         s = c.streams.video[0]
-        config = nvdec._av1_config_obus(s.codec_context.extradata)
+        config = nvdec_packets._av1_config_obus(s.codec_context.extradata)
         assert config and av1_has_sequence_header(config)
         flags = [(p.is_keyframe, av1_has_sequence_header(bytes(p))) for p in c.demux(s) if p.size]
     assert all(has for key, has in flags if key)
@@ -446,7 +446,7 @@ def test_drain_converts_between_flush_calls(videos: dict[str, Video]) -> None:
     assert [int(t) for t in engine.decode(index, wanted).frames] == wanted
     assert made[0].flushes >= 6 and not made[0].dirty
     stream = ScriptedDecoder(delay=6, flush_chunk=2)
-    engine = _Engine(lambda ix, dedicated: stream)
+    engine = Engine(lambda ix, dedicated: stream)
     assert [int(t) for t in engine.stream(index, 40)] == list(range(40, 48))
 
 
@@ -482,7 +482,7 @@ def test_stream_yields_in_order_and_retires_its_decoder(videos: dict[str, Video]
         made.append(PyAVDecoder(ix))
         return made[-1]
 
-    engine = _Engine(decoder_for, retire=retired.append)
+    engine = Engine(decoder_for, retire=retired.append)
     assert indices_of(list(engine.stream(index, 17))) == list(range(17, 48))
     assert retired == [made[0]]
     gen = engine.stream(index, 3)

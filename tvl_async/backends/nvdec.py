@@ -29,9 +29,10 @@ for size changes, least recently used first out.
 Threads: a backend belongs to the thread that created it (the service thread). It creates, uses and
 destroys its decoders there; nothing here is thread-safe.
 
-The GPU-only code is confined to :class:`_NvDecoder`, :func:`_load_pynvvideocodec` and
-:class:`NvdecBackend`; packet feeding and frame selection live in :class:`_Engine`, which the CPU
-tests drive with a stand-in decoder.
+The GPU-only code is confined to this module (:class:`_NvDecoder`, :func:`_load_pynvvideocodec`
+and :class:`NvdecBackend`); demuxing lives in ``nvdec_packets.py`` and packet feeding and frame
+selection in ``nvdec_engine.py`` (:class:`~tvl_async.backends.nvdec_engine.Engine`), which the
+CPU tests drive with a stand-in decoder.
 """
 
 from __future__ import annotations
@@ -41,43 +42,40 @@ import importlib
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
-from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
+from tvl_async.backends.base import DecodeResult, ReadMode, plan_runs
+from tvl_async.backends.nvdec_engine import Engine, FrameDecoder, short
+from tvl_async.backends.nvdec_packets import (
+    NVDEC_CODECS,
+    EncodedPacket,
+    PacketSource,
+    av1_has_sequence_header,
+    nvdec_codec,
+)
 from tvl_async.backends.yuv import nv12_to_rgb, p016_to_rgb
 from tvl_async.errors import (
     BackendUnavailableError,
     DecodeError,
-    TvlAsyncError,
     UnsupportedCodecError,
 )
-from tvl_async.index import NO_TS, VideoIndex, open_container
+from tvl_async.index import VideoIndex
 
 log = logging.getLogger(__name__)
 
+# Re-exported: the engine and the packet source are the pieces the CPU tests drive directly.
+__all__ = ["NVDEC_CODECS", "EncodedPacket", "Engine", "FrameDecoder", "NvdecBackend",
+           "PacketSource", "av1_has_sequence_header", "caps_unsupported_reason", "nvdec_codec",
+           "plan_runs", "short", "static_unsupported_reason"]
+
 INSTALL_HINT = "pip install tvl-async[nvdec]"
 
-# FFmpeg decoder/codec names (``VideoIndex.codec``) -> PyNvVideoCodec ``cudaVideoCodec`` member.
-NVDEC_CODECS: dict[str, str] = {
-    "h264": "H264",
-    "hevc": "HEVC",
-    "vp8": "VP8",
-    "libvpx": "VP8",
-    "vp9": "VP9",
-    "libvpx-vp9": "VP9",
-    "av1": "AV1",
-    "libdav1d": "AV1",
-    "libaom-av1": "AV1",
-    "mpeg1video": "MPEG1",
-    "mpeg2video": "MPEG2",
-}
 # Highest bit depth NVDEC decodes per codec (4:2:0).
 MAX_BIT_DEPTH: dict[str, int] = {"H264": 8, "HEVC": 12, "VP8": 8, "VP9": 12, "AV1": 10,
                                  "MPEG1": 8, "MPEG2": 8}
@@ -97,20 +95,12 @@ PIX_FMT_DEPTH: dict[str, int] = {
     "yuv420p10le": 10, "yuv420p10be": 10, "p010le": 10,
     "yuv420p12le": 12, "yuv420p12be": 12,
 }
-ANNEXB_FILTERS: dict[str, str] = {"H264": "h264_mp4toannexb", "HEVC": "hevc_mp4toannexb"}
 # Codecs whose 4:2:0 chroma is co-sited with the even columns (FFmpeg reports "left"); the others
 # leave it unspecified and FFmpeg centres it. Used to match the CPU path's 10-bit conversion.
 LEFT_SITED: frozenset[str] = frozenset({"H264", "HEVC", "MPEG2"})
-# Guard on end-of-stream flush calls per drain (NVDEC empties itself in one call).
-MAX_FLUSH_CALLS = 64
 
 
 # ------------------------------------------------------------------------------- support
-
-
-def nvdec_codec(index: VideoIndex) -> str | None:
-    """The ``cudaVideoCodec`` member name for the file's codec, or None if NVDEC has none."""
-    return NVDEC_CODECS.get(index.codec)
 
 
 def static_unsupported_reason(index: VideoIndex) -> str | None:
@@ -151,420 +141,6 @@ def caps_unsupported_reason(index: VideoIndex, caps: dict[str, int]) -> str | No
     if mbs > caps.get("mb_num_max", 1 << 30):
         return f"{mbs} macroblocks exceed this GPU's NVDEC limit {caps['mb_num_max']}"
     return None
-
-
-# ------------------------------------------------------------------------------- demuxing
-
-
-@dataclass
-class EncodedPacket:
-    """One compressed packet ready for the decoder.
-
-    Attributes:
-        data: the bytes as a uint8 array (a view that keeps PyAV's packet alive).
-        pts: presentation timestamp in stream time-base units.
-    """
-
-    data: np.ndarray
-    pts: int
-
-
-class PacketSource:
-    """PyAV demuxer positioned by our index; blocks on file I/O; one thread at a time.
-
-    Args:
-        index: the file's index.
-    """
-
-    def __init__(self, index: VideoIndex) -> None:
-        self.index = index
-        self._codec = nvdec_codec(index)
-        self._container = open_container(index.path)
-        try:
-            self._stream = self._container.streams[index.stream_index]
-            if self._stream.type != "video":
-                raise DecodeError(f"{index.path}: stream {index.stream_index} is not video; "
-                                  f"the file changed since it was indexed")
-        except BaseException:
-            self._container.close()
-            raise
-        self._pos_of_pts = {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
-        extradata = self._stream.codec_context.extradata
-        self._av1_config = _av1_config_obus(extradata) if self._codec == "AV1" else b""
-
-    def close(self) -> None:
-        """Close the container; safe to call twice."""
-        with contextlib.suppress(Exception):
-            self._container.close()
-
-    def packets_from(self, key: int) -> Iterator[EncodedPacket]:
-        """Yield the stream's packets from keyframe entry ``key`` to the end, decoder-ready.
-
-        Raises:
-            DecodeError: the demuxer cannot be positioned on the keyframe packet.
-        """
-        first = True
-        bsf = self._new_filter()
-        for pkt in self._raw_packets_from(key):
-            outs = bsf.filter(pkt) if bsf is not None else [pkt]
-            for out in outs:
-                packet = self._to_encoded(out, pkt.pts, first)
-                if packet is not None:
-                    first = False
-                    yield packet
-        if bsf is not None:
-            for out in bsf.filter(None):
-                packet = self._to_encoded(out, out.pts, first)
-                if packet is not None:
-                    yield packet
-
-    def _new_filter(self) -> Any:
-        name = ANNEXB_FILTERS.get(self._codec or "")
-        if name is None:
-            return None
-        from av.bitstream import BitStreamFilterContext
-
-        return BitStreamFilterContext(name, self._stream)
-
-    def _to_encoded(self, pkt: Any, fallback_pts: Any, first: bool) -> EncodedPacket | None:
-        data = np.frombuffer(memoryview(pkt), dtype=np.uint8) if pkt.size else None
-        if data is None or data.size == 0:
-            return None
-        pts = pkt.pts if pkt.pts is not None else fallback_pts
-        if pts is None:
-            raise DecodeError(f"{self.index.path}: a packet without pts; the file changed since "
-                              f"it was indexed")
-        if first and self._av1_config and not av1_has_sequence_header(data.tobytes()):
-            # Seeking may land on a keyframe without an in-band sequence header; give NVDEC the
-            # one from the container (av1C configOBUs) in front of it.
-            data = np.frombuffer(self._av1_config + data.tobytes(), dtype=np.uint8)
-        return EncodedPacket(data, int(pts))
-
-    def _raw_packets_from(self, key: int) -> Iterator[Any]:
-        """PyAV packets starting exactly at keyframe entry ``key`` (see ``pyav.py``)."""
-        index = self.index
-        target = int(index.key_decode_pos[key])
-        stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
-        if not stamps:
-            raise DecodeError(f"{index.path}: keyframe {key} has no timestamp to seek to")
-        seek_ts = min(stamps)
-        for _attempt in range(2):
-            self._container.seek(seek_ts, stream=self._stream, backward=True, any_frame=False)
-            demux = self._container.demux(self._stream)
-            overshoot = False
-            for pkt in demux:
-                if pkt.pts is None:
-                    if pkt.size == 0:
-                        continue
-                    raise DecodeError(f"{index.path}: a packet without pts after seeking to "
-                                      f"keyframe {key}; the file changed since it was indexed")
-                pos = self._pos_of_pts.get(int(pkt.pts))
-                if pos is None or pos < target:
-                    continue
-                if pos > target:
-                    overshoot = True
-                    break
-                yield pkt
-                yield from (p for p in demux if p.size > 0)
-                return
-            if not overshoot:
-                break
-            stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
-            seek_ts = min(stamps0) - 1
-            log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
-        raise DecodeError(f"{index.path}: could not position the demuxer on keyframe {key} "
-                          f"(pts {index.key_pts[key]}); the file may be damaged")
-
-
-def _av1_config_obus(extradata: bytes | None) -> bytes:
-    """The configOBUs of an ``av1C`` record (marker/version byte 0x81), else empty."""
-    if not extradata or len(extradata) <= 4 or extradata[0] != 0x81:
-        return b""
-    return bytes(extradata[4:])
-
-
-def _leb128(data: bytes, pos: int) -> tuple[int, int]:
-    value, n = 0, 0
-    while pos + n < len(data) and n < 8:
-        byte = data[pos + n]
-        value |= (byte & 0x7F) << (7 * n)
-        n += 1
-        if not byte & 0x80:
-            break
-    return value, n
-
-
-def av1_has_sequence_header(data: bytes) -> bool:
-    """True if the AV1 temporal unit ``data`` (low-overhead format) holds a sequence header OBU."""
-    pos = 0
-    while pos < len(data):
-        header = data[pos]
-        obu_type = (header >> 3) & 0x0F
-        if obu_type == 1:
-            return True
-        has_extension = (header >> 2) & 1
-        has_size = (header >> 1) & 1
-        pos += 1 + has_extension
-        if not has_size:
-            return False
-        size, n = _leb128(data, pos)
-        if n == 0:
-            return False
-        pos += n + size
-    return False
-
-
-# --------------------------------------------------------------------------- the engine
-
-
-class FrameDecoder(Protocol):
-    """What :class:`_Engine` needs from a hardware decoder (NVDEC, or a stand-in in tests).
-
-    ``feed`` and ``flush`` return ``(pts, frame)`` pairs in display order; a frame stays valid
-    only until the next ``feed``/``flush`` (NVDEC reuses its output buffers), so the engine converts
-    the frames it keeps with ``to_rgb`` right away.
-    """
-
-    dirty: bool
-
-    def feed(self, packet: EncodedPacket) -> list[tuple[int, Any]]:
-        """Decode one packet; returns the frames that became ready."""
-        ...
-
-    def flush(self) -> list[tuple[int, Any]]:
-        """End of stream: return frames still inside (the engine calls it until it returns
-        none); the decoder then accepts a new stream."""
-        ...
-
-    def to_rgb(self, frame: Any, index: VideoIndex, size: tuple[int, int] | None) -> torch.Tensor:
-        """Convert one output frame to a new ``[3, H, W]`` uint8 tensor."""
-        ...
-
-    def close(self) -> None:
-        """Release the decoder."""
-        ...
-
-
-DecoderFor = Callable[[VideoIndex, bool], FrameDecoder]
-
-
-class _Engine:
-    """Packet feeding and frame selection over any :class:`FrameDecoder`; device-agnostic.
-
-    Args:
-        decoder_for: ``(index, dedicated)`` -> decoder for that file; ``dedicated`` asks for a
-            decoder of its own (for :meth:`stream`), which the engine closes when done.
-        scope: context manager entered around every decoder call and conversion (the CUDA stream).
-        deliver: called with frames before they are handed to the caller (stream handoff).
-        retire: called with a dedicated decoder when a stream ends (may run in another thread
-            when a generator is garbage-collected, so it must only queue the decoder).
-        max_open_files: demuxers kept open, least recently used closed first.
-    """
-
-    def __init__(
-        self,
-        decoder_for: DecoderFor,
-        *,
-        scope: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
-        deliver: Callable[[Sequence[torch.Tensor]], None] | None = None,
-        retire: Callable[[FrameDecoder], None] | None = None,
-        max_open_files: int = 16,
-    ) -> None:
-        if max_open_files < 1:
-            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
-        self._decoder_for = decoder_for
-        self._scope = scope
-        self._deliver = deliver or (lambda frames: None)
-        self._retire = retire or (lambda dec: dec.close())
-        self.max_open_files = max_open_files
-        self.frames_decoded = 0
-        self._sources: OrderedDict[str, PacketSource] = OrderedDict()
-
-    # -------------------------------------------------------------------- public
-
-    def decode(self, index: VideoIndex, frames: Sequence[int], *,
-               size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
-        """See :meth:`tvl_async.backends.base.Backend.decode`."""
-        if mode not in READ_MODES:
-            raise ValueError(
-                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}")
-        wanted = [index.check_frame(i) for i in frames]
-        if not wanted:
-            return DecodeResult([], 0)
-        if not index.timestamps_ok:
-            raise UnsupportedCodecError(
-                f"{index.path}: the stream has no usable timestamps, so NVDEC output cannot be "
-                f"matched to frames; decode this file on the CPU (backend='pyav')")
-        got: dict[int, torch.Tensor] = {}
-        before = self.frames_decoded
-        src = self._source(index)
-        dec = self._decoder_for(index, False)
-        try:
-            for key, run in plan_runs(index, wanted, mode):
-                self._decode_run(src, dec, index, key, run, got, size)
-        except (TvlAsyncError, torch.cuda.OutOfMemoryError):
-            self._forget(index.path)
-            raise
-        except Exception as e:  # FFmpeg, PyNvVideoCodec (PyNvVCException) or CUDA errors
-            self._forget(index.path)
-            raise DecodeError(f"{index.path}: decoding frames {short(wanted)} failed: "
-                              f"{type(e).__name__}: {e}") from e
-        out = [got[i] for i in wanted]
-        self._deliver(out)
-        return DecodeResult(out, self.frames_decoded - before)
-
-    def stream(self, index: VideoIndex, start: int = 0, *,
-               size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
-        """Yield frames ``start…n_frames-1`` decoding forward once, with a decoder of its own."""
-        start = index.check_frame(start)
-        if not index.timestamps_ok:
-            raise UnsupportedCodecError(
-                f"{index.path}: the stream has no usable timestamps; decode it on the CPU")
-        src = PacketSource(index)
-        dec: FrameDecoder | None = None
-        expected = start
-        try:
-            dec = self._decoder_for(index, True)
-            packets = src.packets_from(int(index.seek_key[start]))
-            flushes = 0
-            done = False
-            while not done:
-                with self._scope():
-                    pkt = next(packets, None) if flushes == 0 else None
-                    if pkt is not None:
-                        outs = dec.feed(pkt)
-                        dec.dirty = True
-                    else:  # end of stream: drain (converting between calls)
-                        outs = dec.flush()
-                        flushes += 1
-                        done = not outs or flushes >= MAX_FLUSH_CALLS
-                        dec.dirty = not done
-                    ready: list[torch.Tensor] = []
-                    for pts, frame in outs:
-                        self.frames_decoded += 1
-                        i = index.frame_of_pts(pts)
-                        if i is None or i < expected:
-                            continue
-                        if i != expected:
-                            raise DecodeError(
-                                f"{index.path}: frame {expected} never came out of the decoder "
-                                f"(got frame {i} instead)")
-                        ready.append(dec.to_rgb(frame, index, size))
-                        expected += 1
-                for t in ready:
-                    self._deliver([t])
-                    yield t
-            if expected != index.n_frames:
-                raise DecodeError(
-                    f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}")
-        except (TvlAsyncError, torch.cuda.OutOfMemoryError):
-            raise
-        except Exception as e:
-            raise DecodeError(f"{index.path}: decoding from frame {start} failed at frame "
-                              f"{expected}: {type(e).__name__}: {e}") from e
-        finally:
-            src.close()
-            if dec is not None:
-                self._retire(dec)
-
-    def close(self) -> None:
-        """Close every demuxer; safe to call twice."""
-        while self._sources:
-            _, src = self._sources.popitem(last=False)
-            src.close()
-
-    @property
-    def open_files(self) -> int:
-        """Number of demuxers currently open."""
-        return len(self._sources)
-
-    # -------------------------------------------------------------------- internals
-
-    def _source(self, index: VideoIndex) -> PacketSource:
-        src = self._sources.get(index.path)
-        if src is not None and src.index.mtime_ns == index.mtime_ns:
-            self._sources.move_to_end(index.path)
-            return src
-        self._forget(index.path)
-        src = PacketSource(index)
-        self._sources[index.path] = src
-        while len(self._sources) > self.max_open_files:
-            _, old = self._sources.popitem(last=False)
-            old.close()
-        return src
-
-    def _forget(self, path: str) -> None:
-        src = self._sources.pop(path, None)
-        if src is not None:
-            src.close()
-
-    def _settle(self, dec: FrameDecoder) -> None:
-        """Flush and drop whatever an interrupted run left inside the decoder."""
-        if dec.dirty:
-            with self._scope():
-                self._drain(dec, self._discard)
-
-    def _discard(self, outs: list[tuple[int, Any]]) -> bool:
-        self.frames_decoded += len(outs)
-        return False
-
-    def _drain(self, dec: FrameDecoder, take: Callable[[list[tuple[int, Any]]], bool]) -> None:
-        """End of stream: ``flush`` until the decoder is empty, handing each batch to ``take``
-        before the next call (the next call may reuse the previous frames' buffers)."""
-        for _ in range(MAX_FLUSH_CALLS):
-            outs = dec.flush()
-            if not outs:
-                break
-            take(outs)
-        dec.dirty = False
-
-    def _decode_run(self, src: PacketSource, dec: FrameDecoder, index: VideoIndex, key: int,
-                    run: list[int], got: dict[int, torch.Tensor],
-                    size: tuple[int, int] | None) -> None:
-        remaining = {i for i in run if i not in got}
-        if not remaining:
-            return
-        last = max(remaining)
-        self._settle(dec)
-
-        def take(outs: list[tuple[int, Any]]) -> bool:
-            """Keep wanted frames; True once nothing more can come for this run."""
-            past = False
-            for pts, frame in outs:
-                self.frames_decoded += 1
-                i = index.frame_of_pts(pts)
-                if i is None:
-                    continue
-                if i in remaining:
-                    got[i] = dec.to_rgb(frame, index, size)
-                    remaining.discard(i)
-                elif i > last:  # display order: the rest will not come
-                    past = True
-            return past or not remaining
-
-        packets = src.packets_from(key)
-        try:
-            with self._scope():
-                for pkt in packets:
-                    dec.dirty = True
-                    if take(dec.feed(pkt)):
-                        break
-                self._drain(dec, take)
-        finally:
-            packets.close()  # type: ignore[attr-defined]
-            if dec.dirty:  # an error left frames inside: never let them leak into the next run
-                with contextlib.suppress(Exception):
-                    self._settle(dec)
-        if remaining:
-            raise DecodeError(f"{index.path}: frames {short(sorted(remaining))} never came out "
-                              f"of the decoder (decoding from keyframe {key})")
-
-
-def short(frames: Sequence[int], limit: int = 8) -> str:
-    """``[a, b, …]`` with at most ``limit`` items, for messages."""
-    items = list(frames)
-    text = ", ".join(str(i) for i in items[:limit])
-    return f"[{text}{', …' if len(items) > limit else ''}]"
 
 
 # ------------------------------------------------------------------- PyNvVideoCodec (GPU)
@@ -733,7 +309,7 @@ class NvdecBackend:
         self._caps: dict[tuple[str, int], dict[str, int] | None] = {}
         self._owner = threading.get_ident()
         self._closed = False
-        self._engine = _Engine(self._decoder_for, scope=self._scope, deliver=self._deliver,
+        self._engine = Engine(self._decoder_for, scope=self._scope, deliver=self._deliver,
                                retire=self._retire, max_open_files=max_open_files)
 
     # -------------------------------------------------------------------- public
