@@ -466,6 +466,15 @@ def test_corrupt_bytes_mid_stream(files: dict[str, Path]) -> None:
         assert isinstance(e.value.__cause__, av.InvalidDataError)
         with pytest.raises(DecodeError, match=str(p)):
             list(loader.read_all_frames())
+        # sequential reading after the failure: the same error again (a fresh reader), never a
+        # bare StopIteration from a dead one; frames before the damage still come back
+        for _ in range(2):
+            loader.seek_to_frame(0)
+            got = []
+            with pytest.raises(DecodeError, match=str(p)):
+                while True:
+                    got.append(frame_index_of(loader.read_frame()))
+            assert got == list(range(len(got))) and 0 < len(got) <= 18
 
 
 def test_resolution_change_mid_stream(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -231,6 +231,7 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         ({"rank": 2, "world_size": 2}, ["rank", "2", "0 <= rank < world_size"]),
         ({"rank": -1, "world_size": 2}, ["rank", "-1", ">= 0"]),
         ({"world_size": 0, "rank": 0}, ["world_size", "0", ">= 1"]),
+        ({"seed": -1}, ["seed", "-1", ">= 0"]),
         ({"processing": {"1bad": ProcessDesc()}}, ["processing", "'1bad'", "identifiers"]),
         ({"processing": {}}, ["processing", "{}", "non-empty"]),
         ({"processing": [ProcessDesc()]}, ["processing", "a ProcessDesc"]),

@@ -101,3 +101,40 @@ def test_frame_at_time(videos: dict[str, Video]) -> None:
         assert idx.frame_at_time(float(idx.times[i]) + 0.01) == i
     assert idx.frame_at_time(-5.0) == 0
     assert idx.frame_at_time(1e9) == 47
+
+
+def test_unreadable_cache_folder_indexes_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A cache folder that cannot be read (mode 000 for a non-root user; emulated here, since
+    root reads anything): the file is indexed anyway, with a warning, never a PermissionError."""
+    path = write_video(tmp_path / "v.mp4", n_frames=12)
+    locked = tmp_path / "locked"
+    monkeypatch.setenv("TVL_ASYNC_CACHE", str(locked))
+    real_exists = Path.exists
+
+    def exists(self: Path, *args: object, **kwargs: object) -> bool:
+        if locked in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    monkeypatch.setattr(index_mod, "_save", lambda index, target: (_ for _ in ()).throw(
+        PermissionError(13, "Permission denied", str(target))))
+    assert load_index(path).n_frames == 12
+    assert "cannot write index cache" in caplog.text
+
+
+def test_threads_indexing_one_file_share_the_cache_quietly(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    path = write_video(tmp_path / "v.mp4", n_frames=12)
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(load_index(path).n_frames))
+               for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [12] * 6
+    assert "cannot write index cache" not in caplog.text

@@ -5,11 +5,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import Video
 
-from tvl_async import NoVideoStreamError, VideoLoader, VideoOpenError
+from tvl_async import BackendUnavailableError, NoVideoStreamError, VideoLoader, VideoOpenError
 from tvl_async.synthetic import frame_index_of, write_video
 
 MATRIX = [
@@ -225,3 +226,26 @@ def test_small_generated_file(tmp_path: Path) -> None:
     with VideoLoader(path) as loader:
         assert loader.n_frames == 1
         assert frame_index_of(loader.select_frame(0)) == 0
+
+
+def test_bad_arguments_name_the_file(videos: dict[str, Video]) -> None:
+    v = videos["h264_mp4"]
+    with VideoLoader(v.path) as loader:
+        assert loader.read_frames_at([], layout="THWC").shape == (0, loader.height,
+                                                                   loader.width, 3)
+        assert loader.read_frames_at([]).shape == (0, 3, loader.height, loader.width)
+        with pytest.raises(ValueError, match=r"h264\.mp4: seek needs a time in seconds, got nan"):
+            loader.seek(float("nan"))
+        for bad in ("abc", None, True):
+            with pytest.raises(TypeError, match=r"h264\.mp4: seek needs a time in seconds"):
+                loader.seek(bad)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"h264\.mp4: read_frames needs an int n >= 1"):
+            loader.read_frames(2.5)  # type: ignore[arg-type]
+        loader.seek(np.float32(0.0))  # numpy numbers are numbers
+        assert loader.tell() == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_fails_at_construction(videos: dict[str, Video]) -> None:
+    with pytest.raises(BackendUnavailableError, match=r"h264\.mp4: device 'cuda' asked for"):
+        VideoLoader(videos["h264_mp4"].path, device="cuda")

@@ -7,6 +7,7 @@ module; every test runs well under a second or two on a shared 2-core machine.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import os
@@ -629,12 +630,16 @@ def test_load_state_dict_and_set_epoch_only_before_start(files: list[str],
             it.load_state_dict(state)
         with pytest.raises(RuntimeError, match="before"):
             it.set_epoch(1)
-    later = make(files, epochs=2)
-    later.set_epoch(1)
-    with later:
-        batches = list(later)
-    assert {b.epoch for b in batches} == {1}
-    assert ids(batches) == ids([b for b in run(files, epochs=2) if b.epoch == 1])
+    full = run(files, epochs=3)
+    # set_epoch(e) starts the run at e and runs `epochs` epochs from there: with the default
+    # epochs=1 exactly epoch e (DistributedSampler's idiom: one Prefetcher per epoch)
+    for epochs, expected in ((1, [1]), (2, [1, 2])):
+        later = make(files, epochs=epochs)
+        later.set_epoch(1)
+        with later:
+            batches = list(later)
+        assert sorted({b.epoch for b in batches}) == expected
+        assert ids(batches) == ids([b for b in full if b.epoch in expected])
 
 
 # ------------------------------------------------------------------------------ stats
@@ -965,3 +970,119 @@ def test_cuda_batches_are_exact(files: list[str], backend: str, no_new_threads: 
         assert b["rgb"].device.type == "cuda" and b["f"].device.type == "cuda"
         check_exact(b, dataset, "rgb")
         assert clip_indices(b["f"]) == b.frame_indices.tolist()
+
+
+# ------------------------------------------------------------------------------ audit fixes
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("k", "failed"), [(2, 1), (5, 2)])
+def test_resume_keeps_the_failures_per_file(files: list[str], monkeypatch: pytest.MonkeyPatch,
+                                            k: int, failed: int, no_new_threads: None) -> None:
+    """on_error="skip": the state carries the failures per file, so a file given up before
+    the state was taken stays given up in the resumed run, and one that failed less often
+    keeps its count; either way the resumed run equals the rest of the uninterrupted one."""
+    fail_on(monkeypatch, files[1], 9)  # 3 clips of b.mkv hold frame 9
+    opts: dict[str, Any] = {"seed": 5, "epochs": 2, "on_error": "skip", "max_file_failures": 2,
+                            "lookahead": 8}
+    full = run(files, **opts)
+    with make(files, **opts) as it:
+        for _ in range(k):
+            next(it)
+        time.sleep(0.2)  # the service reads ahead; the state must not follow it
+        state = json.loads(json.dumps(it.state_dict()))
+    assert state["file_failures"] == {files[1]: failed}  # 2: given up before the state
+    resumed = make(files, **opts)
+    resumed.load_state_dict(state)
+    with resumed:
+        rest = list(resumed)
+        s = resumed.stats()
+    _same(rest, full[k:])
+    assert s.dropped_files == [files[1]]
+    if failed == 2:
+        assert all(f != files[1] for b in rest for f in b.files)
+
+
+@pytest.mark.timeout(30)
+def test_transform_returning_a_new_batch_keeps_the_resume_point(files: list[str],
+                                                                no_new_threads: None) -> None:
+    def rebuild(b: Batch) -> Batch:
+        return Batch({"default": b["default"].clone()}, sample_ids=b.sample_ids, files=b.files,
+                     frame_indices=b.frame_indices, timestamps=b.timestamps, labels=b.labels,
+                     epoch=b.epoch, augment=b.augment)
+
+    full = run(files, seed=5)
+    with make(files, seed=5, transform=rebuild) as it:
+        for _ in range(3):
+            next(it)
+        state = it.state_dict()
+    assert state["sampler"]["position"] == 12
+    resumed = make(files, seed=5)
+    resumed.load_state_dict(state)
+    with resumed:
+        assert ids(list(resumed)) == ids(full[3:])
+
+
+@pytest.mark.timeout(60)
+def test_random_draws_follow_the_global_position(files: list[str],
+                                                 no_new_threads: None) -> None:
+    """Each rank draws its own crops and flips: the sample at global position p gets the same
+    draw whatever the number of ranks, so two ranks never repeat each other's draws."""
+    desc = {"crop": AUGMENT["crop"]}
+    one = [a for b in run(files, seed=7, processing=desc) for a in b.augment["crop"]]
+    for contiguous, sampling in ((False, "uniform"), (True, "chunked")):
+        single = one if not contiguous else [
+            a for b in run(files, seed=7, processing=desc, sampling=sampling)
+            for a in b.augment["crop"]]
+        ranks = [[a for b in run(files, seed=7, processing=desc, sampling=sampling, rank=r,
+                                 world_size=2) for a in b.augment["crop"]] for r in (0, 1)]
+        n = len(ranks[0])
+        for r in (0, 1):
+            for p, draw in enumerate(ranks[r]):
+                g = r * n + p if contiguous else p * 2 + r
+                if g < len(single):  # the padding wraps past the end of the global order
+                    assert draw == single[g], (sampling, r, p)
+        assert ranks[0] != ranks[1]
+
+
+@pytest.mark.timeout(30)
+def test_next_after_the_end_is_stop_iteration(files: list[str], no_new_threads: None) -> None:
+    it = make(files, batch_size=8)
+    batches = list(it)
+    assert len(batches) == 4 and it.closed
+    assert next(it, "end") == "end"
+    with pytest.raises(StopIteration):
+        next(it)
+    with pytest.raises(PrefetcherClosedError, match="delivered all its batches"):
+        for _ in it:  # a second loop would silently get nothing
+            pass
+
+    async def again() -> list[Batch]:
+        done = make(files, batch_size=8)
+        got = [b async for b in done]
+        with pytest.raises(StopAsyncIteration):
+            await done.__anext__()
+        return got
+
+    assert len(asyncio.run(again())) == 4
+
+
+def test_dataset_with_other_clip_options_is_refused(files: list[str]) -> None:
+    ds = VideoDataset(files, SEQ, stride=2)
+    for kw, name in (({"stride": 3}, "stride"), ({"step": 2}, "step"),
+                     ({"seq_len": 5}, "seq_len"), ({"get_label": len}, "get_label")):
+        with pytest.raises(ValueError, match=name):
+            Prefetcher(ds, **kw)
+    it = Prefetcher(ds, seq_len=SEQ, stride=2)  # the dataset's own values are fine
+    assert it.config.stride == 2
+    it.close()
+
+
+@pytest.mark.timeout(30)
+def test_batch_files_are_the_paths_as_given(vdir: Path, monkeypatch: pytest.MonkeyPatch,
+                                            no_new_threads: None) -> None:
+    monkeypatch.chdir(vdir)
+    with make(["a.mp4", "b.mkv"], batch_size=32, shuffle=False) as it:
+        batch = next(it)
+    assert set(batch.files) == {"a.mp4", "b.mkv"}
+    assert batch.files == [it.dataset.file_of(int(i)) for i in batch.sample_ids]

@@ -61,6 +61,8 @@ def test_index_map_keeps_only_the_middle_frame(device: str) -> None:
     assert out.shape == (1, 3, 12, 16)
     assert out.device.type == device
     assert torch.equal(out.cpu(), torch.full((1, 3, 12, 16), 2, dtype=torch.uint8))
+    # the output owns its memory: a view would keep all five frames alive in the reorder buffer
+    assert out.untyped_storage().nbytes() == out.numel() == 3 * 12 * 16
     assert needed_frames(desc, 5) == [2]
     assert source_positions(desc, 5) == [2]
 

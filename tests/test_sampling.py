@@ -399,6 +399,8 @@ def test_state_dict_fields_at_and_epoch_control() -> None:
     done = EpochIterator(s, epochs=1)
     assert len(list(done)) == 10 and list(done) == []
     assert done.state_dict()["epoch"] == 1
+    done.set_epoch(5)  # a new run of `epochs` epochs from epoch 5
+    assert [e for e, _, _ in done] == [5] * 10
     assert list(EpochIterator(s, epochs=0)) == []
 
 

@@ -39,7 +39,10 @@ class Batch(Mapping[str, torch.Tensor]):
         self.epoch = epoch
         self.augment = augment
         self.event: Any = None  # CUDA event recorded after the batch was produced
+        # where a run resumes after this batch: (epoch, position) of the next sample, and the
+        # failures per file so far (on_error="skip"), set by the service thread
         self.resume_at: tuple[int, int] = (epoch, 0)
+        self.resume_failures: dict[str, int] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.outputs[name]

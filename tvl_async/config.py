@@ -539,6 +539,13 @@ class PrefetchConfig(BaseModel):
             raise _invalid("rank", value, "an integer >= 0 (below world_size) or None")
         return value
 
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        if value < 0:
+            raise _invalid("seed", value, "an integer >= 0")
+        return value
+
     @field_validator("device", mode="before")
     @classmethod
     def _device(cls, value: Any) -> str:

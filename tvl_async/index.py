@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -474,7 +475,8 @@ def _save(index: VideoIndex, target: Path) -> None:
     meta["time_base"] = [index.time_base.numerator, index.time_base.denominator]
     meta["version"] = INDEX_VERSION
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp.npz")
+    # unique per process and thread: two threads may index the same file at once
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
     arrays = {k: getattr(index, k) for k in _ARRAY_FIELDS}
     np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     os.replace(tmp, target)
@@ -482,9 +484,9 @@ def _save(index: VideoIndex, target: Path) -> None:
 
 def _load(target: Path, path: Path, size: int, mtime_ns: int) -> VideoIndex | None:
     """The cached index, or None when the entry is absent, stale or unreadable."""
-    if not target.exists():
-        return None
     try:
+        if not target.exists():  # may raise PermissionError for an unreadable cache folder
+            return None
         with np.load(target, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
             arrays: dict[str, Any] = {k: np.array(data[k]) for k in _ARRAY_FIELDS}

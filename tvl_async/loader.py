@@ -13,6 +13,8 @@ frames. All calls block while decoding.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -22,6 +24,7 @@ import torch
 
 from tvl_async.backends import create_backend, resolve_backend
 from tvl_async.backends.base import READ_MODES, Backend, ReadMode
+from tvl_async.errors import BackendUnavailableError, DecodeError
 from tvl_async.index import VideoIndex, load_index
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -56,6 +59,10 @@ class VideoLoader:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
             raise ValueError(f"Invalid dtype ({dtype}). Supported values are {names}")
         self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailableError(
+                f"{os.fspath(path)}: device '{self.device}' asked for, but PyTorch sees no CUDA "
+                f"device (torch.cuda.is_available() is False; torch {torch.__version__})")
         self.dtype = dtype
         self.backend_name = resolve_backend(backend, self.device)
         self._index = load_index(path)
@@ -149,16 +156,22 @@ class VideoLoader:
             )
         wanted = [self._index.check_frame(i) for i in indices]
         if not wanted:
-            return torch.empty(
-                (0, 3, self.height, self.width), dtype=self.dtype, device=self.device
-            )
+            shape = (0, 3, self.height, self.width) if layout == "TCHW" else (
+                0, self.height, self.width, 3)
+            return torch.empty(shape, dtype=self.dtype, device=self.device)
         frames = torch.stack(self._decode(wanted, mode))
         return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
 
     # ------------------------------------------------------------------------ sequential access
 
     def seek(self, seconds: float) -> None:
-        """Move the read position to the frame shown at ``seconds`` (clamped to the file)."""
+        """Move the read position to the frame shown at ``seconds`` (presentation time, as
+        :attr:`timestamps`; clamped to the file)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+            raise TypeError(f"{self.path}: seek needs a time in seconds (a number), got "
+                            f"{seconds!r}")
+        if math.isnan(float(seconds)):
+            raise ValueError(f"{self.path}: seek needs a time in seconds, got {seconds!r}")
         self.seek_to_frame(self._index.frame_at_time(float(seconds)))
 
     def seek_to_frame(self, i: int) -> None:
@@ -180,13 +193,24 @@ class VideoLoader:
                 self._stop_reader()
                 self._reader = backend.stream(self._index, self._position)
                 self._reader_next = self._position
-            frame = next(self._reader)
+            try:
+                frame = next(self._reader)
+            except StopIteration:
+                self._stop_reader()
+                raise DecodeError(f"{self.path}: the decoder ended before frame "
+                                  f"{self._position} of {self.n_frames}; the file may have "
+                                  f"changed since it was indexed") from None
+            except BaseException:  # the reader is dead: the next call starts a fresh one
+                self._stop_reader()
+                raise
             self._reader_next += 1
             self._position += 1
             return self._convert(frame)
 
     def read_frames(self, n: int) -> torch.Tensor:
         """Up to ``n`` frames from the read position, stacked ``[T, 3, H, W]``; EOFError if none."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"{self.path}: read_frames needs an int n >= 1, got {n!r}")
         if n < 1:
             raise ValueError(f"{self.path}: read_frames needs n >= 1, got {n}")
         frames = [self.read_frame()]

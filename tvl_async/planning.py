@@ -91,11 +91,11 @@ class SampleResult:
     n_decoded: float = 0.0
 
     def nbytes(self) -> int:
-        """Bytes held by this result's tensors."""
-        total = 0 if self.frames is None else self.frames.numel() * self.frames.element_size()
-        for t in (self.outputs or {}).values():
-            total += t.numel() * t.element_size()
-        return total
+        """Bytes of memory this result's tensors keep alive (each storage counted once)."""
+        tensors = [] if self.frames is None else [self.frames]
+        tensors += list((self.outputs or {}).values())
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+        return sum(storages.values())
 
 
 @dataclass

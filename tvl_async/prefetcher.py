@@ -112,6 +112,8 @@ class Prefetcher:
                  memory_budget: int = 1 << 30, max_file_failures: int = 3) -> None:
         dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
         if dataset is not None:
+            _check_dataset_options(dataset, seq_len=seq_len, stride=stride, step=step,
+                                   get_label=get_label)
             seq_len, stride, step = dataset.seq_len, dataset.stride, dataset.step
         self.config = PrefetchConfig(
             seq_len=seq_len, batch_size=batch_size, device=str(device), backend=backend,
@@ -158,7 +160,9 @@ class Prefetcher:
         self._pool_holder: list[DecodePool] = []
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._state = "new"
+        self._exhausted = False  # every batch delivered (then closed): next() says StopIteration
         self._resume_at: tuple[int, int] | None = None
+        self._failures: dict[str, int] = {}  # per file, as of the last batch delivered
         self._batches = self._samples = 0
         self._wait = self._wait_first = 0.0
 
@@ -225,7 +229,9 @@ class Prefetcher:
             backend=self.backend_name, decode_threads=self.decode_threads,
             ffmpeg_threads=self._ffmpeg_threads, lookahead=self.lookahead,
             transform=self._transform, queue=self._queue, stop=self._stop,
-            counters=self._counters, pool_holder=self._pool_holder)
+            counters=self._counters, pool_holder=self._pool_holder,
+            failures=dict(self._failures),
+            dropped=service.dropped_files(self._failures, self.config.max_file_failures))
         self._thread = threading.Thread(target=service.service_main, args=(plan,), daemon=True,
                                         name="tvl-async-service")
         self._counters.started = time.perf_counter()
@@ -273,10 +279,12 @@ class Prefetcher:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Batch]:
-        self._ensure_started()
+        self._ensure_started(iterating=True)
         return self
 
     def __next__(self) -> Batch:
+        if self._exhausted:
+            raise StopIteration
         self._ensure_started()
         assert self._queue is not None
         t0 = time.perf_counter()
@@ -291,10 +299,12 @@ class Prefetcher:
         return self._deliver(item, time.perf_counter() - t0)
 
     def __aiter__(self) -> AsyncIterator[Batch]:
-        self._ensure_started()
+        self._ensure_started(iterating=True)
         return self
 
     async def __anext__(self) -> Batch:
+        if self._exhausted:
+            raise StopAsyncIteration
         self._ensure_started()
         assert self._queue is not None
         t0 = time.perf_counter()
@@ -316,10 +326,14 @@ class Prefetcher:
         except StopIteration:
             raise StopAsyncIteration from None
 
-    def _ensure_started(self) -> None:
+    def _ensure_started(self, iterating: bool = False) -> None:
         if self._state == "new":
             self.start()
-        elif self._state == "closed":
+        elif self._exhausted and iterating:  # a second `for` loop would silently get nothing
+            raise PrefetcherClosedError(
+                f"this Prefetcher has delivered all its batches (epochs={self.config.epochs}); "
+                f"create a new one to iterate again, or pass epochs=N / epochs=None")
+        elif self._state == "closed" and not self._exhausted:
             raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate "
                                         "again")
 
@@ -357,6 +371,7 @@ class Prefetcher:
         if self._batches == 0:
             self._wait_first = waited
         if isinstance(item, service.End):
+            self._exhausted = True
             self.close()
             raise StopIteration
         if isinstance(item, service.Failure):
@@ -368,6 +383,7 @@ class Prefetcher:
         self._batches += 1
         self._samples += item.batch_size
         self._resume_at = item.resume_at
+        self._failures = item.resume_failures
         return item
 
     # ------------------------------------------------------------------ stats and state
@@ -400,11 +416,14 @@ class Prefetcher:
             decode_threads=self.decode_threads)
 
     def state_dict(self) -> dict[str, Any]:
-        """Where to resume: just after the last batch handed to the consumer."""
+        """Where to resume: just after the last batch handed to the consumer (a plain,
+        picklable dict: the sampler's cursor and seed, and with ``on_error="skip"`` the failures
+        per file so far, so that files given up stay given up)."""
         at = self._resume_at
-        if at is None:  # not started: the cursor is exact (no service reads ahead of it)
-            return {"sampler": self._epochs.state_dict(), "batches_delivered": 0}
-        return {"sampler": self._epochs.state_dict(at=at), "batches_delivered": self._batches}
+        sampler = self._epochs.state_dict() if at is None else self._epochs.state_dict(at=at)
+        # not started: the cursor is exact (no service reads ahead of it)
+        return {"sampler": sampler, "batches_delivered": self._batches if at else 0,
+                "file_failures": dict(self._failures)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at the exact next sample of ``state`` (before iterating)."""
@@ -412,10 +431,20 @@ class Prefetcher:
             raise RuntimeError("load_state_dict must be called before the Prefetcher starts")
         if "sampler" not in state:
             raise ValueError("not a Prefetcher state: missing 'sampler'")
+        failures = state.get("file_failures", {})
+        if not isinstance(failures, Mapping) or not all(
+                isinstance(k, str) and isinstance(v, int) for k, v in failures.items()):
+            raise ValueError(f"not a Prefetcher state: file_failures must map paths to counts, "
+                             f"got {failures!r}")
         self._epochs.load_state_dict(state["sampler"])
+        self._failures = dict(failures)
+        with self._counters.lock:
+            self._counters.dropped_files = sorted(
+                service.dropped_files(self._failures, self.config.max_file_failures))
 
     def set_epoch(self, epoch: int) -> None:
-        """Start from the first sample of ``epoch`` (before iterating)."""
+        """Run ``epochs`` epochs starting with ``epoch`` (before iterating): with ``epochs=1``,
+        exactly that epoch (the ``DistributedSampler.set_epoch`` idiom)."""
         if self._state != "new":
             raise RuntimeError("set_epoch must be called before the Prefetcher starts")
         self._epochs.set_epoch(epoch)
@@ -430,3 +459,18 @@ class Prefetcher:
         return (f"Prefetcher({len(self.dataset)} samples from {len(self.dataset.files)} files, "
                 f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
                 f"device='{self.device}', backend={self.backend_name!r}, state={self._state})")
+
+
+def _check_dataset_options(dataset: VideoDataset, *, seq_len: int, stride: int, step: int,
+                           get_label: Callable[[str], Any] | None) -> None:
+    """A :class:`VideoDataset` brings its own clip options: refuse different ones, which would
+    otherwise be ignored without a word."""
+    given = {"seq_len": (seq_len, 1, dataset.seq_len), "stride": (stride, 1, dataset.stride),
+             "step": (step, 1, dataset.step)}
+    for name, (value, default, own) in given.items():
+        if value != default and value != own:
+            raise ValueError(f"{name}={value!r} given with a VideoDataset whose {name} is {own}; "
+                             f"set {name} on the VideoDataset instead")
+    if get_label is not None:
+        raise ValueError("get_label given with a VideoDataset: pass it to "
+                         "VideoDataset(files, seq_len, get_label=...) instead")

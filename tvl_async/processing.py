@@ -350,8 +350,9 @@ def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams 
 
     Returns:
         A contiguous tensor of ``desc.output_shape(...)`` in ``desc.layout`` order, of
-        ``desc.dtype``, on ``frames.device``. It may be ``frames`` itself when there is nothing
-        to do (uint8, RGB, no resize/crop/flip, layout ``fchw``, contiguous input).
+        ``desc.dtype``, on ``frames.device``, holding no more memory than its own elements. It
+        may be ``frames`` itself when there is nothing to do (uint8, RGB, no resize/crop/flip,
+        layout ``fchw``, contiguous input that owns its storage).
 
     Raises:
         ValueError: wrong frames shape or dtype, a crop larger than the frame, params drawn for
@@ -378,4 +379,7 @@ def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams 
     x = _values(x, desc)
     if desc.layout != "fchw":
         x = x.permute(*("fchw".index(d) for d in desc.layout))
-    return x.contiguous()
+    x = x.contiguous()
+    if x.untyped_storage().nbytes() > x.numel() * x.element_size():
+        x = x.clone()  # a view of the whole clip (index_map) would keep the clip alive
+    return x

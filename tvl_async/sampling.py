@@ -142,6 +142,12 @@ class Sampler:
             return np.ascontiguousarray(padded.reshape(self.world_size, -1)[self.rank])
         return np.ascontiguousarray(padded[self.rank::self.world_size])
 
+    def global_position(self, position: int) -> int:
+        """Index in the (padded) global order of this rank's sample at ``position``."""
+        if self.contiguous_shards:
+            return self.rank * len(self) + position
+        return position * self.world_size + self.rank
+
     def __len__(self) -> int:
         """Samples per epoch for this rank."""
         if self.drop_last:
@@ -344,8 +350,9 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
     """Walks a sampler's epochs, yielding ``(epoch, position, sample_id)``, resumable.
 
     ``position`` counts this rank's samples from 0 within the epoch. The iterator runs epochs
-    ``start_epoch … start_epoch + epochs - 1`` (forever with ``epochs=None``); ``set_epoch`` and
-    ``load_state_dict`` move the cursor but not that end.
+    ``start_epoch … start_epoch + epochs - 1`` (forever with ``epochs=None``). ``set_epoch(e)``
+    starts the run over at epoch ``e`` (``e … e + epochs - 1``); ``load_state_dict`` moves the
+    cursor inside the same run and keeps its end (resuming does not add epochs).
 
     One thread iterates (it computes each epoch's order on entering it, O(N)); ``state_dict``
     may be called from any thread and sees a consistent (epoch, position).
@@ -357,7 +364,8 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
     def __init__(self, sampler: Sampler, epochs: int | None = 1, start_epoch: int = 0) -> None:
         self.sampler = sampler
         start = check_int("start_epoch", start_epoch, 0)
-        self._end = None if epochs is None else start + check_int("epochs", epochs, 0)
+        self._count = None if epochs is None else check_int("epochs", epochs, 0)
+        self._end = None if self._count is None else start + self._count
         self._len = len(sampler)
         if self._len == 0:
             raise ValueError(f"rank {sampler.rank} gets no samples: {sampler.dataset_len} samples "
@@ -405,10 +413,11 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
         return epoch, pos, sample
 
     def set_epoch(self, epoch: int) -> None:
-        """Continue from the first sample of ``epoch``."""
+        """Start the run at the first sample of ``epoch``: epochs ``epoch … epoch + epochs - 1``."""
         epoch = check_int("epoch", epoch, 0)
         with self._lock:
             self._epoch, self._position = epoch, 0
+            self._end = None if self._count is None else epoch + self._count
 
     def state_dict(self, at: tuple[int, int] | None = None) -> dict[str, Any]:
         """A plain dict (picklable, JSON-able) to resume from.

@@ -91,10 +91,19 @@ class ServicePlan:
     stop: threading.Event
     counters: Counters
     pool_holder: list[DecodePool] = field(default_factory=list)
+    # failures per file so far (service thread only; from the resumed state, if any)
+    failures: dict[str, int] = field(default_factory=dict)
     dropped: set[str] = field(default_factory=set)  # files given up (service thread only)
 
 
+def dropped_files(failures: Mapping[str, int], max_failures: int) -> set[str]:
+    """Files given up: those that failed ``max_failures`` times."""
+    return {path for path, n in failures.items() if n >= max_failures}
+
+
 def _sample_seed(seed: int, epoch: int, position: int) -> int:
+    """Seed of a sample's random draws from its place in the epoch's global order: every rank
+    draws differently, and a sample gets the same crop whatever the number of ranks."""
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
@@ -108,7 +117,8 @@ def _requests(plan: ServicePlan) -> Iterator[SampleRequest]:
         file_index, _ = ds.locate(sample_id)
         index = indexes[file_index]
         seed = plan.epochs.sampler.seed  # the resumed state's seed after load_state_dict
-        gen = torch.Generator().manual_seed(_sample_seed(seed, epoch, position))
+        where = plan.epochs.sampler.global_position(position)
+        gen = torch.Generator().manual_seed(_sample_seed(seed, epoch, where))
         augment: dict[str, AugmentParams] = {}
         label: Any = None
         error: Exception | None = None
@@ -172,17 +182,16 @@ def _collate(results: list[SampleResult], plan: ServicePlan) -> Batch:
         labels = torch.tensor(labels)
     elif all(x is None for x in labels):
         labels = None
-    batch = Batch(
+    paths = plan.dataset.files  # as the user gave them (the index holds resolved paths)
+    return Batch(
         outputs,
         sample_ids=torch.tensor([r.sample_id for r in reqs], dtype=torch.int64),
-        files=[r.index.path for r in reqs],
+        files=[paths[r.file_index] for r in reqs],
         frame_indices=torch.tensor([r.frames for r in reqs], dtype=torch.int64),
         timestamps=torch.tensor(np.array([r.index.times[r.frames] for r in reqs])),
         labels=labels, epoch=reqs[0].epoch,
         augment={name: [r.augment[name].as_dict() for r in reqs] for name in plan.processing},
     )
-    batch.resume_at = (reqs[-1].epoch, reqs[-1].position + 1)
-    return batch
 
 
 def _make_backend(plan: ServicePlan) -> Any:
@@ -233,7 +242,7 @@ def _run_batches(plan: ServicePlan, planner: LookaheadPlanner, stream: Any,
                  to_device: Callable[..., torch.Tensor]) -> None:
     cfg = plan.config
     pending: list[SampleResult] = []
-    failures: dict[str, int] = {}
+    failures = plan.failures
     dropped = plan.dropped
     epoch = -1
 
@@ -247,6 +256,9 @@ def _run_batches(plan: ServicePlan, planner: LookaheadPlanner, stream: Any,
             if plan.transform is not None:
                 batch = _apply_transform(plan.transform, batch)
             batch.event = stream.record_event()
+        last = pending[-1].request
+        batch.resume_at = (last.epoch, last.position + 1)  # set here: a transform may replace it
+        batch.resume_failures = dict(failures)
         pending = []
         return _put(plan, batch, planner.pump)
 
