@@ -170,4 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tvl_async.cli import exit_on_error
+
+    sys.exit(exit_on_error(main, "async_dataloading.py"))

@@ -340,4 +340,6 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from tvl_async.cli import exit_on_error
+
+    sys.exit(exit_on_error(main, "video_data_exercise.py"))

@@ -9,7 +9,8 @@ is available. Decoding runs in a background thread; the Tk loop only polls a que
 
 The player itself lives in ``tvl_async/player.py`` so that ``tvl-async play FILE`` opens the same
 window from an installed package; this file is the example's entry point. Try it without a video
-of your own: ``python examples/video_player.py --demo`` writes a small test clip first.
+of your own: ``python examples/video_player.py --demo`` (or ``--quick``) writes a small test clip
+first.
 """
 
 from __future__ import annotations
@@ -31,7 +32,4 @@ def _demo_clip() -> str:
 
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if "--demo" in argv:
-        argv = [_demo_clip()] + [a for a in argv if a != "--demo"]
-    sys.exit(main(argv))
+    sys.exit(main(sys.argv[1:], demo_clip=_demo_clip))

@@ -507,10 +507,48 @@ def add_bench_parser(sub: Any) -> None:
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; allowed: an integer >= 1") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid value {value}; allowed: an integer >= 1")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: seconds > 0")
+    return value
+
+
+def _lookahead_list(text: str) -> str:
+    """``--lookaheads``: comma-separated integers >= 1 or ``default``; checked before any work."""
+    for item in text.split(","):
+        if item.strip() != "default":
+            _positive(item.strip())
+    return text
+
+
+def _int_list(text: str) -> str:
+    """``--chunks``: comma-separated integers >= 1 (empty: none)."""
+    for item in text.split(","):
+        if item.strip():
+            _positive(item.strip())
+    return text
+
+
+def _size(text: str) -> str:
+    try:
+        parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -520,9 +558,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     r = REFERENCE
     p.add_argument("--files", type=_positive, default=r.files,
                    help=f"files in the generated set (default {r.files})")
-    p.add_argument("--seconds", type=float, default=r.seconds,
+    p.add_argument("--seconds", type=_positive_seconds, default=r.seconds,
                    help=f"seconds per generated file (default {r.seconds:g})")
-    p.add_argument("--size", default=f"{r.width}x{r.height}",
+    p.add_argument("--size", type=_size, default=f"{r.width}x{r.height}",
                    help=f"generated frame size WxH (default {r.width}x{r.height})")
     p.add_argument("--fps", type=_positive, default=r.fps, help=f"(default {r.fps})")
     p.add_argument("--gop", type=_positive, default=r.gop,
@@ -536,10 +574,10 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="warm-up batches (default: 1, or one per DataLoader worker)")
     p.add_argument("--batch-size", type=_positive, default=128, help="(default 128)")
     p.add_argument("--crop", type=_positive, default=224, help="output size (default 224)")
-    p.add_argument("--lookaheads", default=",".join(DEFAULT_LOOKAHEADS),
+    p.add_argument("--lookaheads", type=_lookahead_list, default=",".join(DEFAULT_LOOKAHEADS),
                    help="uniform configurations ('default' = the library's choice; "
                    f"default {','.join(DEFAULT_LOOKAHEADS)})")
-    p.add_argument("--chunks", default=",".join(map(str, DEFAULT_CHUNKS)),
+    p.add_argument("--chunks", type=_int_list, default=",".join(map(str, DEFAULT_CHUNKS)),
                    help="chunked configurations (default 4,8,16)")
     p.add_argument("--only", help="comma-separated name prefixes of the configurations to run")
     p.add_argument("--no-slow", action="store_true", help="skip the slow-consumer run")

@@ -15,14 +15,21 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn, cast
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
 from tvl_async.index import find_videos
-from tvl_async.transcode import CONTAINERS, ENCODERS, transcode_file, transcode_jobs
+from tvl_async.transcode import (
+    CONTAINERS,
+    ENCODERS,
+    check_options,
+    transcode_file,
+    transcode_jobs,
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +103,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run a Prefetcher over the given folder (or a generated one) and print the throughput."""
     import torch
 
+    from tvl_async._bench_videos import parse_size
+    from tvl_async.config import ProcessDesc
     from tvl_async.prefetcher import Prefetcher
     from tvl_async.synthetic import frame_index_of, make_video_set
 
@@ -112,10 +121,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     n_batches = 0
     checked = mismatched = 0
-    with Prefetcher(files, seq_len=args.seq_len, batch_size=args.batch_size, seed=args.seed,
-                    epochs=args.epochs, device=args.device, backend=args.backend,
-                    sampling=args.sampling, lookahead=args.lookahead,
-                    decode_threads=args.decode_threads) as it:
+    processing = None
+    if args.size:
+        width, height = parse_size(args.size)
+        processing = ProcessDesc(scale_width=width, scale_height=height)
+    try:
+        prefetcher = Prefetcher(files, seq_len=args.seq_len, batch_size=args.batch_size,
+                                seed=args.seed, epochs=args.epochs, device=args.device,
+                                backend=args.backend, sampling=args.sampling,
+                                lookahead=args.lookahead, decode_threads=args.decode_threads,
+                                processing=processing)
+    except ValueError as e:
+        if "differ in frame size" in str(e) and not args.size:
+            raise ValueError(f"{e} (tvl-async demo: pass --size WxH)") from None
+        raise
+    with prefetcher as it:
         print(f"{len(files)} files, {len(it.dataset)} clips of {args.seq_len} frames; "
               f"batch {args.batch_size}, sampling {args.sampling}, lookahead {it.lookahead}, "
               f"backend {it.backend_name} on {it.device}, {it.decode_threads} decode threads")
@@ -123,7 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         bar = progress(it, total, "batches", enabled=not args.quiet)
         for batch in bar:  # type: ignore[attr-defined]
             n_batches += 1
-            if not args.paths:  # generated videos carry their frame index: verify every frame
+            if not args.paths and not args.size:  # generated videos carry their frame index
                 clips = batch["default"].cpu()
                 for b in range(clips.shape[0]):
                     for f in range(clips.shape[1]):
@@ -180,7 +200,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     for path in progress(files, len(files), "indexing", enabled=not args.quiet):  # type: ignore[attr-defined]
         frames += load_index(path).n_frames
     dt = time.perf_counter() - t0
-    print(f"indexed {len(files)} files, {frames} frames in {dt:.2f} s; cache: {cache_dir()}")
+    folder = cache_dir()
+    where = str(folder) if folder else "off (TVL_ASYNC_CACHE=off): nothing was stored"
+    print(f"indexed {len(files)} files, {frames} frames in {dt:.2f} s; cache: {where}")
     return 0
 
 
@@ -197,6 +219,8 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     if codec not in CONTAINERS[args.format]:
         raise ValueError(f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
                          f"codecs: {', '.join(CONTAINERS[args.format])}")
+    check_options(codec, gop=args.gop, bframes=args.bframes, crf=args.crf, preset=args.preset,
+                  pix_fmt=args.pix_fmt)
     out_dir = Path(args.output)
     jobs = transcode_jobs(args.inputs, out_dir, "." + args.format)
     t0 = time.perf_counter()
@@ -274,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument("--backend", default="auto", choices=["auto", "pyav", "nvdec"],
                    help="decoder (default auto: nvdec on a GPU when available)")
+    p.add_argument("--size", default=None, metavar="WxH",
+                   help="resize every frame to W x H pixels (needed when files differ in size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -290,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "size, codec; drops audio)",
                        description="Re-encode video files or folders into OUTPUT for fast "
                        "random access (NVVL's data preparation): a keyframe every --gop frames, "
-                       "optional resize, no audio. Every frame and its timestamp are kept. "
+                       "optional resize, no audio. Every frame is kept, and the time between "
+                       "frames (variable rates stay variable); timestamps start at 0. "
                        "Folders keep their layout under OUTPUT.")
     p.add_argument("inputs", nargs="+", help="video files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
@@ -303,10 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output width in pixels (alone: keeps the aspect ratio)")
     p.add_argument("--height", type=positive_int, default=None,
                    help="output height in pixels (alone: keeps the aspect ratio)")
-    p.add_argument("--crf", type=int, default=18, help="quality, lower is better (default 18)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="quality, lower is better (default 18; h264/hevc 0..51, vp9 0..63, "
+                   "av1 1..63; mpeg4 uses a fixed quantiser)")
     p.add_argument("--bframes", type=int, default=0, choices=range(0, 17), metavar="0..16",
                    help="B-frames between references (default 0)")
-    p.add_argument("--preset", default="fast", help="x264/x265 preset (default fast)")
+    p.add_argument("--preset", default="fast",
+                   help="x264/x265 preset, ultrafast..placebo (default fast)")
     p.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default yuv420p)")
     p.add_argument("--format", default="mp4", choices=list(CONTAINERS),
                    help="container (default mp4)")
@@ -336,9 +366,17 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParse
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``tvl-async``; returns the exit code (2 for a clear error)."""
+    """Entry point of ``tvl-async``; returns the exit code (2 for a clear error). Warnings are
+    printed as one line each (``tvl-async CMD: warning: ...``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        print(f"tvl-async {args.command}: warning: {text}", file=sys.stderr, flush=True)
+
+    shown, warnings.showwarning = warnings.showwarning, one_line
     try:
         code: int = args.func(args)
         return code
@@ -349,6 +387,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"tvl-async {args.command}: error: {error_line(e)}", file=sys.stderr)
+        return 2
+    finally:
+        warnings.showwarning = shown
+
+
+def exit_on_error(main: Callable[[], int], prog: str) -> int:
+    """Run an example's or a tool's ``main()``: a failure becomes one line on stderr and exit
+    code 2 (``TVL_ASYNC_DEBUG=1`` shows the traceback)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("TVL_ASYNC_DEBUG"):
+            raise
+        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

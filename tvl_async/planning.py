@@ -114,6 +114,9 @@ ProcessFn = Callable[[SampleRequest, torch.Tensor], dict[str, torch.Tensor]]
 #: holds about one segment of full-size frames at a time, not a whole job's.
 SEGMENT_FRAMES = 8
 
+#: Jobs go out for samples at most ``lookahead // LEAD_FRACTION`` ahead of the next one due.
+LEAD_FRACTION = 8
+
 
 def run_decode_job(backend: Backend, job: DecodeJob, *, size: tuple[int, int] | None = None,
                    process: ProcessFn | None = None) -> list[SampleResult]:
@@ -375,10 +378,13 @@ class LookaheadPlanner:
         self._pool = pool
         self.lookahead = lookahead
         self._max_jobs = max_jobs or max(1, 2 * pool.n_workers)
-        # Jobs are sent for samples at most this far ahead of the next one to return: far
-        # enough for the decoders to stay ahead of a consumer slower than them, near enough
-        # that each job still sees half the window (the samples sharing its GOPs) behind it.
-        self._lead = max(1, lookahead // 2)
+        # Jobs are sent for samples at most this far ahead of the next one to return (the
+        # queue of ready batches adds its own slack). Every job takes all the samples of its
+        # GOPs in the window ahead of it, so the later a job goes out the more samples share
+        # its decoding: with a consumer slower than decoding, lookahead/2 decoded 10.6 frames
+        # per frame delivered and lookahead/8 8.0 (lookahead/32 began to make it wait), on
+        # uniform single frames, 40 files, a keyframe every 60 (docs/benchmarks.md).
+        self._lead = max(1, lookahead // LEAD_FRACTION)
         self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order (*)
         # not yet scheduled, per file: (first GOP, last GOP, request), in order
         self._by_file: dict[str, list[tuple[int, int, SampleRequest]]] = {}

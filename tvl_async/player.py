@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -440,6 +440,12 @@ def run(args: argparse.Namespace) -> int:
         load_index(args.file)  # a missing or unreadable file is an error here, not in the window
     if args.frame < 0:
         raise ValueError(f"--frame: invalid value {args.frame}; allowed: an integer >= 0")
+    if args.device not in _devices():  # a bad device would only fail inside the window
+        raise ValueError(f"--device: invalid value {args.device!r}; allowed here: "
+                         f"{', '.join(_devices())}")
+    if args.backend != "auto" and args.backend not in _backends(args.device):
+        raise ValueError(f"--backend: invalid value {args.backend!r} for {args.device}; allowed "
+                         f"here: auto, {', '.join(_backends(args.device))}")
     try:
         import tkinter as tk
     except ImportError as e:
@@ -462,15 +468,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of examples/video_player.py; errors are one line on stderr, exit code 2."""
-    args = build_parser("video_player.py").parse_args(argv)
+def main(argv: Sequence[str] | None = None, *,
+         demo_clip: Callable[[], str] | None = None) -> int:
+    """Entry point of examples/video_player.py; errors are one line on stderr, exit code 2.
+    With ``demo_clip``, ``--demo``/``--quick`` plays the file it returns."""
+    parser = build_parser("video_player.py")
+    if demo_clip is not None:
+        parser.add_argument("--demo", "--quick", action="store_true",
+                            help="play a small generated test clip (no FILE needed)")
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "demo", False) and demo_clip is not None:
+            args.file = demo_clip()
         return run(args)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        print(f"video_player.py: error: {e}", file=sys.stderr)
+        from tvl_async.cli import error_line
+
+        print(f"video_player.py: error: {error_line(e)}", file=sys.stderr)
         return 2
 
 

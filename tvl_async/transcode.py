@@ -47,6 +47,57 @@ def encoder_options(codec: str, gop: int, bframes: int, crf: int, preset: str) -
     return {"qscale": "3", "g": str(gop), "bf": str(bframes)}  # mpeg4
 
 
+#: ``--preset`` values of libx264 and libx265.
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+#: ``--crf`` range per encoder (mpeg4 has no CRF: it encodes at a fixed quantiser).
+CRF_RANGES: dict[str, tuple[int, int]] = {
+    "libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libsvtav1": (1, 63),
+}
+
+
+def check_options(codec: str, *, gop: int, bframes: int, crf: int, preset: str,
+                  pix_fmt: str) -> None:
+    """Refuse encoder settings that would fail (or be ignored) on every file, before the first
+    one: CRF range, B-frames the GOP cannot hold, a preset or pixel format the encoder rejects.
+
+    Raises:
+        ValueError: naming the option, the value and what is allowed.
+    """
+    import av
+    import av.logging
+
+    low, high = CRF_RANGES.get(codec, (crf, crf))
+    if not low <= crf <= high:
+        raise ValueError(f"--crf {crf}: out of range for {codec}; allowed: {low}..{high}")
+    if codec == "mpeg4" and bframes and gop % (bframes + 1):
+        # FFmpeg's MPEG-4 encoder rounds the keyframe interval down to a multiple of
+        # bframes + 1 (--gop 16 --bframes 2 gives GOPs of 15)
+        raise ValueError(f"--gop {gop} with --codec mpeg4 --bframes {bframes}: the keyframe "
+                         f"interval must be a multiple of bframes + 1 = {bframes + 1}")
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.width, ctx.height, ctx.time_base = 64, 64, Fraction(1, 25)
+    try:
+        ctx.pix_fmt = pix_fmt
+    except (ValueError, av.FFmpegError):
+        raise ValueError(f"--pix-fmt {pix_fmt!r}: not a pixel format FFmpeg knows") from None
+    if codec not in ("libx264", "libx265"):  # the others take no preset (and SVT-AV1 prints a
+        return  # banner when opened); their pixel format is checked by the first file
+    if preset not in X26X_PRESETS:  # checked here: libx264 prints its own complaint
+        raise ValueError(f"--preset {preset!r}: not a {codec} preset; allowed: "
+                         f"{', '.join(X26X_PRESETS)}")
+    ctx.options = encoder_options(codec, gop, bframes, crf, preset)
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.PANIC)  # the encoder's own complaint would be a second line
+    try:
+        ctx.open()
+    except av.FFmpegError as e:
+        raise ValueError(f"--pix-fmt {pix_fmt!r}: {codec} cannot encode it "
+                         f"({e.strerror or e}); yuv420p works everywhere") from None
+    finally:
+        av.logging.set_level(level)
+
+
 def output_size(in_w: int, in_h: int, width: int | None, height: int | None) -> tuple[int, int]:
     """Output ``(width, height)``: one of the two given keeps the aspect ratio; even numbers."""
     if width is None and height is None:
