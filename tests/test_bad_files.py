@@ -128,6 +128,7 @@ def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"No such video file: '.*nope\.mp4'") as e:
         VideoLoader(p)
     assert e.value.filename == str(p)
+    assert str(e.value) == f"[Errno 2] No such video file: '{p}'"  # the path once
     with pytest.raises(FileNotFoundError, match=r"nope\.mp4"):
         Prefetcher([p], seq_len=2)
 
@@ -241,7 +242,8 @@ def test_unreadable_file_emulated(files: dict[str, Path], monkeypatch: pytest.Mo
         return builtins.open(path, *args, **kwargs)
 
     monkeypatch.setattr(index_module, "open", fake_open, raising=False)
-    with pytest.raises(PermissionError, match=r"Cannot read video file '.*good2\.mp4': permission"):
+    with pytest.raises(PermissionError,
+                       match=r"Cannot read video file \(permission denied\): '.*good2\.mp4'"):
         VideoLoader(target)
     with pytest.raises(PermissionError, match=r"good2\.mp4"):
         Prefetcher([files["good"], target], seq_len=2)
@@ -252,7 +254,8 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
     p = small(tmp_path / "locked.mp4", n=24)
     p.chmod(0)
     try:
-        with pytest.raises(PermissionError, match=r"Cannot read video file '.*locked\.mp4'"):
+        with pytest.raises(PermissionError,
+                           match=r"Cannot read video file \(permission denied\): '.*locked\.mp4'"):
             VideoLoader(p)
     finally:
         p.chmod(0o644)

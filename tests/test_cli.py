@@ -200,3 +200,63 @@ def test_play_opens_the_player(folder: Path) -> None:
     assert r.returncode == 0, r.stderr
     shown = [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("shown")]
     assert shown == [20, 21, 22, 23]
+
+
+# ---------------------------------------------------------------------------------- audit fixes
+
+
+@pytest.mark.timeout(60)
+def test_bad_options_fail_before_any_work(capsys: pytest.CaptureFixture[str], folder: Path,
+                                          tmp_path: Path) -> None:
+    """Settings that would fail on every file (or only after minutes of encoding) are one line
+    and exit code 2 at once, naming the option."""
+    clip = str(folder / "set" / "clip_000.mp4")
+    out = str(tmp_path / "out")
+    for extra, needle in ((["--crf", "-5"], "--crf -5: out of range for libx264; allowed: 0..51"),
+                          (["--crf", "99999"], "--crf 99999"),
+                          (["--preset", "nonsense"], "--preset 'nonsense': not a libx264 preset"),
+                          (["--pix-fmt", "foo"], "--pix-fmt 'foo'"),
+                          (["--codec", "mpeg4", "--bframes", "2", "--gop", "16"],
+                           "multiple of bframes + 1 = 3")):
+        code, _, err = run_cli(capsys, "transcode", clip, "-o", out, "--quiet", *extra)
+        assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "out").exists()
+    for extra, needle in ((["--lookaheads", "abc"], "--lookaheads: invalid value 'abc'"),
+                          (["--chunks", "x"], "--chunks: invalid value 'x'"),
+                          (["--seconds", "-1"], "--seconds: invalid value '-1'"),
+                          (["--size", "foo"], "--size")):
+        code, _, err = run_cli(capsys, "bench", "--quiet", *extra)
+        assert_one_line_error(code, err, needle)
+    for device in ("foo", "cuda:7"):  # checked before a window opens (it would never close)
+        code, _, err = run_cli(capsys, "play", clip, "--device", device)
+        assert_one_line_error(code, err, f"--device: invalid value '{device}'")
+
+
+def test_index_with_the_cache_off(capsys: pytest.CaptureFixture[str], folder: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TVL_ASYNC_CACHE", "off")
+    code, out, _ = run_cli(capsys, "index", str(folder / "set"), "--quiet")
+    assert code == 0 and "cache: off (TVL_ASYNC_CACHE=off): nothing was stored" in out
+
+
+def test_warnings_are_one_line_each(folder: Path) -> None:
+    """In a fresh process (pytest captures warnings itself): every file is too short, so a
+    one-line warning about the skipped files comes before the one-line error."""
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli", "demo", str(folder / "set"),
+                        "--seq-len", "31", "--quiet"], capture_output=True, text=True,
+                       timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and lines[-1].startswith("tvl-async demo: error:"), r.stderr
+    assert lines[:-1] and all(x.startswith("tvl-async demo: warning:") for x in lines[:-1]), \
+        r.stderr
+
+
+def test_demo_on_files_of_several_sizes(capsys: pytest.CaptureFixture[str],
+                                        tmp_path: Path) -> None:
+    write_video(tmp_path / "small.mp4", n_frames=12, width=64, height=48, gop=6)
+    write_video(tmp_path / "big.mp4", n_frames=12, width=96, height=72, gop=6)
+    code, _, err = run_cli(capsys, "demo", str(tmp_path), "--quiet")
+    assert_one_line_error(code, err, "differ in frame size", "pass --size WxH")
+    code, out, err = run_cli(capsys, "demo", str(tmp_path), "--size", "32x24", "--quiet")
+    assert code == 0, err
+    assert "2 files" in out and "throughput:" in out

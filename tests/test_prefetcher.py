@@ -1086,3 +1086,20 @@ def test_batch_files_are_the_paths_as_given(vdir: Path, monkeypatch: pytest.Monk
         batch = next(it)
     assert set(batch.files) == {"a.mp4", "b.mkv"}
     assert batch.files == [it.dataset.file_of(int(i)) for i in batch.sample_ids]
+
+
+@pytest.mark.timeout(30)
+def test_timeout_in_the_transform_says_so(files: list[str], no_new_threads: None) -> None:
+    release = threading.Event()
+
+    def stuck(batch: Batch) -> None:
+        release.wait(20)
+
+    it = make(files, timeout=0.5, transform=stuck)
+    try:
+        with pytest.raises(TimeoutError, match=r"busy with: the transform, on samples \[") as e, \
+                it:
+            next(it)
+    finally:
+        release.set()
+    assert "epoch 0" in str(e.value)

@@ -162,14 +162,14 @@ def check_readable(path: str | os.PathLike[str]) -> Path:
     """Raise the standard exception for a missing, directory or unreadable path; blocks briefly."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(2, f"No such video file: '{p}'", str(p))
+        raise FileNotFoundError(2, "No such video file", str(p))  # str(): "...: 'path'"
     if p.is_dir():
-        raise IsADirectoryError(21, f"Expected a video file but got a directory: '{p}'", str(p))
+        raise IsADirectoryError(21, "Expected a video file but got a directory", str(p))
     try:
         with open(p, "rb") as f:
             head = f.read(1)
     except PermissionError as e:
-        raise PermissionError(13, f"Cannot read video file '{p}': permission denied", str(p)) from e
+        raise PermissionError(13, "Cannot read video file (permission denied)", str(p)) from e
     if not head:
         raise VideoOpenError(f"{p}: the file is empty (0 bytes)")
     return p.resolve()
@@ -551,7 +551,7 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         elif p.exists():
             out.append(p)
         else:
-            raise FileNotFoundError(2, f"No such file or folder: '{p}'", str(p))
+            raise FileNotFoundError(2, "No such file or folder", str(p))
     if not out:
         raise ValueError(f"no video files given (got {[str(i) for i in items]}; folders are "
                          f"searched for {' '.join(VIDEO_SUFFIXES)})")

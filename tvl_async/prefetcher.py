@@ -351,6 +351,9 @@ class Prefetcher:
         timeout = self.config.timeout
         if timeout is not None and waited > timeout:
             busy = self._pool_holder[0].activity() if self._pool_holder else "starting up"
+            with self._counters.lock:
+                if self._counters.transforming:
+                    busy = f"{self._counters.transforming}; decoders: {busy}"
             self._abandon()
             raise TimeoutError(f"no batch arrived within {timeout:g} s; the service was busy "
                                f"with: {busy}")

@@ -55,6 +55,7 @@ class Counters:
     fallback_files: list[str] = field(default_factory=list)
     peak_buffer_bytes: int = 0
     started: float = 0.0
+    transforming: str = ""  # what the user's transform is running on, while it runs
 
 
 @dataclass
@@ -254,7 +255,15 @@ def _run_batches(plan: ServicePlan, planner: LookaheadPlanner, stream: Any,
         with stream.context():
             batch = _collate(pending, plan)
             if plan.transform is not None:
-                batch = _apply_transform(plan.transform, batch)
+                with plan.counters.lock:
+                    plan.counters.transforming = (f"the transform, on samples "
+                                                  f"{batch.sample_ids.tolist()[:8]} (epoch "
+                                                  f"{batch.epoch})")
+                try:
+                    batch = _apply_transform(plan.transform, batch)
+                finally:
+                    with plan.counters.lock:
+                        plan.counters.transforming = ""
             batch.event = stream.record_event()
         last = pending[-1].request
         batch.resume_at = (last.epoch, last.position + 1)  # set here: a transform may replace it
