@@ -159,6 +159,10 @@ def test_bench_smoke(tmp_path: Path) -> None:
         slow = next(r for r in report["results"] if r["name"] == name)
         assert slow["consumer_s"] > 0 and slow["wait_after_first_s"] is not None
         assert len(slow["waits_s"]) == 1 + slow["timed_batches"]
+        # it runs past the first lookahead window and reports the wait after it
+        assert slow["timed_batches"] > slow["window_batches"]
+        assert slow["wait_after_window_s"] == pytest.approx(
+            sum(slow["waits_s"][slow["window_batches"] + 1:]))
     assert report["videos"]["n_files"] == 4 and report["machine"]["cpu_count"] >= 1
     assert plot.read_bytes()[:4] == b"\x89PNG"
 

@@ -381,9 +381,10 @@ class LookaheadPlanner:
         # Jobs are sent for samples at most this far ahead of the next one to return (the
         # queue of ready batches adds its own slack). Every job takes all the samples of its
         # GOPs in the window ahead of it, so the later a job goes out the more samples share
-        # its decoding: with a consumer slower than decoding, lookahead/2 decoded 10.6 frames
-        # per frame delivered and lookahead/8 8.0 (lookahead/32 began to make it wait), on
-        # uniform single frames, 40 files, a keyframe every 60 (docs/benchmarks.md).
+        # its decoding: with a consumer slower than decoding, lookahead/2 decoded 10.5 frames
+        # per frame delivered, lookahead/8 7.8 and lookahead/32 7.4, the consumer waiting
+        # <= 0.15 s after the first window in each (tools/planner_lead.py, docs/benchmarks.md);
+        # /8 keeps some slack for uneven decoding times.
         self._lead = max(1, lookahead // LEAD_FRACTION)
         self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order (*)
         # not yet scheduled, per file: (first GOP, last GOP, request), in order
