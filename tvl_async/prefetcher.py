@@ -230,8 +230,7 @@ class Prefetcher:
             ffmpeg_threads=self._ffmpeg_threads, lookahead=self.lookahead,
             transform=self._transform, queue=self._queue, stop=self._stop,
             counters=self._counters, pool_holder=self._pool_holder,
-            failures=dict(self._failures),
-            dropped=service.dropped_files(self._failures, self.config.max_file_failures))
+            failures=dict(self._failures))
         self._thread = threading.Thread(target=service.service_main, args=(plan,), daemon=True,
                                         name="tvl-async-service")
         self._counters.started = time.perf_counter()

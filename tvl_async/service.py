@@ -94,7 +94,10 @@ class ServicePlan:
     pool_holder: list[DecodePool] = field(default_factory=list)
     # failures per file so far (service thread only; from the resumed state, if any)
     failures: dict[str, int] = field(default_factory=dict)
-    dropped: set[str] = field(default_factory=set)  # files given up (service thread only)
+    dropped: set[str] = field(init=False)  # files given up (service thread only)
+
+    def __post_init__(self) -> None:
+        self.dropped = dropped_files(self.failures, self.config.max_file_failures)
 
 
 def dropped_files(failures: Mapping[str, int], max_failures: int) -> set[str]:
