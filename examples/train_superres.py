@@ -154,8 +154,8 @@ def tvl_batches(videos: list[Path], frames: int, batch_size: int, device: torch.
         "target": ProcessDesc(index_map=index_map, dtype=dtype, normalized=True),
     }
     # lookahead bounds the finished samples held for reordering (memory: lookahead x one
-    # sample's outputs); with epochs=None the default (from a 1 GiB budget) would hold up to
-    # 4096 samples, which only costs memory and a slow first batch on a dataset this small
+    # sample's outputs); with epochs=None the default (from a 2 GiB budget) would hold up to
+    # 16384 samples, which only costs memory and a slow first batch on a dataset this small
     with Prefetcher(videos, seq_len=frames, batch_size=batch_size, device=device,
                     processing=processing, epochs=None, seed=0, drop_last=True,
                     lookahead=lookahead) as it:

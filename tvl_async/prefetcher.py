@@ -33,7 +33,7 @@ import torch
 from tvl_async import service
 from tvl_async.backends import resolve_backend
 from tvl_async.batch import Batch, PrefetchStats, SkippedSample
-from tvl_async.config import PrefetchConfig, ProcessDesc
+from tvl_async.config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
 from tvl_async.dataset import VideoDataset
 from tvl_async.errors import (
     BackendUnavailableError,
@@ -47,7 +47,7 @@ from tvl_async.sampling import EpochIterator, make_sampler
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
 
-# samples; the memory budget is the real bound (1 GiB holds ~7000 224x224 RGB images): the
+# samples; the memory budget is the real bound (2 GiB hold ~14000 224x224 RGB images): the
 # planner's gain keeps growing with the window (docs/benchmarks.md) and jobs go out earliest
 # sample first, so the first batch does not wait for the whole window
 MAX_DEFAULT_LOOKAHEAD = 16384
@@ -109,7 +109,7 @@ class Prefetcher:
                  timeout: float | None = None, transform: Callable[[Batch], Any] | None = None,
                  replacement: bool = False, chunk_size: int = 8, shuffle_buffer: int = 1024,
                  stride: int = 1, step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 memory_budget: int = 1 << 30, max_file_failures: int = 3) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, max_file_failures: int = 3) -> None:
         dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
         if dataset is not None:
             _check_dataset_options(dataset, seq_len=seq_len, stride=stride, step=step,
