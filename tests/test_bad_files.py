@@ -415,6 +415,26 @@ def test_truncated_faststart_mid_gop(
     ]
 
 
+def test_truncated_faststart_gpu_packets_stop_before_the_cut(files: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    """The NVDEC backend's demuxing (``nvdec_packets.PacketSource``, no GPU needed) shares the
+    CPU backend's keyframe positioning: it yields exactly the indexed packets, never the cut
+    one that the index left out."""
+    from tvl_async.backends.nvdec_packets import PacketSource
+
+    src = files["fast"]
+    table = packets(src)
+    _, pos, size, _ = table[29]
+    p = cut(src, pos + size // 2, tmp_path / "cut_gpu.mp4")
+    index = load_index(p)
+    source = PacketSource(index)
+    try:
+        got = [pkt.pts for pkt in source.packets_from(0)]
+    finally:
+        source.close()
+    assert got == index.packet_pts.tolist() and len(got) == 29
+
+
 def test_truncated_mkv(files: dict[str, Path], tmp_path: Path) -> None:
     """Matroska cut mid-cluster: the frames whose blocks are present, each exact."""
     src = files["mkv"]

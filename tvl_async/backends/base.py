@@ -3,18 +3,24 @@
 A backend decodes exactly the frames it is asked for, identified by presentation index in a
 :class:`~tvl_async.index.VideoIndex`. A backend instance is owned by one thread: it is created,
 used and closed there (CUDA contexts and FFmpeg decoders are not shared between threads).
+What both backends share is here too: :func:`plan_runs` (which frames to decode from which
+keyframe) and :func:`packets_from_key` (PyAV's demuxer positioned exactly on a keyframe packet).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from tvl_async.index import VideoIndex
+from tvl_async.errors import DecodeError
+from tvl_async.index import NO_TS, VideoIndex, survive_new_streams
+
+log = logging.getLogger(__name__)
 
 ReadMode = Literal["auto", "seek", "stream"]
 READ_MODES: tuple[str, ...] = ("auto", "seek", "stream")
@@ -108,3 +114,60 @@ MERGE_SLACK = 2
 def _gop_last_frame(index: VideoIndex, key: int) -> int:
     """Last frame (presentation index) whose seek entry is ``key`` (seek_key is sorted)."""
     return int(np.searchsorted(index.seek_key, key, side="right")) - 1
+
+
+def pts_positions(index: VideoIndex) -> dict[int, int]:
+    """``pts -> position in decode order`` of each packet with a pts (:func:`packets_from_key`)."""
+    return {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
+
+
+def packets_from_key(container: Any, stream: Any, index: VideoIndex, key: int,
+                     pos_of_pts: dict[int, int]) -> Iterator[Any]:
+    """Seek and yield the stream's PyAV packets from keyframe entry ``key`` to the end, in
+    decode order, starting exactly at that keyframe's packet (found by its pts; the seek lands
+    at or before it). Empty packets, and incomplete ones the index left out (the end of a
+    truncated file), are not yielded. Blocks on file I/O; the caller owns ``container``.
+
+    Raises:
+        DecodeError: the demuxer cannot be positioned on the keyframe packet (the file changed
+            since it was indexed, or is damaged).
+    """
+    target = int(index.key_decode_pos[key])
+    stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
+    if not stamps:
+        raise DecodeError(f"{index.path}: keyframe {key} has no timestamp to seek to")
+    seek_ts = min(stamps)
+    for _attempt in range(2):
+        container.seek(seek_ts, stream=stream, backward=True, any_frame=False)
+        demux = survive_new_streams(container.demux(stream))
+        overshoot = False
+        for pkt in demux:
+            if pkt.pts is None:
+                if pkt.size == 0:
+                    continue
+                raise DecodeError(f"{index.path}: a packet without pts after seeking to "
+                                  f"keyframe {key}; the file changed since it was indexed")
+            pos = pos_of_pts.get(int(pkt.pts))
+            if pos is None or pos < target:
+                continue
+            if pos > target:
+                overshoot = True
+                break
+            yield pkt
+            yield from (p for p in demux if p.size > 0 and not _unindexed_corrupt(p, pos_of_pts))
+            return
+        if not overshoot:
+            break
+        # The demuxer landed after our keyframe: go back to the first keyframe and skip.
+        stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
+        seek_ts = min(stamps0) - 1
+        log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
+    raise DecodeError(f"{index.path}: could not position the demuxer on keyframe {key} "
+                      f"(pts {index.key_pts[key]}); the file may be damaged")
+
+
+def _unindexed_corrupt(pkt: Any, pos_of_pts: dict[int, int]) -> bool:
+    """A packet the demuxer flagged as incomplete that the index left out (truncated file)."""
+    if not getattr(pkt, "is_corrupt", False):
+        return False
+    return pkt.pts is None or int(pkt.pts) not in pos_of_pts

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from tvl_async.backends.base import packets_from_key, pts_positions
 from tvl_async.errors import DecodeError
-from tvl_async.index import NO_TS, VideoIndex, open_container
+from tvl_async.index import VideoIndex, open_container
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class PacketSource:
         except BaseException:
             self._container.close()
             raise
-        self._pos_of_pts = {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
+        self._pos_of_pts = pts_positions(index)
         extradata = self._stream.codec_context.extradata
         self._av1_config = _av1_config_obus(extradata) if self._codec == "AV1" else b""
 
@@ -129,39 +130,8 @@ class PacketSource:
         return EncodedPacket(data, int(pts))
 
     def _raw_packets_from(self, key: int) -> Iterator[Any]:
-        """PyAV packets starting exactly at keyframe entry ``key`` (see ``pyav.py``)."""
-        index = self.index
-        target = int(index.key_decode_pos[key])
-        stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
-        if not stamps:
-            raise DecodeError(f"{index.path}: keyframe {key} has no timestamp to seek to")
-        seek_ts = min(stamps)
-        for _attempt in range(2):
-            self._container.seek(seek_ts, stream=self._stream, backward=True, any_frame=False)
-            demux = self._container.demux(self._stream)
-            overshoot = False
-            for pkt in demux:
-                if pkt.pts is None:
-                    if pkt.size == 0:
-                        continue
-                    raise DecodeError(f"{index.path}: a packet without pts after seeking to "
-                                      f"keyframe {key}; the file changed since it was indexed")
-                pos = self._pos_of_pts.get(int(pkt.pts))
-                if pos is None or pos < target:
-                    continue
-                if pos > target:
-                    overshoot = True
-                    break
-                yield pkt
-                yield from (p for p in demux if p.size > 0)
-                return
-            if not overshoot:
-                break
-            stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
-            seek_ts = min(stamps0) - 1
-            log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
-        raise DecodeError(f"{index.path}: could not position the demuxer on keyframe {key} "
-                          f"(pts {index.key_pts[key]}); the file may be damaged")
+        """PyAV packets starting exactly at keyframe entry ``key`` (``base.packets_from_key``)."""
+        return packets_from_key(self._container, self._stream, self.index, key, self._pos_of_pts)
 
 
 def _av1_config_obus(extradata: bytes | None) -> bytes:

@@ -21,10 +21,16 @@ from typing import Any
 import av
 import torch
 
-from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
+from tvl_async.backends.base import (
+    READ_MODES,
+    DecodeResult,
+    ReadMode,
+    packets_from_key,
+    plan_runs,
+    pts_positions,
+)
 from tvl_async.errors import DecodeError
 from tvl_async.index import (
-    NO_TS,
     VideoIndex,
     first_video_stream,
     open_container,
@@ -271,46 +277,9 @@ class PyAVBackend:
     def _packets_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
         """Seek and yield the stream's packets starting exactly at keyframe entry ``key``."""
         if not f.pos_of_pts:
-            f.pos_of_pts = {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
-        target = int(index.key_decode_pos[key])
-        stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
-        seek_ts = min(stamps)
-        for _attempt in range(2):
-            f.container.seek(seek_ts, stream=f.stream, backward=True, any_frame=False)
-            f.stream.codec_context.flush_buffers()
-            demux = survive_new_streams(f.container.demux(f.stream))
-            overshoot = False
-            for pkt in demux:
-                if pkt.pts is None:
-                    if pkt.size == 0:
-                        continue
-                    raise DecodeError(
-                        f"{index.path}: a packet without pts after seeking to "
-                        f"keyframe {key}; the file changed since it was indexed"
-                    )
-                pos = f.pos_of_pts.get(int(pkt.pts))
-                if pos is None or pos < target:
-                    continue
-                if pos > target:
-                    overshoot = True
-                    break
-                yield pkt
-                # The empty end packet: see caller. Incomplete packets at the end of a truncated
-                # file are not in the index (see index._demux_packets): never fed to the decoder.
-                yield from (
-                    p for p in demux if p.size > 0 and not _unindexed_corrupt(p, f.pos_of_pts)
-                )
-                return
-            if not overshoot:
-                break
-            # The demuxer landed after our keyframe: go back to the first keyframe and skip.
-            stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
-            seek_ts = min(stamps0) - 1
-            log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
-        raise DecodeError(
-            f"{index.path}: could not position the demuxer on keyframe {key} "
-            f"(pts {index.key_pts[key]}); the file may be damaged"
-        )
+            f.pos_of_pts = pts_positions(index)
+        f.stream.codec_context.flush_buffers()  # nothing of the previous run leaks into this one
+        return packets_from_key(f.container, f.stream, index, key, f.pos_of_pts)
 
     def _frames_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
         """Decoded frames from keyframe entry ``key`` to the end of the stream."""
@@ -418,9 +387,3 @@ def _close_quietly(container: Any) -> None:
     except Exception as e:  # closing must never mask the error being handled
         log.debug("closing %s failed: %s", container, e)
 
-
-def _unindexed_corrupt(pkt: Any, pos_of_pts: dict[int, int]) -> bool:
-    """A packet the demuxer flagged as incomplete that the index left out (truncated file)."""
-    if not getattr(pkt, "is_corrupt", False):
-        return False
-    return pkt.pts is None or int(pkt.pts) not in pos_of_pts
