@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async.loader import VideoLoader
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.sampling import VideoDataset, make_sampler
-from tvl_async.synthetic import frame_index_of, make_video_set
+from tvl_async._loader import VideoLoader
+from tvl_async._prefetcher import Prefetcher
+from tvl_async._sampling import VideoDataset, make_sampler
+from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
 
 def video_folder(quick: bool) -> Path:
-    from tvl_async.index import cache_dir
+    from tvl_async._index import cache_dir
 
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     return base / ("examples-async-quick" if quick else "examples-async")
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = args.batches or (10 if quick else 30)
     batch_size = args.batch_size or (2 if quick else 4)
     if args.paths:
-        from tvl_async.index import find_videos
+        from tvl_async._index import find_videos
 
         files = [str(f) for f in find_videos(args.paths)]
     else:
@@ -170,6 +170,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli import exit_on_error
+    from tvl_async.cli.main import exit_on_error
 
     sys.exit(exit_on_error(main, "async_dataloading.py"))

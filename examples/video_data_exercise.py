@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.sampling import VideoDataset, make_sampler
-from tvl_async.synthetic import frame_index_of, make_video_set
+from tvl_async._prefetcher import Prefetcher
+from tvl_async._sampling import VideoDataset, make_sampler
+from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
 ROWS: list[tuple[str, str, str, str, str, str]] = []
 
@@ -201,13 +201,13 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
               "model on batches\n    that tvl_async decodes on the GPU, and shows a forked "
               "worker failing with CUDA_ERROR_NOT_INITIALIZED.")
     else:
-        from tvl_async.backends import nvdec_available
+        from tvl_async._backends import nvdec_available
 
         backend = "nvdec" if nvdec_available() else "pyav"
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
                                     torch.nn.Conv2d(32, 3, 3, padding=1)).cuda()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        from tvl_async.config import ProcessDesc
+        from tvl_async._config import ProcessDesc
 
         images, t0 = 0, time.perf_counter()
         with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
@@ -243,7 +243,7 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
     else:
         from torch.profiler import ProfilerActivity, profile
 
-        from tvl_async.backends import nvdec_available
+        from tvl_async._backends import nvdec_available
 
         for backend in ["nvdec", "pyav"] if nvdec_available() else ["pyav"]:
             with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
@@ -266,10 +266,10 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
 
 def video_files(args: argparse.Namespace) -> list[str]:
     if args.paths:
-        from tvl_async.index import find_videos
+        from tvl_async._index import find_videos
 
         return [str(p) for p in find_videos(args.paths)]
-    from tvl_async.index import cache_dir
+    from tvl_async._index import cache_dir
 
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     if args.quick:
@@ -340,6 +340,6 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli import exit_on_error
+    from tvl_async.cli.main import exit_on_error
 
     sys.exit(exit_on_error(main, "video_data_exercise.py"))

@@ -19,11 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tvl_async.player import main
+from tvl_async.cli.play.player import main
 
 
 def _demo_clip() -> str:
-    from tvl_async.synthetic import write_video
+    from tvl_async.cli.synthetic import write_video
 
     path = Path(tempfile.gettempdir()) / "tvl_async_player_demo.mp4"
     if not path.exists():

@@ -12,7 +12,7 @@ import av
 import pytest
 import torch
 
-from tvl_async.synthetic import VideoSpec, write_video
+from tvl_async.cli.synthetic import VideoSpec, write_video
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ from tvl_async import (
     VideoOpenError,
     load_index,
 )
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.sampling import VideoDataset
-from tvl_async.synthetic import VideoSpec, frame_index_of, index_pattern, write_video
+from tvl_async._prefetcher import Prefetcher
+from tvl_async._sampling import VideoDataset
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, index_pattern, write_video
 
 FPS = 25
 N = 48  # frames per test video
@@ -232,7 +232,7 @@ def test_audio_only_file(tmp_path: Path) -> None:
 def test_unreadable_file_emulated(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Emulates a file without read permission (tests run as root, where chmod 000 does not
     block reads): ``open`` of that path raises PermissionError inside the index module."""
-    import tvl_async.index as index_module
+    import tvl_async._index as index_module
 
     target = files["good2"]
 
@@ -420,7 +420,7 @@ def test_truncated_faststart_gpu_packets_stop_before_the_cut(files: dict[str, Pa
     """The NVDEC backend's demuxing (``nvdec_packets.PacketSource``, no GPU needed) shares the
     CPU backend's keyframe positioning: it yields exactly the indexed packets, never the cut
     one that the index left out."""
-    from tvl_async.backends.nvdec_packets import PacketSource
+    from tvl_async._backends.nvdec_packets import PacketSource
 
     src = files["fast"]
     table = packets(src)
@@ -634,7 +634,7 @@ def test_epoch_file_dropped_after_repeated_failures(
 ) -> None:
     """A file that keeps failing is given up after ``max_file_failures`` failures with one
     warning; its later samples are skipped (listed with that reason)."""
-    from tvl_async.backends.pyav import PyAVBackend
+    from tvl_async._backends.pyav import PyAVBackend
 
     broken = str(files["good2"].resolve())
     real = PyAVBackend.decode

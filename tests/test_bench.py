@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import torch
 
-from tvl_async.config import ProcessDesc
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.synthetic import frame_index_of, make_video_set
+from tvl_async._config import ProcessDesc
+from tvl_async._prefetcher import Prefetcher
+from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
 N_FILES, N_FRAMES, GOP = 4, 60, 15
 
@@ -79,7 +79,7 @@ def test_slow_consumer_never_waits_after_the_first_batch(tiny: list[str],
     """Decoding made to cost 3 ms per decoded frame (as at full HD), so that a batch costs
     10-100 ms to decode; the consumer takes 0.2 s per batch: after the first batch it must find
     every batch ready (the decode threads work ahead while it is busy)."""
-    from tvl_async.backends.pyav import PyAVBackend
+    from tvl_async._backends.pyav import PyAVBackend
 
     real = PyAVBackend.decode
 
@@ -104,7 +104,7 @@ def test_slow_consumer_never_waits_after_the_first_batch(tiny: list[str],
 
 
 def test_jitter_and_crop_helpers() -> None:
-    from tvl_async._bench_workloads import color_jitter, random_resized_crop
+    from tvl_async.cli.bench.workloads import color_jitter, random_resized_crop
 
     x = torch.randint(0, 256, (4, 3, 40, 50), dtype=torch.uint8)
     y = color_jitter(x, torch.Generator().manual_seed(0))
@@ -117,7 +117,7 @@ def test_jitter_and_crop_helpers() -> None:
 
 
 def test_png_writer(tmp_path: Path) -> None:
-    from tvl_async._bench_png import bar_chart_png
+    from tvl_async.cli.bench.png import bar_chart_png
 
     path = tmp_path / "chart.png"
     bar_chart_png(path, [("baseline", 10.0), ("uniform L=64", 42.5)], "images/s")
@@ -130,7 +130,7 @@ def test_png_writer(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(120)
 def test_bench_smoke(tmp_path: Path) -> None:
-    from tvl_async.bench import main
+    from tvl_async.cli.bench.runner import main
 
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"

@@ -13,10 +13,10 @@ import av
 import numpy as np
 import pytest
 
-from tvl_async import cli
-from tvl_async.index import load_index
-from tvl_async.loader import VideoLoader
-from tvl_async.synthetic import frame_index_of, make_video_set, write_video
+from tvl_async._index import load_index
+from tvl_async._loader import VideoLoader
+from tvl_async.cli import main as cli
+from tvl_async.cli.synthetic import frame_index_of, make_video_set, write_video
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_runtime_errors_are_one_line(capsys: pytest.CaptureFixture[str], folder:
 
 def test_installed_entry_point_error(folder: Path) -> None:
     """The real command in a fresh process: exit code 2, one line, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli", "index",
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "index",
                         str(folder / "nothing-here")], capture_output=True, text=True, timeout=60)
     assert_one_line_error(r.returncode, r.stderr, "tvl-async index: error:", "nothing-here")
     assert r.stdout == ""
@@ -194,7 +194,7 @@ def test_play_without_display(capsys: pytest.CaptureFixture[str], folder: Path,
 def test_play_opens_the_player(folder: Path) -> None:
     """``tvl-async play`` under a virtual display plays the file to its end and exits."""
     clip = folder / "set" / "clip_001.mp4"
-    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "tvl_async.cli", "play",
+    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "tvl_async.cli.main", "play",
                         str(clip), "--frame", "20", "--play", "--speed", "2x", "--exit-at-end",
                         "--report"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -242,7 +242,7 @@ def test_index_with_the_cache_off(capsys: pytest.CaptureFixture[str], folder: Pa
 def test_warnings_are_one_line_each(folder: Path) -> None:
     """In a fresh process (pytest captures warnings itself): every file is too short, so a
     one-line warning about the skipped files comes before the one-line error."""
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli", "demo", str(folder / "set"),
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "demo", str(folder / "set"),
                         "--seq-len", "31", "--quiet"], capture_output=True, text=True,
                        timeout=60)
     lines = r.stderr.strip().splitlines()

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from tvl_async import VideoLoader
-from tvl_async.prefetcher import Batch, Prefetcher
-from tvl_async.synthetic import VideoSpec, frame_index_of, write_video
+from tvl_async._prefetcher import Batch, Prefetcher
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 N = 32
 

@@ -9,7 +9,7 @@ import pydantic
 import pytest
 import torch
 
-from tvl_async.config import PrefetchConfig, ProcessDesc
+from tvl_async._config import PrefetchConfig, ProcessDesc
 
 
 def _error(model: type[pydantic.BaseModel], **kwargs: Any) -> str:

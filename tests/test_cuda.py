@@ -25,8 +25,8 @@ import torch
 from conftest import Video, write_edit_list_mp4
 from test_nvdec_cpu import COLOUR_SPECS, write_colour_video
 
-from tvl_async.index import load_index
-from tvl_async.synthetic import VideoSpec, frame_index_of, write_video
+from tvl_async._index import load_index
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 REQUIRE = os.environ.get("TVL_ASYNC_REQUIRE_CUDA") == "1"
 
@@ -89,7 +89,7 @@ def gpu_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Video]:
 
 @pytest.fixture
 def backend(gpu: None) -> Iterator[Any]:
-    from tvl_async.backends.nvdec import NvdecBackend
+    from tvl_async._backends.nvdec import NvdecBackend
 
     b = NvdecBackend("cuda:0")
     yield b
@@ -132,7 +132,7 @@ def test_exact_frames(backend: Any, gpu_videos: dict[str, Video], name: str) -> 
 @pytest.mark.parametrize("spec", COLOUR_SPECS, ids=lambda s: "-".join(map(str, s)))
 def test_colour_matches_cpu(backend: Any, tmp_path: Path, spec: tuple[str, str, str, bool]
                             ) -> None:
-    from tvl_async.backends.pyav import PyAVBackend
+    from tvl_async._backends.pyav import PyAVBackend
 
     index = load_index(write_colour_video(tmp_path / "colour.mkv", *spec, n_frames=8))
     _require_support(backend, spec[0], index)
@@ -189,7 +189,7 @@ def test_gpu_memory_is_flat(backend: Any, gpu_videos: dict[str, Video]) -> None:
 
 
 def test_unsupported_file_is_reported(backend: Any, videos: dict[str, Video]) -> None:
-    from tvl_async.errors import UnsupportedCodecError
+    from tvl_async._errors import UnsupportedCodecError
 
     small_hevc = load_index(videos["hevc_mp4"].path)  # 128x96: below HEVC's 144x144
     assert isinstance(backend.supports(small_hevc), str)
@@ -215,7 +215,7 @@ def test_frames_are_ready_on_another_stream(backend: Any, gpu_videos: dict[str, 
 
 
 def test_hand_over_waits_for_the_service_stream() -> None:
-    from tvl_async.devices import ServiceStream, hand_over
+    from tvl_async._devices import ServiceStream, hand_over
 
     service = ServiceStream("cuda:0")
     with service.context():
@@ -228,7 +228,7 @@ def test_hand_over_waits_for_the_service_stream() -> None:
 
 
 def test_to_device_async_copies_through_pinned_memory() -> None:
-    from tvl_async.devices import ServiceStream, hand_over, to_device_async
+    from tvl_async._devices import ServiceStream, hand_over, to_device_async
 
     service = ServiceStream("cuda")
     src = torch.arange(1 << 20, dtype=torch.float32)
@@ -243,7 +243,7 @@ def test_to_device_async_copies_through_pinned_memory() -> None:
 
 def test_service_thread_handoff_under_a_slow_consumer() -> None:
     """A producer thread on its own stream, a slow consumer: batches are never half-written."""
-    from tvl_async.devices import ServiceStream, hand_over
+    from tvl_async._devices import ServiceStream, hand_over
 
     q: queue.Queue[Any] = queue.Queue(maxsize=2)
 

@@ -1,4 +1,4 @@
-"""Device plumbing (tvl_async.devices) on the CPU: no-op paths, and the CUDA logic with stand-ins.
+"""Device plumbing (tvl_async._devices) on the CPU: no-op paths, and the CUDA logic with stand-ins.
 
 The stand-ins replace ``torch.cuda`` entry points (streams, events, ``set_device``) and CUDA
 tensors by recording objects, so the calls the consumer and service threads make (``wait_event``,
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from tvl_async import devices
-from tvl_async.devices import ServiceStream, hand_over, to_device_async
+from tvl_async import _devices as devices
+from tvl_async._devices import ServiceStream, hand_over, to_device_async
 
 # ------------------------------------------------------------------------------ CPU paths
 

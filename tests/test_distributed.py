@@ -10,7 +10,7 @@ import pytest
 import torch.distributed as dist
 from torch.multiprocessing.spawn import spawn
 
-from tvl_async.sampling import SAMPLINGS, VideoDataset, make_sampler
+from tvl_async._sampling import SAMPLINGS, VideoDataset, make_sampler
 
 WORLD = 2
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvl_async.synthetic import frame_index_of, write_video
+from tvl_async.cli.synthetic import frame_index_of, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))

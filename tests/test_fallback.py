@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import Video
 
-from tvl_async.backends.base import DecodeResult, ReadMode
-from tvl_async.backends.fallback import FallbackBackend
-from tvl_async.backends.pyav import PyAVBackend
-from tvl_async.index import VideoIndex, load_index
-from tvl_async.synthetic import frame_index_of
+from tvl_async._backends.base import DecodeResult, ReadMode
+from tvl_async._backends.fallback import FallbackBackend
+from tvl_async._backends.pyav import PyAVBackend
+from tvl_async._index import VideoIndex, load_index
+from tvl_async.cli.synthetic import frame_index_of
 
 
 class FakeGpu:

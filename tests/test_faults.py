@@ -1,7 +1,7 @@
 """Faults in the pipeline: every one ends with a clear message, no thread and no open file left.
 
 Test backends are injected by monkeypatching ``PyAVBackend.decode`` (each decode thread makes its
-own ``PyAVBackend``) or pieces of the service in ``tvl_async.service``.
+own ``PyAVBackend``) or pieces of the service in ``tvl_async._service``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-import tvl_async.service as service_module
+import tvl_async._service as service_module
 from tvl_async import DecodeError, PrefetcherClosedError, ServiceError
-from tvl_async.backends.pyav import PyAVBackend
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.synthetic import VideoSpec, frame_index_of, write_video
+from tvl_async._backends.pyav import PyAVBackend
+from tvl_async._prefetcher import Prefetcher
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 N = 24  # frames per file
 SEQ = 3
@@ -57,7 +57,7 @@ def clean(files: list[Path], no_new_threads: None) -> Iterator[None]:
     seconds; then ``no_new_threads`` checks that none is left, and the open file descriptors
     must be back at the count before the test.
     """
-    from tvl_async.index import load_index
+    from tvl_async._index import load_index
 
     for f in files:  # index (and cache) outside the measured window
         load_index(f)

@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tvl_async import TvlAsyncError, VideoLoader
-from tvl_async.prefetcher import Prefetcher
-from tvl_async.synthetic import VideoSpec, frame_index_of, write_video
+from tvl_async._prefetcher import Prefetcher
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 EXAMPLES = int(os.environ.get("TVL_ASYNC_FUZZ_EXAMPLES", "80"))
 CASE_SECONDS = 20.0  # time bound of one case (a healthy one takes ~10-50 ms)

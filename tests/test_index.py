@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from conftest import Video
 
-from tvl_async import index as index_mod
-from tvl_async.index import build_index, cache_dir, load_index
-from tvl_async.synthetic import write_video
+from tvl_async import _index as index_mod
+from tvl_async._index import build_index, cache_dir, load_index
+from tvl_async.cli.synthetic import write_video
 
 
 def test_frames_sorted_by_presentation(videos: dict[str, Video]) -> None:

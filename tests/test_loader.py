@@ -11,7 +11,7 @@ import torch
 from conftest import Video
 
 from tvl_async import BackendUnavailableError, NoVideoStreamError, VideoLoader, VideoOpenError
-from tvl_async.synthetic import frame_index_of, write_video
+from tvl_async.cli.synthetic import frame_index_of, write_video
 
 MATRIX = [
     "h264_mp4",
@@ -102,8 +102,8 @@ def test_read_modes_agree(videos: dict[str, Video], mode: str) -> None:
 
 
 def test_stream_mode_decodes_whole_range_once(videos: dict[str, Video]) -> None:
-    from tvl_async.backends.pyav import PyAVBackend
-    from tvl_async.index import load_index
+    from tvl_async._backends.pyav import PyAVBackend
+    from tvl_async._index import load_index
 
     index = load_index(videos["h264_mp4"].path)  # GOP 12
     backend = PyAVBackend()

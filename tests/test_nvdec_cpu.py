@@ -30,8 +30,8 @@ import pytest
 import torch
 from conftest import Video
 
-from tvl_async.backends import nvdec, nvdec_packets
-from tvl_async.backends.nvdec import (
+from tvl_async._backends import nvdec, nvdec_packets
+from tvl_async._backends.nvdec import (
     EncodedPacket,
     Engine,
     NvdecBackend,
@@ -41,9 +41,9 @@ from tvl_async.backends.nvdec import (
     plan_runs,
     static_unsupported_reason,
 )
-from tvl_async.errors import BackendUnavailableError, DecodeError, UnsupportedCodecError
-from tvl_async.index import VideoIndex, load_index
-from tvl_async.synthetic import VideoSpec, frame_index_of, write_video
+from tvl_async._errors import BackendUnavailableError, DecodeError, UnsupportedCodecError
+from tvl_async._index import VideoIndex, load_index
+from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 # FFmpeg software decoders standing in for NVDEC, by cudaVideoCodec name.
 SOFTWARE = {"H264": "h264", "HEVC": "hevc", "VP9": "vp9", "AV1": "libdav1d", "VP8": "vp8",

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvl_async.player import PlaybackClock, frame_to_ppm
-from tvl_async.synthetic import frame_index_of, index_pattern, write_video
+from tvl_async.cli.play.player import PlaybackClock, frame_to_ppm
+from tvl_async.cli.synthetic import frame_index_of, index_pattern, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAYER = ROOT / "examples" / "video_player.py"

@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 import torch
 
-from tvl_async.backends.pyav import PyAVBackend
-from tvl_async.config import ProcessDesc
-from tvl_async.errors import PrefetcherClosedError, TvlAsyncError
-from tvl_async.index import load_index
-from tvl_async.prefetcher import Batch, Prefetcher
-from tvl_async.sampling import VideoDataset
-from tvl_async.synthetic import frame_index_of, write_video
+from tvl_async._backends.pyav import PyAVBackend
+from tvl_async._config import ProcessDesc
+from tvl_async._errors import PrefetcherClosedError, TvlAsyncError
+from tvl_async._index import load_index
+from tvl_async._prefetcher import Batch, Prefetcher
+from tvl_async._sampling import VideoDataset
+from tvl_async.cli.synthetic import frame_index_of, write_video
 
 SEQ = 3
 N_A, N_B = 20, 13  # frames of a.mp4 / b.mkv
@@ -895,7 +895,7 @@ def test_garbage_collection_without_close(files: list[str], no_new_threads: None
 @pytest.mark.timeout(60)
 def test_interpreter_exit_without_close(files: list[str], tmp_path: Path) -> None:
     code = (
-        "from tvl_async.prefetcher import Prefetcher\n"
+        "from tvl_async._prefetcher import Prefetcher\n"
         f"it = Prefetcher({files!r}, seq_len=3, batch_size=1, queue_depth=1)\n"
         "print(next(it).frame_indices.tolist())\n"
     )

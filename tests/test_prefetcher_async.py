@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import torch
 
-from tvl_async.backends.pyav import PyAVBackend
-from tvl_async.errors import PrefetcherClosedError
-from tvl_async.prefetcher import Batch, Prefetcher
-from tvl_async.synthetic import frame_index_of, write_video
+from tvl_async._backends.pyav import PyAVBackend
+from tvl_async._errors import PrefetcherClosedError
+from tvl_async._prefetcher import Batch, Prefetcher
+from tvl_async.cli.synthetic import frame_index_of, write_video
 
 SEQ = 3
 N_SAMPLES = (20 - SEQ + 1) + (13 - SEQ + 1)

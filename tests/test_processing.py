@@ -9,9 +9,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tvl_async import processing
-from tvl_async.config import ProcessDesc
-from tvl_async.processing import (
+from tvl_async import _processing as processing
+from tvl_async._config import ProcessDesc
+from tvl_async._processing import (
     AugmentParams,
     draw_augment,
     needed_frames,

@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tvl_async.index import load_index
-from tvl_async.sampling import (
+from tvl_async._index import load_index
+from tvl_async._sampling import (
     SAMPLINGS,
     ChunkedSampler,
     EpochIterator,
@@ -27,7 +27,7 @@ from tvl_async.sampling import (
     make_sampler,
     shuffle_buffer_order,
 )
-from tvl_async.synthetic import frame_index_of, write_video
+from tvl_async.cli.synthetic import frame_index_of, write_video
 
 # ------------------------------------------------------------------------------ real videos
 

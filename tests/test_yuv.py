@@ -1,4 +1,4 @@
-"""YUV to RGB conversion (tvl_async.backends.yuv) checked against FFmpeg's swscale via PyAV.
+"""YUV to RGB conversion (tvl_async._backends.yuv) checked against FFmpeg's swscale via PyAV.
 
 Two kinds of input: images converted to YUV by PyAV from RGB (yuv420p, nv12, p010le; chroma
 siting unspecified, which swscale treats as centred), and frames decoded by FFmpeg from small
@@ -29,7 +29,7 @@ import torch
 from av.video.reformatter import Interpolation
 from test_nvdec_cpu import write_colour_video
 
-from tvl_async.backends.yuv import nv12_to_rgb, p016_to_rgb, yuv420p_to_rgb, yuv_planes_to_rgb
+from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb, yuv420p_to_rgb, yuv_planes_to_rgb
 
 H, W = 96, 128
 CASES = [

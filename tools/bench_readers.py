@@ -32,8 +32,8 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tvl_async.backends.pyav import PyAVBackend
-from tvl_async.index import load_index
+from tvl_async._backends.pyav import PyAVBackend
+from tvl_async._index import load_index
 
 #: (decode threads, FFmpeg threads per decoder, FFmpeg thread_type)
 COMBOS: tuple[tuple[int, int, str], ...] = (
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.folder:
         files = sorted(str(p) for p in Path(args.folder).rglob("*.mp4"))
     else:
-        from tvl_async._bench_videos import VideoSetSpec, make_bench_videos
+        from tvl_async.cli.bench.videos import VideoSetSpec, make_bench_videos
 
         files = [str(p) for p in make_bench_videos(VideoSetSpec())]
     for f in files:

@@ -130,7 +130,7 @@ def extract(video: str | Path, out_dir: str | Path, *, step: int = 1, level: int
 
     Returns ``(frames, bytes)`` of the folder. Blocks while decoding and compressing.
     """
-    from tvl_async.loader import VideoLoader
+    from tvl_async._loader import VideoLoader
 
     target = Path(out_dir) / Path(video).stem
     done = target / ".done"
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
-        from tvl_async.index import find_videos
+        from tvl_async._index import find_videos
 
         videos = find_videos(args.inputs)
         t0 = time.perf_counter()
@@ -181,6 +181,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli import exit_on_error
+    from tvl_async.cli.main import exit_on_error
 
     sys.exit(exit_on_error(main, "extract_frames.py"))

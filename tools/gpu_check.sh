@@ -60,7 +60,7 @@ bench() {
     if command -v tvl-async >/dev/null 2>&1; then
         tvl-async bench --device cuda
     else
-        "$PYTHON" -m tvl_async.cli bench --device cuda
+        "$PYTHON" -m tvl_async.cli.main bench --device cuda
     fi
 }
 

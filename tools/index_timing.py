@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tvl_async.index import load_index
-from tvl_async.synthetic import VideoSpec, write_video
+from tvl_async._index import load_index
+from tvl_async.cli.synthetic import VideoSpec, write_video
 
 
 def main() -> None:

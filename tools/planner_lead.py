@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import tvl_async.planning as planning
-from tvl_async._bench_videos import VideoSetSpec, make_bench_videos
-from tvl_async._bench_workloads import run_tvl
+import tvl_async._planning as planning
+from tvl_async.cli.bench.videos import VideoSetSpec, make_bench_videos
+from tvl_async.cli.bench.workloads import run_tvl
 
 BATCH = 32
 

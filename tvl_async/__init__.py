@@ -6,10 +6,10 @@ Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoData
 
 from __future__ import annotations
 
-from tvl_async.batch import Batch, PrefetchStats, SkippedSample
-from tvl_async.config import PrefetchConfig, ProcessDesc
-from tvl_async.dataset import VideoDataset
-from tvl_async.errors import (
+from tvl_async._batch import Batch, PrefetchStats, SkippedSample
+from tvl_async._config import PrefetchConfig, ProcessDesc
+from tvl_async._dataset import VideoDataset
+from tvl_async._errors import (
     BackendUnavailableError,
     DecodeError,
     NoVideoStreamError,
@@ -19,9 +19,9 @@ from tvl_async.errors import (
     UnsupportedCodecError,
     VideoOpenError,
 )
-from tvl_async.index import VideoIndex, load_index
-from tvl_async.loader import VideoLoader
-from tvl_async.prefetcher import Prefetcher
+from tvl_async._index import VideoIndex, load_index
+from tvl_async._loader import VideoLoader
+from tvl_async._prefetcher import Prefetcher
 
 __version__ = "0.1.0"
 

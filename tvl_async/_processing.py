@@ -1,4 +1,4 @@
-"""Apply a :class:`~tvl_async.config.ProcessDesc` to the decoded frames of one clip.
+"""Apply a :class:`~tvl_async._config.ProcessDesc` to the decoded frames of one clip.
 
 Pure torch on the frames' device (CPU or CUDA): no files, no threads, no host sync except the
 ``.item()`` of random draws on a non-CPU generator. Functions here may run in any thread; on a
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tvl_async.config import ProcessDesc
+from tvl_async._config import ProcessDesc
 
 __all__ = [
     "AugmentParams",

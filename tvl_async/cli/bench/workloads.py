@@ -153,7 +153,7 @@ def uniform_items(files: list[str], n: int, seed: int) -> list[tuple[str, int]]:
     """``n`` uniformly random frames (without replacement while the set lasts) as (path, pts)."""
     import numpy as np
 
-    from tvl_async.index import load_index
+    from tvl_async._index import load_index
 
     indexes = [load_index(f) for f in files]
     counts = np.array([ix.n_frames for ix in indexes])
@@ -197,8 +197,8 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
             consumer_seconds: float, on_batch: Callable[[], None]) -> RunResult:
     """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
     per batch stands for a training step (0: take batches as fast as they come)."""
-    from tvl_async.config import ProcessDesc
-    from tvl_async.prefetcher import Prefetcher
+    from tvl_async._config import ProcessDesc
+    from tvl_async._prefetcher import Prefetcher
 
     desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
     kwargs: dict[str, Any] = {}
@@ -239,8 +239,8 @@ def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: in
                     stop: threading.Event, decoded: list[int]) -> None:
     import av
 
-    from tvl_async.config import ProcessDesc
-    from tvl_async.processing import draw_augment, process_clip
+    from tvl_async._config import ProcessDesc
+    from tvl_async._processing import draw_augment, process_clip
 
     desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
     gen = torch.Generator().manual_seed(seed * 7919 + k)

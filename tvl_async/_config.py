@@ -4,7 +4,7 @@ Every bad value fails here, at construction, with a :class:`pydantic.ValidationE
 ``ValueError``) whose message names the field, echoes the value and lists what is allowed, e.g.
 ``sampling: invalid value 'foo'; allowed: sequential, uniform, chunked, gop_shuffle``. Rules that
 need the video (a crop larger than a file's frames) are checked later, at run time, by
-:mod:`tvl_async.processing`. The models are plain data: any thread may build and read them.
+:mod:`tvl_async._processing`. The models are plain data: any thread may build and read them.
 """
 
 from __future__ import annotations
@@ -432,7 +432,7 @@ class PrefetchConfig(BaseModel):
         backend: ``auto``, ``pyav`` (CPU) or ``nvdec`` (GPU).
         shuffle, sampling, replacement, chunk_size (clips per chunk for ``chunked``),
         shuffle_buffer (samples, for ``gop_shuffle``), seed, epochs (None = forever),
-        stride, step: the sampling options (``tvl_async.sampling``).
+        stride, step: the sampling options (``tvl_async._sampling``).
         lookahead: samples planned ahead; None = chosen from ``memory_budget``.
         memory_budget: bytes the held outputs may use.
         processing: output name -> :class:`ProcessDesc`; a single ``ProcessDesc`` becomes

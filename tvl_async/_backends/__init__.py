@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tvl_async.backends.base import Backend, DecodeResult, ReadMode
+from tvl_async._backends.base import Backend, DecodeResult, ReadMode
 
 BACKENDS = ("auto", "pyav", "nvdec")
 
@@ -39,19 +39,19 @@ def resolve_backend(name: str, device: str | torch.device) -> str:
 def create_backend(name: str, device: str | torch.device = "cpu", **options: object) -> Backend:
     """Create a backend; call it in the thread that will use it (it owns decoders there).
 
-    ``nvdec`` comes wrapped in a :class:`~tvl_async.backends.fallback.FallbackBackend`: files the
+    ``nvdec`` comes wrapped in a :class:`~tvl_async._backends.fallback.FallbackBackend`: files the
     GPU cannot decode go through PyAV (``on_fallback=callable(path, reason)`` hears of each).
     """
     concrete = resolve_backend(name, device)
     if concrete == "nvdec":
-        from tvl_async.backends.fallback import FallbackBackend
-        from tvl_async.backends.nvdec import NvdecBackend
-        from tvl_async.backends.pyav import PyAVBackend
+        from tvl_async._backends.fallback import FallbackBackend
+        from tvl_async._backends.nvdec import NvdecBackend
+        from tvl_async._backends.pyav import PyAVBackend
 
         on_fallback = options.pop("on_fallback", None)
         gpu = NvdecBackend(device=str(device), **options)  # type: ignore[arg-type]
         # files the GPU cannot decode (codec, bit depth, size) are decoded by PyAV instead
         return FallbackBackend(gpu, PyAVBackend(), on_fallback)  # type: ignore[arg-type]
-    from tvl_async.backends.pyav import PyAVBackend
+    from tvl_async._backends.pyav import PyAVBackend
 
     return PyAVBackend(**options)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ lazily.
 
 This module knows nothing of decoding except :meth:`VideoDataset.__getitem__`, a synchronous
 debugging aid. Nothing here starts a thread; everything blocks only on index loading. The order
-samples are read in is ``tvl_async.sampling``'s.
+samples are read in is ``tvl_async._sampling``'s.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from tvl_async.index import VideoIndex, load_index
+from tvl_async._index import VideoIndex, load_index
 
 if TYPE_CHECKING:
-    from tvl_async.backends.base import Backend
+    from tvl_async._backends.base import Backend
 
 IntArray = npt.NDArray[np.int64]
 PathLike = str | os.PathLike[str]
@@ -321,7 +321,7 @@ class VideoDataset:
         frames = self.clip_frames(i)
         backend: Backend | None = getattr(self._local, "backend", None)
         if backend is None:
-            from tvl_async.backends.pyav import PyAVBackend
+            from tvl_async._backends.pyav import PyAVBackend
 
             backend = PyAVBackend()
             self._local.backend = backend

@@ -14,8 +14,8 @@ from typing import Protocol
 
 import torch
 
-from tvl_async.backends.base import Backend, DecodeResult, ReadMode
-from tvl_async.index import VideoIndex
+from tvl_async._backends.base import Backend, DecodeResult, ReadMode
+from tvl_async._index import VideoIndex
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class FallbackBackend:
             yield frame if backend is self.primary else self._upload([frame])[0]
 
     def _upload(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
-        from tvl_async.devices import to_device_async
+        from tvl_async._devices import to_device_async
 
         return [to_device_async(f.contiguous(), self.device) for f in frames]
 

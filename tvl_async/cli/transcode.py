@@ -14,7 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tvl_async.index import find_videos
+from tvl_async._index import find_videos
 
 #: Encoders ``transcode`` knows how to set up, by the names it accepts.
 ENCODERS: dict[str, str] = {
@@ -144,7 +144,7 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
     import av
     import av.video.frame
 
-    from tvl_async.errors import NoVideoStreamError, VideoOpenError
+    from tvl_async._errors import NoVideoStreamError, VideoOpenError
 
     try:
         inp = av.open(str(src))

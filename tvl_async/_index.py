@@ -34,7 +34,7 @@ from typing import Any
 import av
 import numpy as np
 
-from tvl_async.errors import NoVideoStreamError, UnsupportedCodecError, VideoOpenError
+from tvl_async._errors import NoVideoStreamError, UnsupportedCodecError, VideoOpenError
 
 log = logging.getLogger(__name__)
 

@@ -60,7 +60,7 @@ class VideoSetSpec:
 
 def default_bench_dir() -> Path:
     """``<index cache>/bench-videos`` (``~/.cache/tvl_async/bench-videos`` by default)."""
-    from tvl_async.index import cache_dir
+    from tvl_async._index import cache_dir
 
     return (cache_dir() or Path.home() / ".cache" / "tvl_async") / "bench-videos"
 
@@ -72,7 +72,7 @@ def make_bench_videos(spec: VideoSetSpec, root: str | os.PathLike[str] | None = 
     Blocks while encoding (minutes at 1080p on two cores; ``on_encode(k, n)`` is called before
     encoding distinct video ``k`` of ``n``). Reuses whatever a previous call wrote.
     """
-    from tvl_async.synthetic import VideoSpec, write_video
+    from tvl_async.cli.synthetic import VideoSpec, write_video
 
     folder = Path(root) if root is not None else default_bench_dir()
     folder = folder / spec.tag

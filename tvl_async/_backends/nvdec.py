@@ -2,7 +2,7 @@
 
 PyNvVideoCodec is imported lazily: importing this module needs neither the package nor a GPU;
 constructing :class:`NvdecBackend` without them raises
-:class:`~tvl_async.errors.BackendUnavailableError` saying what is missing.
+:class:`~tvl_async._errors.BackendUnavailableError` saying what is missing.
 
 How a decode works (the same semantics as the CPU backend, ``pyav.py``):
 
@@ -13,7 +13,7 @@ How a decode works (the same semantics as the CPU backend, ``pyav.py``):
    ``h264_mp4toannexb``/``hevc_mp4toannexb`` for H.264/HEVC (NVDEC parses Annex B only).
 3. NVDEC returns frames in display order, each carrying the pts of the packet it came from; the
    pts is mapped to our frame index with ``index.frame_of_pts``. Only the requested frames are
-   converted (NV12/P016 to RGB on the GPU with :mod:`tvl_async.backends.yuv`, using the index's
+   converted (NV12/P016 to RGB on the GPU with :mod:`tvl_async._backends.yuv`, using the index's
    colour matrix and range); feeding stops once the run's frames are out, then the decoder is
    flushed. PyNvVideoCodec's batch-by-index calls are never used: they silently drop duplicate
    and out-of-range indices.
@@ -31,7 +31,7 @@ destroys its decoders there; nothing here is thread-safe.
 
 The GPU-only code is confined to this module (:class:`_NvDecoder`, :func:`_load_pynvvideocodec`
 and :class:`NvdecBackend`); demuxing lives in ``nvdec_packets.py`` and packet feeding and frame
-selection in ``nvdec_engine.py`` (:class:`~tvl_async.backends.nvdec_engine.Engine`), which the
+selection in ``nvdec_engine.py`` (:class:`~tvl_async._backends.nvdec_engine.Engine`), which the
 CPU tests drive with a stand-in decoder.
 """
 
@@ -50,22 +50,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvl_async.backends.base import DecodeResult, ReadMode, plan_runs
-from tvl_async.backends.nvdec_engine import Engine, FrameDecoder, short
-from tvl_async.backends.nvdec_packets import (
+from tvl_async._backends.base import DecodeResult, ReadMode, plan_runs
+from tvl_async._backends.nvdec_engine import Engine, FrameDecoder, short
+from tvl_async._backends.nvdec_packets import (
     NVDEC_CODECS,
     EncodedPacket,
     PacketSource,
     av1_has_sequence_header,
     nvdec_codec,
 )
-from tvl_async.backends.yuv import nv12_to_rgb, p016_to_rgb
-from tvl_async.errors import (
+from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb
+from tvl_async._errors import (
     BackendUnavailableError,
     DecodeError,
     UnsupportedCodecError,
 )
-from tvl_async.index import VideoIndex
+from tvl_async._index import VideoIndex
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ class _NvDecoder:
         """The frame's output buffer as a ``[rows, cols]`` CUDA tensor, without a copy.
 
         uint8 for NV12; int16 holding the 16-bit P016 samples (read back as unsigned by
-        :func:`~tvl_async.backends.yuv.p016_to_rgb`).
+        :func:`~tvl_async._backends.yuv.p016_to_rgb`).
         """
         typestr = "|u1" if fmt == "NV12" else "<i2"
         ptr = int(frame.GetPtrToPlane(0))

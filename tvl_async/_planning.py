@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 
-from tvl_async.backends.base import Backend
-from tvl_async.index import VideoIndex
-from tvl_async.processing import AugmentParams
+from tvl_async._backends.base import Backend
+from tvl_async._index import VideoIndex
+from tvl_async._processing import AugmentParams
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ class DecodeJob:
 ProcessFn = Callable[[SampleRequest, torch.Tensor], dict[str, torch.Tensor]]
 
 
-#: Backends without ``on_frame`` (see :class:`~tvl_async.backends.pyav.PyAVBackend`) decode a
+#: Backends without ``on_frame`` (see :class:`~tvl_async._backends.pyav.PyAVBackend`) decode a
 #: job in segments of whole GOPs holding at least this many wanted frames, so that a worker
 #: holds about one segment of full-size frames at a time, not a whole job's.
 SEGMENT_FRAMES = 8

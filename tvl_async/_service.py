@@ -4,7 +4,7 @@
 everything it uses in one :class:`ServicePlan` (no reference to the ``Prefetcher``), owns the
 decoders (and, on a GPU, sets the device and works on its own CUDA stream), walks the sampler
 through the lookahead planner (``planning.py``), processes frames on the target device
-(``processing.py``), collates :class:`~tvl_async.batch.Batch` objects in sampler order and puts
+(``processing.py``), collates :class:`~tvl_async._batch.Batch` objects in sampler order and puts
 them into the bounded janus queue. It ends with :class:`End` or a :class:`Failure` carrying the
 exception, at its place in the stream.
 
@@ -25,14 +25,14 @@ import janus
 import numpy as np
 import torch
 
-from tvl_async.backends import create_backend
-from tvl_async.batch import Batch, SkippedSample
-from tvl_async.config import PrefetchConfig, ProcessDesc
-from tvl_async.dataset import VideoDataset
-from tvl_async.errors import DecodeError
-from tvl_async.planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
-from tvl_async.processing import AugmentParams, draw_augment, process_clip
-from tvl_async.sampling import EpochIterator
+from tvl_async._backends import create_backend
+from tvl_async._batch import Batch, SkippedSample
+from tvl_async._config import PrefetchConfig, ProcessDesc
+from tvl_async._dataset import VideoDataset
+from tvl_async._errors import DecodeError
+from tvl_async._planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
+from tvl_async._processing import AugmentParams, draw_augment, process_clip
+from tvl_async._sampling import EpochIterator
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _make_backend(plan: ServicePlan) -> Any:
 def service_main(plan: ServicePlan) -> None:
     """Body of the service thread: plan, decode, process, batch, queue; ends with End or a
     Failure. Owns the decoders (and the CUDA device and stream on a GPU)."""
-    from tvl_async.devices import ServiceStream, to_device_async
+    from tvl_async._devices import ServiceStream, to_device_async
 
     pool: DecodePool | None = None
     try:

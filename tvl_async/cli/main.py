@@ -22,8 +22,8 @@ from typing import Any, NoReturn, cast
 
 import numpy as np
 
-from tvl_async.index import find_videos
-from tvl_async.transcode import (
+from tvl_async._index import find_videos
+from tvl_async.cli.transcode import (
     CONTAINERS,
     ENCODERS,
     check_options,
@@ -64,7 +64,7 @@ def error_line(e: BaseException) -> str:
     """An exception as one line of text (pydantic's multi-line messages folded)."""
     from pydantic import ValidationError
 
-    from tvl_async.errors import TvlAsyncError
+    from tvl_async._errors import TvlAsyncError
 
     if isinstance(e, ValidationError):
         text = "; ".join(str(err["msg"]).removeprefix("Value error, ") for err in e.errors())
@@ -80,7 +80,7 @@ def error_line(e: BaseException) -> str:
 
 def default_demo_dir() -> Path:
     """Where ``demo`` writes its own small video set when given none."""
-    from tvl_async.index import cache_dir
+    from tvl_async._index import cache_dir
 
     return (cache_dir() or Path.home() / ".cache" / "tvl_async") / "demo-videos"
 
@@ -103,10 +103,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run a Prefetcher over the given folder (or a generated one) and print the throughput."""
     import torch
 
-    from tvl_async._bench_videos import parse_size
-    from tvl_async.config import ProcessDesc
-    from tvl_async.prefetcher import Prefetcher
-    from tvl_async.synthetic import frame_index_of, make_video_set
+    from tvl_async._config import ProcessDesc
+    from tvl_async._prefetcher import Prefetcher
+    from tvl_async.cli.bench.videos import parse_size
+    from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
     if args.device.strip().lower().startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: no CUDA device here "
@@ -168,7 +168,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     """Print streams, size, rate, frame count, GOP lengths and random-access cost per file."""
     import av
 
-    from tvl_async.index import load_index
+    from tvl_async._index import load_index
 
     for path in find_videos(args.paths):
         idx = load_index(path)
@@ -192,7 +192,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_index(args: argparse.Namespace) -> int:
     """Build the index cache for every video in the folders given."""
-    from tvl_async.index import cache_dir, load_index
+    from tvl_async._index import cache_dir, load_index
 
     files = find_videos(args.paths)
     t0 = time.perf_counter()
@@ -260,7 +260,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
 
 def cmd_play(args: argparse.Namespace) -> int:
     """Open the Tk player (tvl_async/player.py) on a file."""
-    from tvl_async.player import run
+    from tvl_async.cli.play.player import run
 
     return run(args)
 
@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_transcode)
 
-    from tvl_async.player import add_arguments
+    from tvl_async.cli.play.player import add_arguments
 
     p = sub.add_parser("play", help="open the Tk video player on a file",
                        description="Play a video with VideoLoader in a Tk window: play/pause at "
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p)
     p.set_defaults(func=cmd_play)
 
-    from tvl_async.bench import add_bench_parser
+    from tvl_async.cli.bench.runner import add_bench_parser
 
     add_bench_parser(sub)
 

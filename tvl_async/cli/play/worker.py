@@ -5,7 +5,7 @@ it owns the :class:`~tvl_async.VideoLoader`, takes commands (:class:`Open`, :cla
 :class:`Play`, :class:`Pause`) from a queue and answers with :class:`Opened`, :class:`Frame`,
 :class:`Failed` and :class:`End` in a bounded queue; frames travel as PPM bytes
 (:func:`frame_to_ppm`). :class:`PlaybackClock` decides when each frame is due. Nothing here
-touches Tk; the Tk side is ``tvl_async.player``.
+touches Tk; the Tk side is ``tvl_async.cli.play.player``.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def decode_worker(commands: queue.Queue[Command], results: queue.Queue[Result],
     decodes only the last one); while playing, reads frames forward and offers them to the
     bounded ``results`` queue, re-checking for commands while it is full.
     """
-    from tvl_async.loader import VideoLoader
+    from tvl_async._loader import VideoLoader
 
     loader: VideoLoader | None = None
     times = np.zeros(0)

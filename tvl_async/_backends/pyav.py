@@ -21,7 +21,7 @@ from typing import Any
 import av
 import torch
 
-from tvl_async.backends.base import (
+from tvl_async._backends.base import (
     READ_MODES,
     DecodeResult,
     ReadMode,
@@ -29,8 +29,8 @@ from tvl_async.backends.base import (
     plan_runs,
     pts_positions,
 )
-from tvl_async.errors import DecodeError
-from tvl_async.index import (
+from tvl_async._errors import DecodeError
+from tvl_async._index import (
     VideoIndex,
     first_video_stream,
     open_container,

@@ -1,6 +1,6 @@
 """What the consumer receives: :class:`Batch`, and the :class:`PrefetchStats` snapshot.
 
-Both are plain data, built by the service thread (``tvl_async.service``) and read by the
+Both are plain data, built by the service thread (``tvl_async._service``) and read by the
 consumer; nothing here blocks or touches a thread.
 """
 

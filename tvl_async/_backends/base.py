@@ -1,7 +1,7 @@
 """The decoding backend protocol that ``pyav.py`` (CPU) and ``nvdec.py`` (GPU) implement.
 
 A backend decodes exactly the frames it is asked for, identified by presentation index in a
-:class:`~tvl_async.index.VideoIndex`. A backend instance is owned by one thread: it is created,
+:class:`~tvl_async._index.VideoIndex`. A backend instance is owned by one thread: it is created,
 used and closed there (CUDA contexts and FFmpeg decoders are not shared between threads).
 What both backends share is here too: :func:`plan_runs` (which frames to decode from which
 keyframe) and :func:`packets_from_key` (PyAV's demuxer positioned exactly on a keyframe packet).
@@ -17,8 +17,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from tvl_async.errors import DecodeError
-from tvl_async.index import NO_TS, VideoIndex, survive_new_streams
+from tvl_async._errors import DecodeError
+from tvl_async._index import NO_TS, VideoIndex, survive_new_streams
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class Backend(Protocol):
         """Decode the frames at presentation indices ``frames`` of ``index.path``; blocks.
 
         Args:
-            index: the file's index (from :func:`tvl_async.index.load_index`).
+            index: the file's index (from :func:`tvl_async._index.load_index`).
             frames: presentation indices, any order, duplicates allowed; each in
                 ``0..index.n_frames-1``, else ``IndexError`` naming the file and the range.
             size: optional output ``(width, height)`` in pixels; resizing happens during colour

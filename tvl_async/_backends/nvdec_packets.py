@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async.backends.base import packets_from_key, pts_positions
-from tvl_async.errors import DecodeError
-from tvl_async.index import VideoIndex, open_container
+from tvl_async._backends.base import packets_from_key, pts_positions
+from tvl_async._errors import DecodeError
+from tvl_async._index import VideoIndex, open_container
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@ ceiling, on one machine, in one run.
 With no folder it writes the reference set into a cache folder (``<index cache>/bench-videos``):
 200 files of 1920x1080 H.264, 30 fps, 10 s, a keyframe every 60 frames (4 distinct videos, the
 rest hard links). Reference workload: uniformly random single frames, batches of 128, a
-RandomResizedCrop to 224x224 and a ColorJitter (``tvl_async._bench_workloads``).
+RandomResizedCrop to 224x224 and a ColorJitter (``tvl_async.cli.bench.workloads``).
 
-Configurations (each measured in a fresh process: ``python -m tvl_async.bench --one``, the spec
+Configurations (each measured in a fresh process:
+``python -m tvl_async.cli.bench.runner --one``, the spec
 on stdin, so that peak RSS is its own):
 
 * ``baseline``: torch DataLoader, 2 worker processes, per item: open, seek, decode, RGB, crop,
@@ -43,7 +44,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tvl_async._bench_videos import VideoSetSpec, default_bench_dir, make_bench_videos, parse_size
+from tvl_async.cli.bench.videos import (
+    VideoSetSpec,
+    default_bench_dir,
+    make_bench_videos,
+    parse_size,
+)
 
 REFERENCE = VideoSetSpec()
 DEFAULT_LOOKAHEADS = ("1", "4096", "default", "16384")
@@ -115,7 +121,7 @@ def _tree_rss_kb(pid: int) -> int:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration in this process (the ``--one`` child); returns its figures."""
-    from tvl_async import _bench_workloads as w
+    from tvl_async.cli.bench import workloads as w
 
     cfg = BenchConfig(**spec["config"])
     files: list[str] = spec["files"]
@@ -191,11 +197,14 @@ def _child_main() -> int:
 
 
 def run_config(spec: dict[str, Any], on_progress: Callable[[int, int], None]) -> dict[str, Any]:
-    """Run one configuration in a fresh ``python -m tvl_async.bench --one`` process; blocks."""
+    """Run one configuration in a fresh ``python -m tvl_async.cli.bench.runner --one`` process.
+
+    Blocks until it exits.
+    """
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "-m", "tvl_async.bench", "--one"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tvl_async.cli.bench.runner", "--one"], env=env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
@@ -269,16 +278,16 @@ def build_configs(args: argparse.Namespace, default_lookahead: int) -> list[Benc
 def _cpu_threads() -> int:
     import torch
 
-    from tvl_async.prefetcher import _default_decode_threads
+    from tvl_async._prefetcher import _default_decode_threads
 
     return _default_decode_threads(torch.device("cpu"), "pyav")
 
 
 def _default_lookahead(files: list[str], crop: int, memory_budget: int | None) -> int:
     """What ``Prefetcher(lookahead=None)`` picks for the reference workload."""
-    from tvl_async._bench_workloads import CROP_SCALE
-    from tvl_async.config import ProcessDesc
-    from tvl_async.prefetcher import Prefetcher
+    from tvl_async._config import ProcessDesc
+    from tvl_async._prefetcher import Prefetcher
+    from tvl_async.cli.bench.workloads import CROP_SCALE
 
     kwargs: dict[str, Any] = {} if memory_budget is None else {"memory_budget": memory_budget}
     p = Prefetcher(files, seq_len=1, batch_size=1, epochs=1,
@@ -321,7 +330,7 @@ def _baseline_cost(files: list[str]) -> float:
     position in their GOP plus one (the baseline cannot count them itself)."""
     import numpy as np
 
-    from tvl_async.index import load_index
+    from tvl_async._index import load_index
 
     total = frames = 0.0
     for f in files:
@@ -333,13 +342,13 @@ def _baseline_cost(files: list[str]) -> float:
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Write/find the videos, run every configuration, return the report (blocks)."""
-    from tvl_async.index import load_index
+    from tvl_async._index import load_index
 
     def say(text: str) -> None:
         if not args.quiet:
             print(text, file=sys.stderr)
     if args.folder:
-        from tvl_async.index import find_videos
+        from tvl_async._index import find_videos
 
         files = [str(p) for p in find_videos([args.folder])]
         videos: dict[str, Any] = {"folder": str(args.folder)}
@@ -488,7 +497,7 @@ def write_plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt  # type: ignore[import-not-found]
     except ImportError:
-        from tvl_async._bench_png import bar_chart_png
+        from tvl_async.cli.bench.png import bar_chart_png
 
         bar_chart_png(path, rows, title)
         return
@@ -559,7 +568,7 @@ def _size(text: str) -> str:
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    """The bench's options (shared by ``tvl-async bench`` and ``python -m tvl_async.bench``)."""
+    """The bench options, shared by ``tvl-async bench`` and ``python -m ...bench.runner``."""
     p.add_argument("folder", nargs="?", help="videos to use (default: the reference set, "
                    "written into --cache-dir on first use)")
     r = REFERENCE
@@ -621,11 +630,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m tvl_async.bench [options]`` (same options as ``tvl-async bench``)."""
+    """``python -m tvl_async.cli.bench.runner [options]`` (same options as ``tvl-async bench``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--one"]:
         return _child_main()
-    parser = argparse.ArgumentParser(prog="python -m tvl_async.bench")
+    parser = argparse.ArgumentParser(prog="python -m tvl_async.cli.bench.runner")
     add_bench_arguments(parser)
     args = parser.parse_args(argv)
     args.argv = argv

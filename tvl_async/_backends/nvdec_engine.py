@@ -2,7 +2,7 @@
 
 :class:`Engine` decodes exactly the frames asked for, in the order asked (duplicates included),
 from a :class:`FrameDecoder`: it groups frames into runs by their keyframe (``plan_runs``), feeds
-packets from :class:`~tvl_async.backends.nvdec_packets.PacketSource`, maps each output frame's
+packets from :class:`~tvl_async._backends.nvdec_packets.PacketSource`, maps each output frame's
 pts to our frame index, converts only the wanted ones, stops feeding once a run is complete and
 flushes the decoder so nothing leaks into the next run. It is device-agnostic: the NVDEC backend
 gives it PyNvVideoCodec decoders, the CPU tests give it FFmpeg's software decoders. One thread
@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 import torch
 
-from tvl_async.backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
-from tvl_async.backends.nvdec_packets import EncodedPacket, PacketSource
-from tvl_async.errors import DecodeError, TvlAsyncError, UnsupportedCodecError
-from tvl_async.index import VideoIndex
+from tvl_async._backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
+from tvl_async._backends.nvdec_packets import EncodedPacket, PacketSource
+from tvl_async._errors import DecodeError, TvlAsyncError, UnsupportedCodecError
+from tvl_async._index import VideoIndex
 
 # Guard on end-of-stream flush calls per drain (NVDEC empties itself in one call).
 MAX_FLUSH_CALLS = 64
@@ -95,7 +95,7 @@ class Engine:
 
     def decode(self, index: VideoIndex, frames: Sequence[int], *,
                size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
-        """See :meth:`tvl_async.backends.base.Backend.decode`."""
+        """See :meth:`tvl_async._backends.base.Backend.decode`."""
         if mode not in READ_MODES:
             raise ValueError(
                 f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}")

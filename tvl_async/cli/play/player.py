@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvl_async import player_worker as worker
-from tvl_async.player_worker import PlaybackClock, frame_to_ppm
+from tvl_async.cli.play import worker
+from tvl_async.cli.play.worker import PlaybackClock, frame_to_ppm
 
 __all__ = ["SPEEDS", "PlaybackClock", "build_parser", "frame_to_ppm", "main"]
 
@@ -57,7 +57,7 @@ def _devices() -> list[str]:
 
 
 def _backends(device: str) -> list[str]:
-    from tvl_async.backends import nvdec_available
+    from tvl_async._backends import nvdec_available
 
     if device.startswith("cuda") and nvdec_available():
         return ["nvdec", "pyav"]
@@ -435,7 +435,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Open the window and run the Tk loop until it is closed (blocks; main thread)."""
     if args.file is not None:
-        from tvl_async.index import load_index
+        from tvl_async._index import load_index
 
         load_index(args.file)  # a missing or unreadable file is an error here, not in the window
     if args.frame < 0:
@@ -484,7 +484,7 @@ def main(argv: Sequence[str] | None = None, *,
     except KeyboardInterrupt:
         return 130
     except Exception as e:
-        from tvl_async.cli import error_line
+        from tvl_async.cli.main import error_line
 
         print(f"video_player.py: error: {error_line(e)}", file=sys.stderr)
         return 2

@@ -5,7 +5,7 @@ order depends only on ``(seed, epoch)``, never on history, so an epoch can be re
 Ranks take disjoint, equal-length shards of the epoch's global order (torch's
 ``DistributedSampler`` convention for padding and ``drop_last``). :class:`EpochIterator` walks
 epochs and saves/restores its position with ``state_dict``/``load_state_dict``. The sample space
-itself, :class:`~tvl_async.dataset.VideoDataset`, lives in ``tvl_async.dataset`` (re-exported
+itself, :class:`~tvl_async._dataset.VideoDataset`, lives in ``tvl_async._dataset`` (re-exported
 here).
 
 How far each sampler is from i.i.d. uniform sampling is derived in ``docs/sampling.md``.
@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from tvl_async.dataset import IntArray, VideoDataset, check_int, expand_runs
+from tvl_async._dataset import IntArray, VideoDataset, check_int, expand_runs
 
 __all__ = [
     "SAMPLINGS",

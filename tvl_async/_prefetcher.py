@@ -1,10 +1,10 @@
 """The service's public face: ``Prefetcher`` decodes, processes and batches while you train.
 
 ``Prefetcher`` starts a named service thread (``tvl-async-service``) on ``__enter__`` (or on the
-first iteration). That thread (its body is ``tvl_async.service``) owns the decoders and, on a
+first iteration). That thread (its body is ``tvl_async._service``) owns the decoders and, on a
 GPU, sets the device and works on its own CUDA stream; it walks the sampler, plans decode jobs
 (``planning.py``), processes frames on the target device (``processing.py``), collates
-:class:`~tvl_async.batch.Batch` objects in sampler order and puts them into a bounded janus
+:class:`~tvl_async._batch.Batch` objects in sampler order and puts them into a bounded janus
 queue. The consumer takes them with ``for`` or ``async for``; this module is the consumer's side.
 
 Lifecycle: not started → running → closed. Every wait is bounded: the service puts with short
@@ -30,20 +30,20 @@ from typing import Any
 import janus
 import torch
 
-from tvl_async import service
-from tvl_async.backends import resolve_backend
-from tvl_async.batch import Batch, PrefetchStats, SkippedSample
-from tvl_async.config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
-from tvl_async.dataset import VideoDataset
-from tvl_async.errors import (
+from tvl_async import _service as service
+from tvl_async._backends import resolve_backend
+from tvl_async._batch import Batch, PrefetchStats, SkippedSample
+from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
+from tvl_async._dataset import VideoDataset
+from tvl_async._errors import (
     BackendUnavailableError,
     PrefetcherClosedError,
     ServiceError,
 )
-from tvl_async.index import find_videos
-from tvl_async.planning import DecodePool
-from tvl_async.processing import needed_frames
-from tvl_async.sampling import EpochIterator, make_sampler
+from tvl_async._index import find_videos
+from tvl_async._planning import DecodePool
+from tvl_async._processing import needed_frames
+from tvl_async._sampling import EpochIterator, make_sampler
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
 
@@ -74,7 +74,7 @@ class Prefetcher:
         device: where batches are delivered (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
         backend: ``"auto"``, ``"pyav"`` or ``"nvdec"``.
         shuffle, sampling, seed, epochs, replacement, chunk_size, shuffle_buffer, drop_last,
-        rank, world_size: sampling options (see ``tvl_async.sampling``); ``epochs=None`` runs
+        rank, world_size: sampling options (see ``tvl_async._sampling``); ``epochs=None`` runs
             forever.
         lookahead: samples planned ahead (None: as many as ``memory_budget`` bytes of outputs
             allow, at most 16384 and at most one epoch).
@@ -379,7 +379,7 @@ class Prefetcher:
         if isinstance(item, service.Failure):
             self.close()
             raise item.error
-        from tvl_async.devices import hand_over
+        from tvl_async._devices import hand_over
 
         hand_over(item.outputs.values(), item.event)
         self._batches += 1

@@ -22,10 +22,10 @@ from types import TracebackType
 
 import torch
 
-from tvl_async.backends import create_backend, resolve_backend
-from tvl_async.backends.base import READ_MODES, Backend, ReadMode
-from tvl_async.errors import BackendUnavailableError, DecodeError
-from tvl_async.index import VideoIndex, load_index
+from tvl_async._backends import create_backend, resolve_backend
+from tvl_async._backends.base import READ_MODES, Backend, ReadMode
+from tvl_async._errors import BackendUnavailableError, DecodeError
+from tvl_async._index import VideoIndex, load_index
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LAYOUTS = ("TCHW", "THWC")
