@@ -177,13 +177,13 @@ def test_close_from_another_thread_while_consumer_waits(
     patch_decode(monkeypatch, before)
     it = make(files)
     waiting = threading.Event()  # set once the consumer waits inside next()
-    check_stall = it._check_stall
+    check_stall = it._consumer._check_stall  # the consumer side of the queue
 
     def spy(waited: float) -> None:
         waiting.set()
         check_stall(waited)
 
-    monkeypatch.setattr(it, "_check_stall", spy)
+    monkeypatch.setattr(it._consumer, "_check_stall", spy)
     closer = threading.Thread(
         target=lambda: (entered.wait(30), waiting.wait(30), it.close()), name="closer"
     )

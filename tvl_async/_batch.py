@@ -7,7 +7,7 @@ consumer; nothing here blocks or touches a thread.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,11 +38,6 @@ class Batch(Mapping[str, torch.Tensor]):
         self.labels = labels
         self.epoch = epoch
         self.augment = augment
-        self.event: Any = None  # CUDA event recorded after the batch was produced
-        # where a run resumes after this batch: (epoch, position) of the next sample, and the
-        # failures per file so far (on_error="skip"), set by the service thread
-        self.resume_at: tuple[int, int] = (epoch, 0)
-        self.resume_failures: dict[str, int] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.outputs[name]
@@ -81,7 +76,9 @@ class PrefetchStats:
 
     Attributes:
         batches_delivered, samples_delivered, frames_delivered: handed to the consumer.
-        frames_decoded: frames the decoders produced.
+        frames_decoded: frames decoded for the samples taken so far (delivered, skipped or
+            dropped with ``drop_last``): each decode job counts at its earliest sample, so the
+            service's decoding ahead (into the next epoch) shows up once it is delivered.
         decoded_per_delivered: frames decoded per frame delivered (1.0 = no wasted decoding).
         decode_rate: frames decoded per second of decoder busy time (all decode threads).
         wait_time: total time the consumer waited for batches.
@@ -93,6 +90,9 @@ class PrefetchStats:
         lookahead: samples planned ahead; memory_bound_bytes: lookahead × output bytes per sample;
         peak_buffer_bytes: most bytes the reorder buffer held.
         elapsed: seconds since the service started.
+        decode_threads: CPU decode threads.
+        epoch_start_waits: seconds the consumer waited for the first batch of each epoch it
+            started, in order (the first entry includes the service's start-up).
     """
 
     batches_delivered: int
@@ -114,3 +114,4 @@ class PrefetchStats:
     peak_buffer_bytes: int
     elapsed: float
     decode_threads: int
+    epoch_start_waits: list[float] = field(default_factory=list)

@@ -7,6 +7,8 @@ configuration); every message names the file and the offending value.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class TvlAsyncError(Exception):
     """Base class of every error raised by tvl_async itself."""
@@ -38,3 +40,10 @@ class ServiceError(TvlAsyncError):
 
 class PrefetcherClosedError(TvlAsyncError, RuntimeError):
     """The Prefetcher was used after ``close()``."""
+
+
+def short_list(values: Iterable[object], limit: int = 8) -> str:
+    """``[a, b, …]``: the first ``limit`` values, for error messages (frame lists can be long)."""
+    items = list(values)
+    text = ", ".join(str(i) for i in items[:limit])
+    return f"[{text}{', …' if len(items) > limit else ''}]"

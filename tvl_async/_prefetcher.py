@@ -2,24 +2,26 @@
 
 ``Prefetcher`` starts a named service thread (``tvl-async-service``) on ``__enter__`` (or on the
 first iteration). That thread (its body is ``tvl_async._service``) owns the decoders and, on a
-GPU, sets the device and works on its own CUDA stream; it walks the sampler, plans decode jobs
-(``planning.py``), processes frames on the target device (``processing.py``), collates
-:class:`~tvl_async._batch.Batch` objects in sampler order and puts them into a bounded janus
-queue. The consumer takes them with ``for`` or ``async for``; this module is the consumer's side.
+GPU, sets the device and works on its own CUDA stream; it plans decode jobs (``_planning``),
+decodes and processes them (``_decoding``), collates :class:`~tvl_async._batch.Batch` objects in
+sampler order and puts them into a bounded janus queue, epoch after epoch. The consumer takes
+them with ``for`` or ``async for``; this module is the consumer's side, and owns the lifecycle.
 
-Lifecycle: not started → running → closed. Every wait is bounded: the service puts with short
-timeouts and re-checks its stop flag; the consumer waits in short slices, notices a dead service
-thread, and turns a stall longer than ``timeout`` into ``TimeoutError``. ``close()`` (idempotent;
-also run by ``__exit__``, garbage collection and interpreter exit) stops the thread, drains the
-queue and joins with a timeout.
+Lifecycle (:class:`State`): not started → running → closed, in one place here. ``start()`` is
+refused twice; ``close()`` (idempotent; also run by ``__exit__``, garbage collection through
+``weakref.finalize`` and interpreter exit through an ``atexit`` hook) stops the service, shuts
+the queue down, joins with a timeout and warns if the thread is stuck (it is a daemon thread, so
+it cannot block exit). ``async with`` joins in a worker thread, not in the event loop. Every
+wait is bounded: the consumer waits in short slices, notices a dead service thread, and turns a
+stall longer than ``timeout`` into ``TimeoutError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
+import atexit
+import enum
 import os
-import queue as std_queue
 import threading
 import time
 import weakref
@@ -33,24 +35,42 @@ import torch
 from tvl_async import _service as service
 from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
+from tvl_async._channel import Control, Counters, Item, Progress
 from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
+from tvl_async._consumer import Consumer
 from tvl_async._dataset import VideoDataset
+from tvl_async._decoding import DecodePool
 from tvl_async._errors import (
     BackendUnavailableError,
     PrefetcherClosedError,
-    ServiceError,
 )
 from tvl_async._index import find_videos
-from tvl_async._planning import DecodePool
+from tvl_async._loops import EpochLoops
+from tvl_async._planning import default_lookahead, sample_bytes
 from tvl_async._processing import needed_frames
 from tvl_async._sampling import EpochIterator, make_sampler
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
 
-# samples; the memory budget is the real bound (2 GiB hold ~14000 224x224 RGB images): the
-# planner's gain keeps growing with the window (docs/benchmarks.md) and jobs go out earliest
-# sample first, so the first batch does not wait for the whole window
-MAX_DEFAULT_LOOKAHEAD = 16384
+
+
+class State(enum.Enum):
+    """A Prefetcher's lifecycle: NOT_STARTED → RUNNING → CLOSED (never back)."""
+
+    NOT_STARTED = "not started"
+    RUNNING = "running"
+    CLOSED = "closed"
+
+
+#: Prefetchers whose service runs, for the exit hook (weak: it keeps none of them alive).
+_RUNNING: weakref.WeakSet[Prefetcher] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Close every Prefetcher still running when the interpreter exits."""
+    for p in list(_RUNNING):
+        p.close()
 
 
 def _default_decode_threads(device: torch.device, backend: str) -> int:
@@ -146,27 +166,24 @@ class Prefetcher:
                                replacement=cfg.replacement, chunk_size=cfg.chunk_size,
                                shuffle_buffer=cfg.shuffle_buffer, rank=cfg.rank,
                                world_size=cfg.world_size, drop_last=cfg.drop_last)
-        self._epochs = EpochIterator(sampler, cfg.epochs)
+        self._epochs = EpochIterator(sampler, None)  # endless: loops end in self._loops
         self.sampler = sampler
-        self.lookahead = cfg.lookahead or self._default_lookahead()
+        self._sample_bytes = sample_bytes(self._processing, cfg.seq_len, dataset.indexes)
+        self.lookahead = cfg.lookahead or default_lookahead(
+            cfg.memory_budget, self._sample_bytes, len(sampler), cfg.batch_size)
         threads = cfg.decode_threads or _default_decode_threads(self.device, self.backend_name)
         self.decode_threads = 0 if self.backend_name == "nvdec" else threads
         self._ffmpeg_threads = cfg.ffmpeg_threads or _default_ffmpeg_threads(self.decode_threads)
         self._transform = transform
-        self._queue: janus.Queue[service.Item] | None = None
+        self._queue: janus.Queue[Item] | None = None
         self._stop = threading.Event()
-        self._counters = service.Counters()
-        self._thread: threading.Thread | None = None
+        self._counters = Counters()
+        self._control = Control()
+        self._loops = EpochLoops(cfg.epochs, len(sampler), 0)
         self._pool_holder: list[DecodePool] = []
+        self._consumer = Consumer(cfg.timeout, self._pool_holder, self._counters, self._loops)
         self._finalizer: weakref.finalize[Any, Any] | None = None
-        self._state = "new"
-        self._exhausted = False  # every batch delivered (then closed): next() says StopIteration
-        self._resume_at: tuple[int, int] | None = None
-        self._failures: dict[str, int] = {}  # per file, as of the last batch delivered
-        self._batches = self._samples = 0
-        self._wait = self._wait_first = 0.0
-
-    # ------------------------------------------------------------------ setup helpers
+        self._state = State.NOT_STARTED
 
     def _check_output_sizes(self) -> None:
         fixed = all((d.width and d.height) or (d.scale_width and d.scale_height)
@@ -186,41 +203,24 @@ class Prefetcher:
                     raise ValueError(f"processing[{name!r}] does not fit '{path}' "
                                      f"({w}x{h}, width x height): {e}") from None
 
-    def sample_bytes(self) -> int:
-        """Bytes of one finished sample (all outputs), for the largest file."""
-        h = max(ix.height for ix in self.dataset.indexes)
-        w = max(ix.width for ix in self.dataset.indexes)
-        total = 0
-        for desc in self._processing.values():
-            shape = desc.output_shape(self.config.seq_len, h, w)
-            total += math.prod(shape) * torch.empty((), dtype=desc.dtype).element_size()
-        return max(total, 1)
-
-    def _held_sample_bytes(self) -> int:
-        """Bytes the reorder buffer holds per sample: the outputs, or the decoded uint8 frames
-        where those wait there to be processed on the device in order (CPU decoding for a GPU
-        device)."""
-        out = self.sample_bytes()
-        if self.device.type == "cpu" or self.backend_name == "nvdec":
-            return out
-        h = max(ix.height for ix in self.dataset.indexes)
-        w = max(ix.width for ix in self.dataset.indexes)
-        return max(out, len(self._positions) * 3 * h * w)
-
-    def _default_lookahead(self) -> int:
-        """As many samples as ``memory_budget`` holds, at most 16384 and at most one epoch (more
-        would only add latency before the first batch)."""
-        by_memory = self.config.memory_budget // self._held_sample_bytes()
-        epoch = max(len(self.sampler), self.config.batch_size)
-        return int(max(1, min(by_memory, MAX_DEFAULT_LOOKAHEAD, epoch)))
-
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def state(self) -> State:
+        """Where the Prefetcher is in its lifecycle."""
+        return self._state
+
     def start(self) -> Prefetcher:
-        """Start the service thread (done by ``with``/``async with``/iteration); idempotent."""
-        if self._state == "running":
-            return self
-        if self._state == "closed":
+        """Start the service thread (``with``, ``async with`` and iteration do it); once.
+
+        Raises:
+            RuntimeError: it is already running.
+            PrefetcherClosedError: it is closed.
+        """
+        if self._state is State.RUNNING:
+            raise RuntimeError("this Prefetcher is already running; start() is called once "
+                               "(with, async with and iteration start it themselves)")
+        if self._state is State.CLOSED:
             raise PrefetcherClosedError("this Prefetcher is closed; create a new one")
         self._queue = janus.Queue(maxsize=self.config.queue_depth)
         plan = service.ServicePlan(
@@ -229,207 +229,168 @@ class Prefetcher:
             backend=self.backend_name, decode_threads=self.decode_threads,
             ffmpeg_threads=self._ffmpeg_threads, lookahead=self.lookahead,
             transform=self._transform, queue=self._queue, stop=self._stop,
-            counters=self._counters, pool_holder=self._pool_holder,
-            failures=dict(self._failures))
-        self._thread = threading.Thread(target=service.service_main, args=(plan,), daemon=True,
-                                        name="tvl-async-service")
+            counters=self._counters, control=self._control, pool_holder=self._pool_holder,
+            failures=dict(self._consumer.failures))
+        thread = threading.Thread(target=service.service_main, args=(plan,), daemon=True,
+                                  name="tvl-async-service")
+        self._consumer.attach(self._queue, thread)
         self._counters.started = time.perf_counter()
-        if self._resume_at is None:  # the service reads ahead: remember where it began
-            self._resume_at = (self._epochs.epoch, self._epochs.position)
-        self._finalizer = weakref.finalize(self, service.shutdown, self._stop, self._thread,
+        if self._loops.resume_at is None:  # the service reads ahead: remember where it began
+            self._loops.resume_at = (self._epochs.epoch, self._epochs.position)
+        self._finalizer = weakref.finalize(self, service.shutdown, self._stop, thread,
                                            self._queue, self._pool_holder)
-        self._state = "running"
-        self._thread.start()
+        self._finalizer.atexit = False  # _close_at_exit does it, in order, with the others
+        self._state = State.RUNNING
+        _RUNNING.add(self)
+        thread.start()
         return self
 
     def close(self) -> None:
-        """Stop the service thread, service.drain the queue, join (bounded); safe to call twice and
-        from any thread."""
-        if self._state == "closed":
+        """Stop the service thread, shut the queue down, join (bounded, warns if stuck); safe
+        to call twice and from any thread. Blocks up to ``JOIN_SECONDS`` seconds."""
+        if self._state is State.CLOSED:
             return
-        self._state = "closed"
+        self._state = State.CLOSED
+        _RUNNING.discard(self)
+        self._stop.set()
         if self._finalizer is not None:
             self._finalizer()
-        self._stop.set()
 
     @property
     def closed(self) -> bool:
         """True after :meth:`close`."""
-        return self._state == "closed"
+        return self._state is State.CLOSED
+
+    def _ensure_started(self) -> None:
+        if self._state is State.NOT_STARTED:
+            self.start()
+        elif self._state is State.CLOSED:
+            raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate "
+                                        "again")
 
     def __enter__(self) -> Prefetcher:
-        return self.start()
+        self._ensure_started()
+        return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
 
     async def __aenter__(self) -> Prefetcher:
-        return self.start()
+        self._ensure_started()
+        return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_finalizer", None) is not None:
-            self._finalizer()  # type: ignore[misc]
-
-    # ------------------------------------------------------------------ iteration
-
-    def __iter__(self) -> Iterator[Batch]:
-        self._ensure_started(iterating=True)
-        return self
-
-    def __next__(self) -> Batch:
-        if self._exhausted:
-            raise StopIteration
-        self._ensure_started()
-        assert self._queue is not None
-        t0 = time.perf_counter()
-        waited_slices = 0.0
-        while True:
-            try:
-                item = self._queue.sync_q.get(timeout=service.POLL_SECONDS)
-                break
-            except std_queue.Empty:
-                waited_slices = time.perf_counter() - t0
-                self._check_stall(waited_slices)
-        return self._deliver(item, time.perf_counter() - t0)
-
-    def __aiter__(self) -> AsyncIterator[Batch]:
-        self._ensure_started(iterating=True)
-        return self
-
-    async def __anext__(self) -> Batch:
-        if self._exhausted:
-            raise StopAsyncIteration
-        self._ensure_started()
-        assert self._queue is not None
-        t0 = time.perf_counter()
-        while True:
-            try:
-                item = await asyncio.wait_for(self._queue.async_q.get(), service.POLL_SECONDS * 4)
-                break
-            except TimeoutError:
-                self._check_stall(time.perf_counter() - t0)
-            except RuntimeError as e:
-                if "different event loop" in str(e) or "bound to" in str(e):
-                    self.close()
-                    raise RuntimeError(
-                        "this Prefetcher was already iterated from another asyncio event loop; "
-                        "iterate one Prefetcher from one event loop (create one per loop)") from e
-                raise
-        try:
-            return self._deliver(item, time.perf_counter() - t0)
-        except StopIteration:
-            raise StopAsyncIteration from None
-
-    def _ensure_started(self, iterating: bool = False) -> None:
-        if self._state == "new":
-            self.start()
-        elif self._exhausted and iterating:  # a second `for` loop would silently get nothing
-            raise PrefetcherClosedError(
-                f"this Prefetcher has delivered all its batches (epochs={self.config.epochs}); "
-                f"create a new one to iterate again, or pass epochs=N / epochs=None")
-        elif self._state == "closed" and not self._exhausted:
-            raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate "
-                                        "again")
-
-    def _check_stall(self, waited: float) -> None:
-        """Called while the consumer waits: raise if the service died or the timeout passed."""
-        if self._state == "closed":
-            raise PrefetcherClosedError("the Prefetcher was closed while waiting for a batch")
-        thread = self._thread
-        if thread is not None and not thread.is_alive():
-            assert self._queue is not None
-            if self._queue.sync_q.qsize() == 0:
-                self.close()
-                raise ServiceError("the tvl_async service thread died without delivering its "
-                                   "last batches or an error")
-        timeout = self.config.timeout
-        if timeout is not None and waited > timeout:
-            busy = self._pool_holder[0].activity() if self._pool_holder else "starting up"
-            with self._counters.lock:
-                if self._counters.transforming:
-                    busy = f"{self._counters.transforming}; decoders: {busy}"
-            self._abandon()
-            raise TimeoutError(f"no batch arrived within {timeout:g} s; the service was busy "
-                               f"with: {busy}")
+        """Close without blocking the event loop: the join runs in a worker thread."""
+        await asyncio.to_thread(self.close)
+        if self._queue is not None:
+            await self._queue.wait_closed()  # the queue's pending wake-ups in this loop
 
     def _abandon(self) -> None:
         """Close without joining, after a timeout: the service is stuck in a call that may not
         return soon (joining would block the consumer for seconds). The stop flag makes the
         service and its decode threads (daemons) end as soon as that call returns."""
-        self._state = "closed"
+        self._state = State.CLOSED
+        _RUNNING.discard(self)
         self._stop.set()
         if self._finalizer is not None:
             self._finalizer.detach()
         if self._queue is not None:
-            service.drain(self._queue)
+            self._queue.close()
 
-    def _deliver(self, item: service.Item, waited: float) -> Batch:
-        self._wait += waited
-        if self._batches == 0:
-            self._wait_first = waited
-        if isinstance(item, service.End):
-            self._exhausted = True
-            self.close()
-            raise StopIteration
-        if isinstance(item, service.Failure):
-            self.close()
-            raise item.error
-        from tvl_async._devices import hand_over
+    # ------------------------------------------------------------------ iteration
 
-        hand_over(item.outputs.values(), item.event)
-        self._batches += 1
-        self._samples += item.batch_size
-        self._resume_at = item.resume_at
-        self._failures = item.resume_failures
-        return item
+    def __iter__(self) -> Iterator[Batch]:
+        """Start a loop: the next epoch (see the class docstring for a loop left early)."""
+        self._ensure_started()
+        restart = self._loops.on_iter()
+        if restart is not None:
+            self._consumer.generation = self._control.restart_at(restart)
+        return self
+
+    def __next__(self) -> Batch:
+        if self._begin_next():
+            raise StopIteration  # until iter() starts the next loop
+        try:
+            return self._consumer.next_sync()
+        except BaseException:
+            self._after_error()
+            raise
+
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        self.__iter__()
+        return self
+
+    async def __anext__(self) -> Batch:
+        if self._begin_next():
+            raise StopAsyncIteration
+        try:
+            return await self._consumer.next_async()
+        except BaseException:
+            self._after_error()
+            raise
+
+    def _begin_next(self) -> bool:
+        """Before taking a batch: True if the loop is over (stop until ``iter()``)."""
+        if self._state is not State.CLOSED and self._loops.finished:
+            return True
+        self._ensure_started()
+        if not self._loops.open:
+            self._loops.begin()
+        return False
+
+    def _after_error(self) -> None:
+        if self._consumer.stalled:
+            self._abandon()
+        elif self._consumer.fatal:
+            self.close()
 
     # ------------------------------------------------------------------ stats and state
 
     def stats(self) -> PrefetchStats:
         """A snapshot of the counters; cheap, any time (consumer's thread)."""
         pool = self._pool_holder[0] if self._pool_holder else None
-        decoded = round(pool.frames_decoded) if pool else 0
+        k = self._consumer
+        decoded = round(k.progress.frames_decoded)
         busy = pool.busy_seconds if pool else 0.0
-        frames_out = self._samples * len(self._positions)
+        frames_out = k.samples * len(self._positions)
         c = self._counters
         with c.lock:
-            skipped = list(c.skipped)
-            n_skipped = c.samples_skipped
-            dropped = list(c.dropped_files)
+            n_skipped = k.progress.samples_skipped
+            skipped = c.skipped[:n_skipped]
+            dropped = c.dropped_files[:k.progress.files_dropped]
             fallback = list(c.fallback_files)
             peak = c.peak_buffer_bytes
         return PrefetchStats(
-            batches_delivered=self._batches, samples_delivered=self._samples,
+            batches_delivered=k.batches, samples_delivered=k.samples,
             frames_delivered=frames_out, frames_decoded=decoded,
             decoded_per_delivered=decoded / frames_out if frames_out else 0.0,
-            decode_rate=decoded / busy if busy > 0 else 0.0,
-            wait_time=self._wait, wait_time_after_first=self._wait - self._wait_first,
+            decode_rate=pool.frames_decoded / busy if pool and busy > 0 else 0.0,
+            wait_time=k.wait, wait_time_after_first=k.wait - k.wait_first,
             queue_fill=self._queue.sync_q.qsize() if self._queue is not None else 0,
             queue_depth=self.config.queue_depth, samples_skipped=n_skipped, skipped=skipped,
             dropped_files=dropped, fallback_files=fallback, lookahead=self.lookahead,
-            memory_bound_bytes=self.lookahead * self._held_sample_bytes(),
+            memory_bound_bytes=self.lookahead * self._sample_bytes,
             peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
-            decode_threads=self.decode_threads)
+            decode_threads=self.decode_threads, epoch_start_waits=list(k.epoch_waits))
 
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer (a plain,
-        picklable dict: the sampler's cursor and seed, and with ``on_error="skip"`` the failures
-        per file so far, so that files given up stay given up)."""
-        at = self._resume_at
+        picklable dict: the sampler's cursor and seed, the end of the loop it is in, and with
+        ``on_error="skip"`` the failures per file so far, so that files given up stay given
+        up)."""
+        at = self._loops.resume_at
         sampler = self._epochs.state_dict() if at is None else self._epochs.state_dict(at=at)
         # not started: the cursor is exact (no service reads ahead of it)
-        return {"sampler": sampler, "batches_delivered": self._batches if at else 0,
-                "file_failures": dict(self._failures)}
+        return {"sampler": sampler, "batches_delivered": self._consumer.batches if at else 0,
+                "file_failures": dict(self._consumer.failures), **self._loops.state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume at the exact next sample of ``state`` (before iterating)."""
-        if self._state != "new":
+        """Resume at the exact next sample of ``state`` (before iterating): the first loop
+        ends where the saved one would have."""
+        if self._state is not State.NOT_STARTED:
             raise RuntimeError("load_state_dict must be called before the Prefetcher starts")
         if "sampler" not in state:
             raise ValueError("not a Prefetcher state: missing 'sampler'")
@@ -439,17 +400,34 @@ class Prefetcher:
             raise ValueError(f"not a Prefetcher state: file_failures must map paths to counts, "
                              f"got {failures!r}")
         self._epochs.load_state_dict(state["sampler"])
-        self._failures = dict(failures)
+        # states without "loop_end" come from one run of `epochs` epochs from epoch 0
+        self._loops.start_at(self._epochs.epoch, state.get("loop_end", self.config.epochs))
+        self._consumer.failures = dict(failures)
+        dropped = sorted(service.dropped_files(failures, self.config.max_file_failures))
         with self._counters.lock:
-            self._counters.dropped_files = sorted(
-                service.dropped_files(self._failures, self.config.max_file_failures))
+            self._counters.dropped_files = dropped
+        self._consumer.progress = Progress(files_dropped=len(dropped))
 
     def set_epoch(self, epoch: int) -> None:
-        """Run ``epochs`` epochs starting with ``epoch`` (before iterating): with ``epochs=1``,
-        exactly that epoch (the ``DistributedSampler.set_epoch`` idiom)."""
-        if self._state != "new":
-            raise RuntimeError("set_epoch must be called before the Prefetcher starts")
-        self._epochs.set_epoch(epoch)
+        """Make the next loop run ``epochs`` epochs from ``epoch`` (the
+        ``DistributedSampler.set_epoch`` idiom): before starting, or between loops (a ``for``
+        left early counts as ended; its rest is skipped). If the service already prepared
+        another epoch, it drops that and restarts at ``epoch`` (threads and decoders stay).
+
+        Raises:
+            RuntimeError: a loop begun with ``next()`` is in progress.
+        """
+        if self._state is State.NOT_STARTED:
+            self._epochs.set_epoch(epoch)
+            self._loops.start_at(self._epochs.epoch)
+            return
+        if self._state is State.CLOSED:
+            raise PrefetcherClosedError("this Prefetcher is closed; create a new one")
+        if not self._loops.can_set_epoch():
+            raise RuntimeError("set_epoch must be called before the Prefetcher starts or "
+                               "between loops, not in the middle of an epoch read with next()")
+        if self._loops.set_epoch(epoch):
+            self._consumer.generation = self._control.restart_at(epoch)
 
     def __len__(self) -> int:
         """Batches per epoch for this rank."""
@@ -460,7 +438,8 @@ class Prefetcher:
     def __repr__(self) -> str:
         return (f"Prefetcher({len(self.dataset)} samples from {len(self.dataset.files)} files, "
                 f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
-                f"device='{self.device}', backend={self.backend_name!r}, state={self._state})")
+                f"device='{self.device}', backend={self.backend_name!r}, "
+                f"state={self._state.value})")
 
 
 def _check_dataset_options(dataset: VideoDataset, *, seq_len: int, stride: int, step: int,

@@ -1,22 +1,30 @@
-"""The service thread's body: plan, decode, process, collate, queue (``Prefetcher``'s engine).
+"""The service thread's body: plan, decode, collate, queue (``Prefetcher``'s engine).
 
 :func:`service_main` runs in the thread ``Prefetcher`` starts (``tvl-async-service``). It gets
 everything it uses in one :class:`ServicePlan` (no reference to the ``Prefetcher``), owns the
-decoders (and, on a GPU, sets the device and works on its own CUDA stream), walks the sampler
-through the lookahead planner (``planning.py``), processes frames on the target device
-(``processing.py``), collates :class:`~tvl_async._batch.Batch` objects in sampler order and puts
-them into the bounded janus queue. It ends with :class:`End` or a :class:`Failure` carrying the
-exception, at its place in the stream.
+decoders (and, on a GPU, sets the device and works on its own CUDA stream) and runs the one loop
+of the pipeline (:class:`_Service`): it asks the planner (``_planning``) for decode jobs, submits
+them to the decode pool (``_decoding``, where samples are also processed), hands finished jobs
+back to the planner, takes finished samples in sampler order, collates them
+(``_batching``) and puts :class:`Delivery` envelopes into the bounded janus queue.
 
-Every put waits in slices of :data:`POLL_SECONDS` and re-checks the stop flag; :func:`shutdown`
-(the consumer's side of ``close()``) sets the flag, drains the queue and joins with a timeout.
+The stream never ends by itself: epochs follow each other (an :class:`EpochEnd` marker after the
+last batch of each), so the next epoch's first batches are ready while the consumer finishes
+this one; the queue and the lookahead bound how far it runs ahead. The consumer repositions the
+stream through :class:`Control` (every item carries the generation it belongs to). A
+:class:`Failure` carries an exception at its place in the stream and ends the thread.
+
+Every wait is bounded (:data:`POLL_SECONDS`) and re-checks the stop flag; :func:`shutdown` (the
+consumer's side of ``close()``) sets the flag, shuts the queue down and joins with a timeout.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue as std_queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,12 +33,15 @@ import janus
 import numpy as np
 import torch
 
-from tvl_async._backends import create_backend
 from tvl_async._batch import Batch, SkippedSample
+from tvl_async._batching import apply_transform, collate
+from tvl_async._channel import Control, Counters, Delivery, EpochEnd, Failure, Item, Progress
 from tvl_async._config import PrefetchConfig, ProcessDesc
 from tvl_async._dataset import VideoDataset
+from tvl_async._decoding import BackendSpec, DecodePool
+from tvl_async._devices import ServiceStream, to_device_async
 from tvl_async._errors import DecodeError
-from tvl_async._planning import DecodePool, LookaheadPlanner, SampleRequest, SampleResult
+from tvl_async._planning import LookaheadPlanner, SampleRequest, SampleResult
 from tvl_async._processing import AugmentParams, draw_augment, process_clip
 from tvl_async._sampling import EpochIterator
 
@@ -44,34 +55,6 @@ JOIN_SECONDS = 10.0  # how long close() waits for the service thread
 OPEN_FILES_PER_THREAD = 4
 
 
-@dataclass
-class Counters:
-    """Counters written by the service thread and read by the consumer (under ``lock``)."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    skipped: list[SkippedSample] = field(default_factory=list)
-    samples_skipped: int = 0
-    dropped_files: list[str] = field(default_factory=list)
-    fallback_files: list[str] = field(default_factory=list)
-    peak_buffer_bytes: int = 0
-    started: float = 0.0
-    transforming: str = ""  # what the user's transform is running on, while it runs
-
-
-@dataclass
-class End:
-    """Put by the service after the last batch."""
-
-
-@dataclass
-class Failure:
-    """An exception from the service, delivered at its place in the stream."""
-
-    error: BaseException
-
-
-Item = Batch | End | Failure
-
 
 @dataclass
 class ServicePlan:
@@ -79,7 +62,7 @@ class ServicePlan:
 
     config: PrefetchConfig
     dataset: VideoDataset
-    epochs: EpochIterator
+    epochs: EpochIterator  # endless: the consumer decides where its loops end
     processing: dict[str, ProcessDesc]
     positions: list[int]
     device: torch.device
@@ -91,6 +74,7 @@ class ServicePlan:
     queue: janus.Queue[Item]
     stop: threading.Event
     counters: Counters
+    control: Control
     pool_holder: list[DecodePool] = field(default_factory=list)
     # failures per file so far (service thread only; from the resumed state, if any)
     failures: dict[str, int] = field(default_factory=dict)
@@ -111,13 +95,13 @@ def _sample_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def _requests(plan: ServicePlan) -> Iterator[SampleRequest]:
+def _requests(plan: ServicePlan, seqs: Iterator[int]) -> Iterator[SampleRequest]:
     """Sample requests in sampler order, with their random draws (made here, so they do not
     depend on the order in which samples finish decoding). Samples of files given up
     (``plan.dropped``) come as failed requests: they are skipped in their place, not decoded."""
     ds = plan.dataset
     indexes = ds.indexes
-    for seq, (epoch, position, sample_id) in enumerate(plan.epochs):
+    for epoch, position, sample_id in plan.epochs:
         file_index, _ = ds.locate(sample_id)
         index = indexes[file_index]
         seed = plan.epochs.sampler.seed  # the resumed state's seed after load_state_dict
@@ -134,107 +118,65 @@ def _requests(plan: ServicePlan) -> Iterator[SampleRequest]:
             error = e
         if index.path in plan.dropped:
             error = DecodeError(f"{index.path}: file dropped after repeated failures")
-        yield SampleRequest(seq=seq, epoch=epoch, position=position, sample_id=sample_id,
+        yield SampleRequest(seq=next(seqs), epoch=epoch, position=position, sample_id=sample_id,
                             file_index=file_index, index=index, frames=ds.clip_frames(sample_id),
                             positions=plan.positions, label=label, augment=augment, error=error)
 
 
-def _process_sample(processing: dict[str, ProcessDesc], r: SampleRequest,
-                    clip: torch.Tensor) -> dict[str, torch.Tensor]:
-    return {name: process_clip(clip, desc, r.augment[name], positions=r.positions)
-            for name, desc in processing.items()}
-
-
-def _put(plan: ServicePlan, item: Item, pump: Callable[[float], bool] | None = None) -> bool:
-    """Put into the queue, waiting in slices; False if asked to stop meanwhile.
-
-    While the queue is full, ``pump`` (the planner's) keeps the decode threads working ahead
-    within the lookahead window, so that a consumer slower than decoding never waits for work
-    that could have been done while it was busy."""
+def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
+    """One bounded attempt to queue ``item`` (``timeout`` 0: without waiting); False if the
+    queue stayed full. Raises ``janus.SyncQueueShutDown`` once the consumer shut it down."""
     q = plan.queue.sync_q
-    while not plan.stop.is_set():
-        if pump is not None:
-            try:
-                q.put_nowait(item)
-                return True
-            except std_queue.Full:
-                if pump(POLL_SECONDS):  # waited (bounded) for a decode job, scheduled more
-                    continue
-        try:
-            q.put(item, timeout=POLL_SECONDS)
-            return True
-        except std_queue.Full:
-            continue
-    return False
+    try:
+        if timeout <= 0:
+            q.put_nowait(item)
+        else:
+            q.put(item, timeout=timeout)
+    except std_queue.Full:
+        return False
+    return True
 
 
 def _collate(results: list[SampleResult], plan: ServicePlan) -> Batch:
-    reqs = [r.request for r in results]
-    names = list(results[0].outputs or {})
-    outputs: dict[str, torch.Tensor] = {}
-    for name in names:
-        tensors = [r.outputs[name] for r in results if r.outputs is not None]
-        shapes = {tuple(t.shape) for t in tensors}
-        if len(shapes) > 1:
-            raise ValueError(
-                f"output '{name}': clips of different sizes cannot share a batch ({sorted(shapes)} "
-                f"from {sorted({r.index.path for r in reqs})}); add scale_width/scale_height or "
-                f"width/height to the ProcessDesc")
-        outputs[name] = torch.stack(tensors)
-    labels: Any = [r.label for r in reqs]
-    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
-        labels = torch.tensor(labels)
-    elif all(x is None for x in labels):
-        labels = None
-    paths = plan.dataset.files  # as the user gave them (the index holds resolved paths)
-    return Batch(
-        outputs,
-        sample_ids=torch.tensor([r.sample_id for r in reqs], dtype=torch.int64),
-        files=[paths[r.file_index] for r in reqs],
-        frame_indices=torch.tensor([r.frames for r in reqs], dtype=torch.int64),
-        timestamps=torch.tensor(np.array([r.index.times[r.frames] for r in reqs])),
-        labels=labels, epoch=reqs[0].epoch,
-        augment={name: [r.augment[name].as_dict() for r in reqs] for name in plan.processing},
-    )
+    return collate(results, plan.dataset.files, list(plan.processing))
 
 
-def _make_backend(plan: ServicePlan) -> Any:
+def _backend_spec(plan: ServicePlan) -> BackendSpec:
     if plan.backend == "pyav":
-        return create_backend("pyav", "cpu", threads=plan.ffmpeg_threads,
-                              max_open_files=OPEN_FILES_PER_THREAD)
+        return BackendSpec("pyav", "cpu", {"threads": plan.ffmpeg_threads,
+                                           "max_open_files": OPEN_FILES_PER_THREAD})
 
-    def on_fallback(path: str, reason: str) -> None:
+    def on_fallback(path: str, _reason: str) -> None:
         with plan.counters.lock:
             plan.counters.fallback_files.append(path)
 
-    return create_backend(plan.backend, plan.device, on_fallback=on_fallback)
+    return BackendSpec(plan.backend, plan.device, {"on_fallback": on_fallback})
 
 
 def service_main(plan: ServicePlan) -> None:
-    """Body of the service thread: plan, decode, process, batch, queue; ends with End or a
-    Failure. Owns the decoders (and the CUDA device and stream on a GPU)."""
-    from tvl_async._devices import ServiceStream, to_device_async
-
+    """Body of the service thread: runs the pipeline until stopped or failed (a Failure).
+    Owns the decoders (and the CUDA device and stream on a GPU)."""
     pool: DecodePool | None = None
     try:
         stream = ServiceStream(plan.device)
-        on_cpu = plan.device.type == "cpu"
-        gpu_decode = plan.backend == "nvdec"
 
         def process(r: SampleRequest, clip: torch.Tensor) -> dict[str, torch.Tensor]:
-            return _process_sample(plan.processing, r, clip)
+            clip = to_device_async(clip, plan.device, stream)
+            return {name: process_clip(clip, desc, r.augment[name], positions=r.positions)
+                    for name, desc in plan.processing.items()}
 
-        pool = DecodePool(lambda: _make_backend(plan), 0 if gpu_decode else plan.decode_threads,
-                          process=process if on_cpu or gpu_decode else None)
+        pool = DecodePool(_backend_spec(plan), plan.decode_threads, process=process,
+                          process_in_workers=plan.device.type == "cpu")
         plan.pool_holder.append(pool)
-        planner = LookaheadPlanner(_requests(plan), pool, plan.lookahead)
         with stream.context():  # GPU decoding, processing and collation on the service stream
-            _run_batches(plan, planner, stream, to_device_async)
+            _Service(plan, pool, stream).run()
+    except janus.SyncQueueShutDown:
+        pass  # the consumer closed the queue: nobody is listening any more
     except BaseException as e:
         if not any(n.startswith("tvl_async:") for n in getattr(e, "__notes__", ())):
             name = threading.current_thread().name
             e.add_note(f"tvl_async: raised in the service thread ({name})")
-        _put(plan, Failure(e))
+        _report(plan, Failure(e))
     finally:
         if pool is not None:
             stuck = pool.close()
@@ -242,95 +184,155 @@ def service_main(plan: ServicePlan) -> None:
                 log.warning("decode threads did not stop in time: %s", ", ".join(stuck))
 
 
-def _run_batches(plan: ServicePlan, planner: LookaheadPlanner, stream: Any,
-                 to_device: Callable[..., torch.Tensor]) -> None:
-    cfg = plan.config
-    pending: list[SampleResult] = []
-    failures = plan.failures
-    dropped = plan.dropped
-    epoch = -1
+def _report(plan: ServicePlan, item: Item) -> None:
+    """Queue ``item`` however long it waits, unless asked to stop or the queue is shut down."""
+    try:
+        while not plan.stop.is_set() and not _put(plan, item):
+            pass
+    except janus.SyncQueueShutDown:
+        pass
 
-    def flush(final: bool) -> bool:
-        nonlocal pending
-        if not pending or (final and cfg.drop_last and len(pending) < cfg.batch_size):
-            pending = []
-            return True
-        with stream.context():
-            batch = _collate(pending, plan)
-            if plan.transform is not None:
-                with plan.counters.lock:
-                    plan.counters.transforming = (f"the transform, on samples "
-                                                  f"{batch.sample_ids.tolist()[:8]} (epoch "
-                                                  f"{batch.epoch})")
-                try:
-                    batch = _apply_transform(plan.transform, batch)
-                finally:
-                    with plan.counters.lock:
-                        plan.counters.transforming = ""
-            batch.event = stream.record_event()
-        last = pending[-1].request
-        batch.resume_at = (last.epoch, last.position + 1)  # set here: a transform may replace it
-        batch.resume_failures = dict(failures)
-        pending = []
-        return _put(plan, batch, planner.pump)
 
-    while True:
-        result = planner.next_result(plan.stop.is_set)
-        if result is None:
-            break
-        with plan.counters.lock:
-            plan.counters.peak_buffer_bytes = planner.peak_bytes
-        r = result.request
-        if r.epoch != epoch:
-            if not flush(final=True):
+class _Service:
+    """The service's loop: planner → decode pool → planner → batches → queue; one thread."""
+
+    def __init__(self, plan: ServicePlan, pool: DecodePool, stream: ServiceStream) -> None:
+        self.plan, self.pool, self.stream = plan, pool, stream
+        self.generation = 0
+        self._seqs = itertools.count()  # across generations: stale results are told apart
+        self.planner = self._new_planner()
+        self.pending: list[SampleResult] = []  # the batch being filled
+        self.outbox: deque[Item] = deque()  # made, not yet queued (the queue was full)
+        self.failed = False  # a Failure is in the outbox: send what is there, then end
+        self.decoded = 0.0  # frames decoded for the samples taken so far
+        self.per_epoch = plan.epochs.samples_per_epoch
+
+    def _new_planner(self) -> LookaheadPlanner:
+        return LookaheadPlanner(_requests(self.plan, self._seqs), self.plan.lookahead,
+                                max_jobs=2 * self.pool.n_workers)
+
+    def run(self) -> None:
+        """Until stopped or failed. Raises ``janus.SyncQueueShutDown`` once the queue is shut."""
+        plan = self.plan
+        while not plan.stop.is_set():
+            if self.outbox and _put(plan, self.outbox[0], timeout=0):
+                self.outbox.popleft()
+                continue
+            if self.failed:
+                if not self.outbox:
+                    return
+                if _put(plan, self.outbox[0]):
+                    self.outbox.popleft()
+                continue
+            self._check_control()
+            self._schedule()
+            if not self.outbox:  # else the queue is full: keep decoding ahead meanwhile
+                result = self.planner.pop_next()
+                if result is not None:
+                    self._take(result)
+                    continue
+            self._wait()
+
+    def _schedule(self) -> None:
+        """Send the planner's jobs; collect every finished job without waiting (freed job slots
+        are refilled at once, so the decoders keep working ahead of the consumer)."""
+        while True:
+            for job in self.planner.next_jobs():
+                self.pool.submit(job)
+            results = self.pool.get(timeout=0)
+            if results is None:
                 return
-            epoch = r.epoch
-        if r.index.path in dropped:
-            _skip(plan, r, "file dropped after repeated failures")
-            continue
-        if result.error is None and result.outputs is None and result.frames is not None:
-            try:
-                with stream.context():
-                    clip = to_device(result.frames, plan.device, stream)
-                    result.outputs = _process_sample(plan.processing, r, clip)
-            except Exception as e:
-                result.error = e
-        if result.error is not None:
-            err = result.error
-            if cfg.on_error == "raise":
-                err.add_note(f"tvl_async: raised in the service thread for sample {r.sample_id} "
-                             f"(epoch {r.epoch}): {r.where()}")
-                _put(plan, Failure(err))
-                return
-            failures[r.index.path] = failures.get(r.index.path, 0) + 1
-            _skip(plan, r, f"{type(err).__name__}: {err}", first=failures[r.index.path] == 1)
-            if failures[r.index.path] >= cfg.max_file_failures and r.index.path not in dropped:
-                dropped.add(r.index.path)
-                with plan.counters.lock:
-                    plan.counters.dropped_files.append(r.index.path)
-                log.warning("tvl_async: giving up %s after %d failures; its remaining samples "
-                            "are skipped for the rest of the run", r.index.path,
-                            failures[r.index.path])
-            continue
-        pending.append(result)
-        if len(pending) == cfg.batch_size and not flush(final=False):
+            self._collect(results)
+
+    def _collect(self, results: list[SampleResult]) -> None:
+        if self.planner.owns(results):  # else from before a restart: dropped
+            self.planner.collect(results)
+
+    def _wait(self) -> None:
+        """Wait (bounded) for a decode job, or for room in the queue when none is running."""
+        if self.planner.jobs_in_flight:
+            results = self.pool.get(timeout=POLL_SECONDS)
+            if results is not None:
+                self._collect(results)
+        elif self.outbox:
+            if _put(self.plan, self.outbox[0]):
+                self.outbox.popleft()
+        else:  # nothing runs and nothing waits: only a restart can bring work
+            self.plan.stop.wait(POLL_SECONDS)
+
+    def _check_control(self) -> None:
+        restart = self.plan.control.take(self.generation)
+        if restart is None:
             return
-    if plan.stop.is_set() or not flush(final=True):
-        return
-    _put(plan, End())
+        self.generation, epoch = restart
+        self.plan.epochs.set_epoch(epoch)
+        self.planner = self._new_planner()
+        self.pending = []
+        self.outbox.clear()
 
+    def _take(self, result: SampleResult) -> None:
+        """One finished sample, in sampler order: skip it, fail, or add it to the batch."""
+        plan, cfg, r = self.plan, self.plan.config, result.request
+        self.decoded += result.job_decoded
+        with plan.counters.lock:
+            plan.counters.peak_buffer_bytes = max(plan.counters.peak_buffer_bytes,
+                                                  self.planner.peak_bytes)
+        if r.index.path in plan.dropped:
+            _skip(plan, r, "file dropped after repeated failures")
+        elif result.error is not None:
+            if cfg.on_error == "raise":
+                result.error.add_note(f"tvl_async: raised in the service thread for sample "
+                                      f"{r.sample_id} (epoch {r.epoch}): {r.where()}")
+                self.outbox.append(Failure(result.error))
+                self.failed = True
+                return
+            self._count_failure(r, result.error)
+        else:
+            self.pending.append(result)
+            if len(self.pending) == cfg.batch_size:
+                self._flush(final=False)
+        if r.position == self.per_epoch - 1:
+            self._flush(final=True)
+            self.outbox.append(EpochEnd(r.epoch, self.generation, self._progress()))
 
-def _apply_transform(transform: Callable[[Batch], Any], batch: Batch) -> Batch:
-    out = transform(batch)
-    if out is None or out is batch:
-        return batch
-    if isinstance(out, Batch):
-        return out
-    if isinstance(out, Mapping):
-        batch.outputs = dict(out)
-        return batch
-    raise TypeError(f"transform must return a Batch, a mapping of tensors or None; got "
-                    f"{type(out).__name__}")
+    def _count_failure(self, r: SampleRequest, err: BaseException) -> None:
+        plan, path = self.plan, r.index.path
+        failures = plan.failures
+        failures[path] = failures.get(path, 0) + 1
+        _skip(plan, r, f"{type(err).__name__}: {err}", first=failures[path] == 1)
+        if failures[path] >= plan.config.max_file_failures and path not in plan.dropped:
+            plan.dropped.add(path)
+            with plan.counters.lock:
+                plan.counters.dropped_files.append(path)
+            log.warning("tvl_async: giving up %s after %d failures; its remaining samples are "
+                        "skipped for the rest of the run", path, failures[path])
+
+    def _flush(self, final: bool) -> None:
+        """Collate the pending samples into a batch (``final``: the epoch's last, maybe short)."""
+        pending, self.pending = self.pending, []
+        plan, cfg = self.plan, self.plan.config
+        if not pending or (final and cfg.drop_last and len(pending) < cfg.batch_size):
+            return
+        batch = _collate(pending, plan)
+        if plan.transform is not None:
+            with plan.counters.lock:
+                plan.counters.transforming = (f"the transform, on samples "
+                                              f"{batch.sample_ids.tolist()[:8]} (epoch "
+                                              f"{batch.epoch})")
+            try:
+                batch = apply_transform(plan.transform, batch)
+            finally:
+                with plan.counters.lock:
+                    plan.counters.transforming = ""
+        last = pending[-1].request
+        self.outbox.append(Delivery(batch, self.stream.record_event(),
+                                    (last.epoch, last.position + 1), dict(plan.failures),
+                                    self._progress(), self.generation))
+
+    def _progress(self) -> Progress:
+        c = self.plan.counters
+        with c.lock:
+            return Progress(self.decoded, c.samples_skipped, len(c.dropped_files))
 
 
 def _skip(plan: ServicePlan, r: SampleRequest, why: str, first: bool = False) -> None:
@@ -345,10 +347,11 @@ def _skip(plan: ServicePlan, r: SampleRequest, why: str, first: bool = False) ->
 
 
 def shutdown(stop: threading.Event, thread: threading.Thread | None,
-              q: janus.Queue[Item], pool_holder: list[DecodePool]) -> None:
-    """Stop the service: set the flag, drain the queue, join with a timeout. Idempotent."""
+             q: janus.Queue[Item], pool_holder: list[DecodePool]) -> None:
+    """Stop the service: set the flag, shut the queue down (dropping what it holds, waking
+    every blocked put and get), join with a timeout. Idempotent; any thread."""
     stop.set()
-    drain(q)
+    q.close()
     if thread is not None and thread.is_alive() and thread is not threading.current_thread():
         thread.join(JOIN_SECONDS)
         if thread.is_alive():
@@ -356,14 +359,3 @@ def shutdown(stop: threading.Event, thread: threading.Thread | None,
             log.warning("tvl_async: the service thread did not stop within %.0f s (busy with: %s); "
                         "it is a daemon thread and will not block interpreter exit",
                         JOIN_SECONDS, where)
-    drain(q)
-
-
-def drain(q: janus.Queue[Item]) -> None:
-    while True:
-        try:
-            q.sync_q.get_nowait()
-        except (std_queue.Empty, RuntimeError):
-            return
-        except Exception:
-            return

@@ -21,7 +21,7 @@ import torch
 
 from tvl_async._backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
 from tvl_async._backends.nvdec_packets import EncodedPacket, PacketSource
-from tvl_async._errors import DecodeError, TvlAsyncError, UnsupportedCodecError
+from tvl_async._errors import DecodeError, TvlAsyncError, UnsupportedCodecError, short_list
 from tvl_async._index import VideoIndex
 
 # Guard on end-of-stream flush calls per drain (NVDEC empties itself in one call).
@@ -271,8 +271,4 @@ class Engine:
                               f"of the decoder (decoding from keyframe {key})")
 
 
-def short(frames: Sequence[int], limit: int = 8) -> str:
-    """``[a, b, …]`` with at most ``limit`` items, for messages."""
-    items = list(frames)
-    text = ", ".join(str(i) for i in items[:limit])
-    return f"[{text}{', …' if len(items) > limit else ''}]"
+short = short_list  # the name nvdec.py re-exports

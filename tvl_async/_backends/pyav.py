@@ -30,6 +30,7 @@ from tvl_async._backends.base import (
     pts_positions,
 )
 from tvl_async._errors import DecodeError
+from tvl_async._errors import short_list as _short
 from tvl_async._index import (
     VideoIndex,
     first_video_stream,
@@ -355,12 +356,6 @@ class PyAVBackend:
         raise DecodeError(
             f"{index.path}: the stream ended before frames {_short(sorted(remaining))}"
         )
-
-
-def _short(frames: Sequence[int], limit: int = 8) -> str:
-    items = list(frames)
-    text = ", ".join(str(i) for i in items[:limit])
-    return f"[{text}{', …' if len(items) > limit else ''}]"
 
 
 class _Sink(dict[int, torch.Tensor]):
