@@ -927,9 +927,11 @@ def test_iteration_after_close_raises(files: list[str], no_new_threads: None) ->
     with pytest.raises(PrefetcherClosedError), it:
         pass
     assert isinstance(PrefetcherClosedError("x"), RuntimeError)
-    # a finished run closes itself
+    # a finished loop leaves it running, ready for the next epoch (the DataLoader idiom)
     done = make(files, batch_size=32)
     assert len(list(done)) == 1
+    assert not done.closed
+    done.close()
     assert done.closed and service_threads() == []
 
 
@@ -1049,22 +1051,24 @@ def test_random_draws_follow_the_global_position(files: list[str],
 def test_next_after_the_end_is_stop_iteration(files: list[str], no_new_threads: None) -> None:
     it = make(files, batch_size=8)
     batches = list(it)
-    assert len(batches) == 4 and it.closed
-    assert next(it, "end") == "end"
+    assert len(batches) == 4 and not it.closed
+    assert next(it, "end") == "end"  # next() stays at the end of the loop until iter()
     with pytest.raises(StopIteration):
         next(it)
-    with pytest.raises(PrefetcherClosedError, match="delivered all its batches"):
-        for _ in it:  # a second loop would silently get nothing
-            pass
+    second = list(it)  # a second loop runs the next epoch (before: PrefetcherClosedError)
+    assert [b.epoch for b in second] == [1] * 4
+    assert sorted(ids(second)) == list(range(N_SAMPLES))
+    it.close()
 
     async def again() -> list[Batch]:
-        done = make(files, batch_size=8)
-        got = [b async for b in done]
-        with pytest.raises(StopAsyncIteration):
-            await done.__anext__()
+        async with make(files, batch_size=8) as done:
+            got = [b async for b in done]
+            with pytest.raises(StopAsyncIteration):
+                await done.__anext__()
+            got += [b async for b in done]
         return got
 
-    assert len(asyncio.run(again())) == 4
+    assert [b.epoch for b in asyncio.run(again())] == [0] * 4 + [1] * 4
 
 
 def test_dataset_with_other_clip_options_is_refused(files: list[str]) -> None:
