@@ -13,6 +13,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tvl_async._clips import VideoClipDataset
 from tvl_async._index import load_index
 from tvl_async._sampling import (
     SAMPLINGS,
@@ -86,16 +87,31 @@ def test_short_file_skipped_with_one_warning_and_exact_offsets(clips: dict[str, 
     assert list(f) == [0, 2, 2] and list(s) == [0, 0, 18]
 
 
-def test_getitem_decodes_the_clip_frames(clips: dict[str, Path]) -> None:
+def test_clip_dataset_decodes_the_clip_frames(clips: dict[str, Path]) -> None:
     ds = _dataset(clips, get_label=lambda p: Path(p).stem)
-    item = ds[13]
+    assert not hasattr(ds, "__getitem__")  # the sample space does not decode
+    clip_ds = VideoClipDataset(ds)
+    assert len(clip_ds) == len(ds) == 19
+    item = clip_ds[13]
     assert item["frames"].shape == (4, 3, 48, 64) and item["frames"].dtype == torch.uint8
     assert [frame_index_of(x) for x in item["frames"]] == [3, 5, 7, 9]
     assert item["file"] == str(clips["c"]) and item["label"] == "c" == ds.label(13)
     assert item["frame_indices"].tolist() == [3, 5, 7, 9]
-    assert [frame_index_of(x) for x in ds[-8]["frames"]] == [33, 35, 37, 39]
-    ds.close()
-    ds.close()
+    assert [frame_index_of(x) for x in clip_ds[-8]["frames"]] == [33, 35, 37, 39]
+    assert clip_ds[-8]["sample_id"] == 11
+    clip_ds.close()
+    clip_ds.close()
+    with pytest.raises(ValueError, match="come from the given VideoDataset"):
+        VideoClipDataset(ds, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct = VideoClipDataset([clips["a"], clips["short"], clips["c"]], 4, stride=2, step=3,
+                                  get_label=lambda p: Path(p).stem)
+    loader = torch.utils.data.DataLoader(direct, batch_size=2, shuffle=False)
+    first = next(iter(loader))
+    assert first["frame_indices"].tolist() == [[0, 2, 4, 6], [3, 5, 7, 9]]
+    assert [[frame_index_of(x) for x in clip] for clip in first["frames"]] == \
+        [[0, 2, 4, 6], [3, 5, 7, 9]]
 
 
 def test_prebuilt_indexes_and_uniform_size(clips: dict[str, Path]) -> None:
@@ -127,7 +143,7 @@ def test_single_path_and_bad_arguments(clips: dict[str, Path]) -> None:
     with pytest.raises(RuntimeError, match="frame counts"):
         fake.indexes  # noqa: B018
     with pytest.raises(RuntimeError, match="frame counts"):
-        fake[0]
+        VideoClipDataset(fake)[0]
     with pytest.raises(TypeError):
         fake.locate(1.0)  # type: ignore[arg-type]
 

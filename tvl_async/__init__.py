@@ -7,6 +7,7 @@ Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoData
 from __future__ import annotations
 
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
+from tvl_async._clips import VideoClipDataset
 from tvl_async._config import PrefetchConfig, ProcessDesc
 from tvl_async._dataset import VideoDataset
 from tvl_async._errors import (
@@ -39,6 +40,7 @@ __all__ = [
     "SkippedSample",
     "TvlAsyncError",
     "UnsupportedCodecError",
+    "VideoClipDataset",
     "VideoDataset",
     "VideoIndex",
     "VideoLoader",

@@ -6,27 +6,22 @@ clip are skipped with one warning; the sample ids of the other files stay consis
 (file, start) lookups are vectorised so that datasets of 10^7 samples cost a few arrays, built
 lazily.
 
-This module knows nothing of decoding except :meth:`VideoDataset.__getitem__`, a synchronous
-debugging aid. Nothing here starts a thread; everything blocks only on index loading. The order
-samples are read in is ``tvl_async._sampling``'s.
+This module knows nothing of decoding (``tvl_async._clips.VideoClipDataset`` decodes samples
+for a plain ``DataLoader``). Nothing here starts a thread; everything blocks only on index
+loading. The order samples are read in is ``tvl_async._sampling``'s.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import torch
 
 from tvl_async._index import VideoIndex, load_index
-
-if TYPE_CHECKING:
-    from tvl_async._backends.base import Backend
 
 IntArray = npt.NDArray[np.int64]
 PathLike = str | os.PathLike[str]
@@ -78,8 +73,7 @@ class VideoDataset:
         UserWarning: once, naming every file too short for one clip (its frame count and the
             clip span needed). Skipped files keep their place in ``files``; they own no samples.
 
-    The object is immutable after construction and may be read from any thread, except
-    ``__getitem__`` (see there).
+    The object is immutable after construction and may be read from any thread.
     """
 
     def __init__(self, files: PathLike | Iterable[PathLike], seq_len: int, *, stride: int = 1,
@@ -108,7 +102,7 @@ class VideoDataset:
 
         No file is opened. GOP ``g`` of a file holds frames ``g*gop_size … (g+1)*gop_size-1``
         (``gop_size=None``: one GOP per file). Files are named ``names`` or ``<file K>``.
-        :attr:`indexes`, :meth:`check_uniform_size` and ``__getitem__`` raise RuntimeError.
+        :attr:`indexes` and :meth:`check_uniform_size` raise RuntimeError.
         """
         counts = [check_int("frame count", n, 0) for n in frame_counts]
         gop = None if gop_size is None else check_int("gop_size", gop_size, 1)
@@ -142,7 +136,6 @@ class VideoDataset:
         self._skipped = [paths[k] for k in np.flatnonzero(counts == 0)]
         self._arrays: tuple[IntArray, IntArray] | None = None
         self._gops: IntArray | None = None
-        self._local = threading.local()
         if self._skipped:
             named = ", ".join(f"'{paths[k]}' ({frames[k]} frames)"
                               for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS])
@@ -306,45 +299,6 @@ class VideoDataset:
             raise RuntimeError("this VideoDataset was built from frame counts and has no video "
                                "indexes (use VideoDataset(files, ...) to read videos)")
         return self._indexes
-
-    # --------------------------------------------------------------------- debugging access
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        """Decode sample ``i`` synchronously on the CPU (a debugging aid; the Prefetcher is fast).
-
-        Returns ``{"frames": [seq_len, 3, H, W] uint8 tensor, "file": path,
-        "frame_indices": [seq_len] int64 tensor, "label": label or None, "sample_id": i}``.
-        Blocks while decoding. Each calling thread gets its own PyAV backend, created on first
-        use and closed by :meth:`close` called in that thread (or at garbage collection).
-        """
-        f, _ = self.locate(i)
-        frames = self.clip_frames(i)
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is None:
-            from tvl_async._backends.pyav import PyAVBackend
-
-            backend = PyAVBackend()
-            self._local.backend = backend
-        result = backend.decode(self._require_indexes()[f], frames)
-        return {"frames": torch.stack(result.frames), "file": self._paths[f],
-                "frame_indices": torch.tensor(frames, dtype=torch.int64),
-                "label": self.label(i), "sample_id": int(i) % self._len}
-
-    def close(self) -> None:
-        """Close the calling thread's ``__getitem__`` backend, if any; safe to call twice."""
-        backend: Backend | None = getattr(self._local, "backend", None)
-        if backend is not None:
-            self._local.backend = None
-            backend.close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        del state["_local"]  # decoders never travel to another process
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._local = threading.local()
 
     def __repr__(self) -> str:
         return (f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
