@@ -17,7 +17,7 @@ import time
 
 import janus
 
-from tvl_async._batch import Batch
+from tvl_async._batch import Batch, PrefetchStats
 from tvl_async._channel import Counters, Delivery, EpochEnd, Failure, Item, Progress
 from tvl_async._decoding import DecodePool
 from tvl_async._devices import hand_over
@@ -150,3 +150,30 @@ class Consumer:
         self.failures = item.failures
         self._loops.on_batch(batch.epoch, item.resume_at)
         return batch
+
+    def stats(self, pool: DecodePool | None, queue: janus.Queue[Item] | None, *,
+              frames_per_sample: int, queue_depth: int, lookahead: int, sample_bytes: int,
+              decode_threads: int) -> PrefetchStats:
+        """``Prefetcher.stats()``: counts as of the last item received, plus the pool's rate."""
+        decoded = round(self.progress.frames_decoded)
+        busy = pool.busy_seconds if pool else 0.0
+        frames_out = self.samples * frames_per_sample
+        c = self._counters
+        with c.lock:
+            n_skipped = self.progress.samples_skipped
+            skipped = c.skipped[:n_skipped]
+            dropped = c.dropped_files[:self.progress.files_dropped]
+            fallback = list(c.fallback_files)
+            peak = c.peak_buffer_bytes
+        return PrefetchStats(
+            batches_delivered=self.batches, samples_delivered=self.samples,
+            frames_delivered=frames_out, frames_decoded=decoded,
+            decoded_per_delivered=decoded / frames_out if frames_out else 0.0,
+            decode_rate=pool.frames_decoded / busy if pool and busy > 0 else 0.0,
+            wait_time=self.wait, wait_time_after_first=self.wait - self.wait_first,
+            queue_fill=queue.sync_q.qsize() if queue is not None else 0,
+            queue_depth=queue_depth, samples_skipped=n_skipped, skipped=skipped,
+            dropped_files=dropped, fallback_files=fallback, lookahead=lookahead,
+            memory_bound_bytes=lookahead * sample_bytes, peak_buffer_bytes=peak,
+            elapsed=time.perf_counter() - c.started if c.started else 0.0,
+            decode_threads=decode_threads, epoch_start_waits=list(self.epoch_waits))

@@ -304,3 +304,18 @@ class VideoDataset:
         return (f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
                 f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
                 f"step={self._step})")
+
+
+def check_clip_options(dataset: VideoDataset, *, seq_len: int, stride: int, step: int,
+                           get_label: Callable[[str], Any] | None) -> None:
+    """A :class:`VideoDataset` brings its own clip options: refuse different ones, which would
+    otherwise be ignored without a word."""
+    given = {"seq_len": (seq_len, 1, dataset.seq_len), "stride": (stride, 1, dataset.stride),
+             "step": (step, 1, dataset.step)}
+    for name, (value, default, own) in given.items():
+        if value != default and value != own:
+            raise ValueError(f"{name}={value!r} given with a VideoDataset whose {name} is {own}; "
+                             f"set {name} on the VideoDataset instead")
+    if get_label is not None:
+        raise ValueError("get_label given with a VideoDataset: pass it to "
+                         "VideoDataset(files, seq_len, get_label=...) instead")

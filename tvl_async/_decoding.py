@@ -17,6 +17,7 @@ outputs, never full-size frames.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -37,6 +38,18 @@ ProcessFn = Callable[[SampleRequest, torch.Tensor], dict[str, torch.Tensor]]
 #: job in segments of whole GOPs holding at least this many wanted frames, so that a worker
 #: holds about one segment of full-size frames at a time, not a whole job's.
 SEGMENT_FRAMES = 8
+
+
+def default_decode_threads(backend: str) -> int:
+    """CPU decode threads by default: one per core, at most 8 (none for NVDEC)."""
+    if backend == "nvdec":
+        return 0
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def default_ffmpeg_threads(decode_threads: int) -> int:
+    """FFmpeg threads per decode thread: the cores left over by the decode threads."""
+    return max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from tvl_async._index import VideoIndex
 
 if TYPE_CHECKING:
     from tvl_async._config import ProcessDesc
+    from tvl_async._dataset import VideoDataset
 
 #: Jobs go out for samples at most ``lookahead // LEAD_FRACTION`` ahead of the next one due.
 LEAD_FRACTION = 8
@@ -249,6 +250,31 @@ class LookaheadPlanner:
 
 def _largest_frame(indexes: Sequence[VideoIndex]) -> tuple[int, int]:
     return max(ix.height for ix in indexes), max(ix.width for ix in indexes)
+
+
+def check_output_sizes(processing: Mapping[str, ProcessDesc], dataset: VideoDataset) -> None:
+    """Fail early, naming the file, if an output does not fit some file's frames.
+
+    Raises:
+        ValueError: files of different sizes without a fixed output size, or a crop larger
+            than some file's frames.
+    """
+    fixed = all((d.width and d.height) or (d.scale_width and d.scale_height)
+                for d in processing.values())
+    if not fixed:
+        dataset.check_uniform_size()
+    # A crop larger than some file's frames: fail now, naming the file (not later, in the
+    # service thread, with a message that names no file).
+    counts = dataset.samples_per_file
+    sizes = {(ix.height, ix.width): ix.path
+             for k, ix in enumerate(dataset.indexes) if counts[k] > 0}
+    for (h, w), path in sizes.items():
+        for name, desc in processing.items():
+            try:
+                desc.output_size(h, w)
+            except ValueError as e:
+                raise ValueError(f"processing[{name!r}] does not fit '{path}' "
+                                 f"({w}x{h}, width x height): {e}") from None
 
 
 def sample_bytes(processing: Mapping[str, ProcessDesc], seq_len: int,

@@ -38,20 +38,16 @@ from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._channel import Control, Counters, Item, Progress
 from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
 from tvl_async._consumer import Consumer
-from tvl_async._dataset import VideoDataset
-from tvl_async._decoding import DecodePool
-from tvl_async._errors import (
-    BackendUnavailableError,
-    PrefetcherClosedError,
-)
+from tvl_async._dataset import VideoDataset, check_clip_options
+from tvl_async._decoding import DecodePool, default_decode_threads, default_ffmpeg_threads
+from tvl_async._errors import BackendUnavailableError, PrefetcherClosedError
 from tvl_async._index import find_videos
 from tvl_async._loops import EpochLoops
-from tvl_async._planning import default_lookahead, sample_bytes
+from tvl_async._planning import check_output_sizes, default_lookahead, sample_bytes
 from tvl_async._processing import needed_frames
 from tvl_async._sampling import EpochIterator, make_sampler
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
-
 
 
 class State(enum.Enum):
@@ -71,17 +67,6 @@ def _close_at_exit() -> None:
     """Close every Prefetcher still running when the interpreter exits."""
     for p in list(_RUNNING):
         p.close()
-
-
-def _default_decode_threads(device: torch.device, backend: str) -> int:
-    if backend == "nvdec":
-        return 0
-    return max(1, min(os.cpu_count() or 1, 8))
-
-
-def _default_ffmpeg_threads(decode_threads: int) -> int:
-    """FFmpeg threads per decode thread: the cores left over by the decode threads."""
-    return max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
 
 
 class Prefetcher:
@@ -113,6 +98,12 @@ class Prefetcher:
         memory_budget: bytes of finished samples the planner may hold.
         max_file_failures: with ``on_error="skip"``, failures after which a file is given up.
 
+    Iterating it again runs the next ``epochs`` epochs (the DataLoader idiom; ``len()`` is
+    batches per epoch): threads and decoders stay, and the service prepares the next epoch's
+    first batches while this one's last are consumed. A ``for`` left early (``break``) and
+    iterated again skips the rest of that epoch: the new loop starts at the next epoch.
+    ``set_epoch`` between loops picks the next loop's epoch (see ``tvl_async._loops``).
+
     The consumer side (iteration, ``stats``, ``state_dict``, ``close``) may be used from one
     thread (or one asyncio event loop) at a time; ``close`` may be called from any thread.
     """
@@ -132,7 +123,7 @@ class Prefetcher:
                  memory_budget: int = DEFAULT_MEMORY_BUDGET, max_file_failures: int = 3) -> None:
         dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
         if dataset is not None:
-            _check_dataset_options(dataset, seq_len=seq_len, stride=stride, step=step,
+            check_clip_options(dataset, seq_len=seq_len, stride=stride, step=step,
                                    get_label=get_label)
             seq_len, stride, step = dataset.seq_len, dataset.stride, dataset.step
         self.config = PrefetchConfig(
@@ -159,7 +150,7 @@ class Prefetcher:
                                    get_label=get_label)
         self.dataset = dataset
         self._processing = dict(cfg.processing) if cfg.processing else {"default": ProcessDesc()}
-        self._check_output_sizes()
+        check_output_sizes(self._processing, dataset)
         self._positions = sorted({p for d in self._processing.values()
                                   for p in needed_frames(d, cfg.seq_len)})
         sampler = make_sampler(dataset, cfg.sampling, shuffle=cfg.shuffle, seed=cfg.seed,
@@ -171,9 +162,9 @@ class Prefetcher:
         self._sample_bytes = sample_bytes(self._processing, cfg.seq_len, dataset.indexes)
         self.lookahead = cfg.lookahead or default_lookahead(
             cfg.memory_budget, self._sample_bytes, len(sampler), cfg.batch_size)
-        threads = cfg.decode_threads or _default_decode_threads(self.device, self.backend_name)
+        threads = cfg.decode_threads or default_decode_threads(self.backend_name)
         self.decode_threads = 0 if self.backend_name == "nvdec" else threads
-        self._ffmpeg_threads = cfg.ffmpeg_threads or _default_ffmpeg_threads(self.decode_threads)
+        self._ffmpeg_threads = cfg.ffmpeg_threads or default_ffmpeg_threads(self.decode_threads)
         self._transform = transform
         self._queue: janus.Queue[Item] | None = None
         self._stop = threading.Event()
@@ -184,24 +175,6 @@ class Prefetcher:
         self._consumer = Consumer(cfg.timeout, self._pool_holder, self._counters, self._loops)
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._state = State.NOT_STARTED
-
-    def _check_output_sizes(self) -> None:
-        fixed = all((d.width and d.height) or (d.scale_width and d.scale_height)
-                    for d in self._processing.values())
-        if not fixed:
-            self.dataset.check_uniform_size()
-        # A crop larger than some file's frames: fail now, naming the file (not later, in the
-        # service thread, with a message that names no file).
-        counts = self.dataset.samples_per_file
-        sizes = {(ix.height, ix.width): ix.path
-                 for k, ix in enumerate(self.dataset.indexes) if counts[k] > 0}
-        for (h, w), path in sizes.items():
-            for name, desc in self._processing.items():
-                try:
-                    desc.output_size(h, w)
-                except ValueError as e:
-                    raise ValueError(f"processing[{name!r}] does not fit '{path}' "
-                                     f"({w}x{h}, width x height): {e}") from None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -350,31 +323,11 @@ class Prefetcher:
 
     def stats(self) -> PrefetchStats:
         """A snapshot of the counters; cheap, any time (consumer's thread)."""
-        pool = self._pool_holder[0] if self._pool_holder else None
-        k = self._consumer
-        decoded = round(k.progress.frames_decoded)
-        busy = pool.busy_seconds if pool else 0.0
-        frames_out = k.samples * len(self._positions)
-        c = self._counters
-        with c.lock:
-            n_skipped = k.progress.samples_skipped
-            skipped = c.skipped[:n_skipped]
-            dropped = c.dropped_files[:k.progress.files_dropped]
-            fallback = list(c.fallback_files)
-            peak = c.peak_buffer_bytes
-        return PrefetchStats(
-            batches_delivered=k.batches, samples_delivered=k.samples,
-            frames_delivered=frames_out, frames_decoded=decoded,
-            decoded_per_delivered=decoded / frames_out if frames_out else 0.0,
-            decode_rate=pool.frames_decoded / busy if pool and busy > 0 else 0.0,
-            wait_time=k.wait, wait_time_after_first=k.wait - k.wait_first,
-            queue_fill=self._queue.sync_q.qsize() if self._queue is not None else 0,
-            queue_depth=self.config.queue_depth, samples_skipped=n_skipped, skipped=skipped,
-            dropped_files=dropped, fallback_files=fallback, lookahead=self.lookahead,
-            memory_bound_bytes=self.lookahead * self._sample_bytes,
-            peak_buffer_bytes=peak,
-            elapsed=time.perf_counter() - c.started if c.started else 0.0,
-            decode_threads=self.decode_threads, epoch_start_waits=list(k.epoch_waits))
+        return self._consumer.stats(
+            self._pool_holder[0] if self._pool_holder else None, self._queue,
+            frames_per_sample=len(self._positions), queue_depth=self.config.queue_depth,
+            lookahead=self.lookahead, sample_bytes=self._sample_bytes,
+            decode_threads=self.decode_threads)
 
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer (a plain,
@@ -440,18 +393,3 @@ class Prefetcher:
                 f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
                 f"device='{self.device}', backend={self.backend_name!r}, "
                 f"state={self._state.value})")
-
-
-def _check_dataset_options(dataset: VideoDataset, *, seq_len: int, stride: int, step: int,
-                           get_label: Callable[[str], Any] | None) -> None:
-    """A :class:`VideoDataset` brings its own clip options: refuse different ones, which would
-    otherwise be ignored without a word."""
-    given = {"seq_len": (seq_len, 1, dataset.seq_len), "stride": (stride, 1, dataset.stride),
-             "step": (step, 1, dataset.step)}
-    for name, (value, default, own) in given.items():
-        if value != default and value != own:
-            raise ValueError(f"{name}={value!r} given with a VideoDataset whose {name} is {own}; "
-                             f"set {name} on the VideoDataset instead")
-    if get_label is not None:
-        raise ValueError("get_label given with a VideoDataset: pass it to "
-                         "VideoDataset(files, seq_len, get_label=...) instead")

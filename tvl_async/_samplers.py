@@ -141,6 +141,7 @@ class SequentialSampler(Sampler):
     name = "sequential"
 
     def global_order(self, epoch: int) -> IntArray:
+        del epoch  # the same order every epoch
         return np.arange(self._n, dtype=np.int64)
 
 

@@ -276,11 +276,10 @@ def build_configs(args: argparse.Namespace, default_lookahead: int) -> list[Benc
 
 
 def _cpu_threads() -> int:
-    import torch
 
-    from tvl_async._prefetcher import _default_decode_threads
+    from tvl_async._decoding import default_decode_threads
 
-    return _default_decode_threads(torch.device("cpu"), "pyav")
+    return default_decode_threads("pyav")
 
 
 def _default_lookahead(files: list[str], crop: int, memory_budget: int | None) -> int:
