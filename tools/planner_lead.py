@@ -1,7 +1,7 @@
 """How far ahead the planner should send decode jobs: fast and slow consumers, exact uniform order.
 
 The planner sends a job for a sample at most ``lookahead // LEAD_FRACTION`` samples before it is
-due, with every sample of its GOPs in the window ahead of it (``tvl_async/planning.py``). This
+due, with every sample of its GOPs in the window ahead of it (``tvl_async/_planning.py``). This
 tool runs the reference workload (uniform random single frames, RandomResizedCrop 224 + jitter)
 on a smaller set (40 files of 640x360 H.264, 10 s, a keyframe every 60 frames; 4 distinct videos)
 for each lead fraction given, with a consumer that takes batches as fast as they come and one that

@@ -1,8 +1,8 @@
 """The order samples are read in: epochs over a sampler, resumable (samplers re-exported).
 
 A :class:`Sampler` (``tvl_async._samplers``) turns an epoch number into the sample ids this rank
-reads, in order. Every
-order depends only on ``(seed, epoch)``, never on history, so an epoch can be replayed or resumed.
+reads, in order. Every order depends only on ``(seed, epoch)``, never on history, so an epoch
+can be replayed or resumed.
 Ranks take disjoint, equal-length shards of the epoch's global order (torch's
 ``DistributedSampler`` convention for padding and ``drop_last``). :class:`EpochIterator` walks
 epochs and saves/restores its position with ``state_dict``/``load_state_dict``. The sample space
