@@ -136,7 +136,7 @@ def test_scaled_and_output_size() -> None:
         ({"dtype": "float32", "std": (1.0, 0.0, 1.0)}, ["std", "(1.0, 0.0, 1.0)", "> 0"]),
         ({"dtype": "float32", "mean": (1.0, 2.0)}, ["mean", "(1.0, 2.0)", "1 or 3 values"]),
         ({"dtype": "float32", "color_space": "gray", "std": (1.0, 2.0, 3.0)},
-         ["std", "(1.0, 2.0, 3.0)", "allowed: 1 value", "gray"]),
+         ["std", "(1.0, 2.0, 3.0)", "Supported values are 1 value", "gray"]),
         ({"dtype": "float32", "mean": (math.nan,)}, ["mean", "nan", "finite"]),
         ({"scale_width": 32, "width": 40}, ["width", "40", "scale_width=32"]),
         ({"scale_height": 32, "height": 33}, ["height", "33", "scale_height=32"]),
@@ -195,7 +195,7 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         c.seq_len = 5
     d = c.replace(batch_size=8)
     assert (d.seq_len, d.batch_size, c.batch_size) == (4, 8, 1)
-    with pytest.raises(pydantic.ValidationError, match="batch_size: invalid value 0"):
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid batch_size \(0\)"):
         c.replace(batch_size=0)
 
 
@@ -203,7 +203,8 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
     ("kwargs", "fragments"),
     [
         ({"sampling": "foo"},
-         ["sampling: invalid value 'foo'; allowed: sequential, uniform, chunked, gop_shuffle"]),
+         ["Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, "
+          "gop_shuffle."]),
         ({"backend": "ffmpeg"}, ["backend", "'ffmpeg'", "auto, pyav, nvdec"]),
         ({"on_error": "ignore"}, ["on_error", "'ignore'", "raise, skip"]),
         ({"device": "gpu"}, ["device", "'gpu'", "'cpu', 'cuda', 'cuda:N'"]),
@@ -237,7 +238,7 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         ({"processing": [ProcessDesc()]}, ["processing", "a ProcessDesc"]),
         ({"processing": {"x": {"dtype": "int8"}}}, ["dtype", "'int8'", "float32"]),
         ({"seq_len": 2, "processing": {"x": {"index_map": [0, 1, 2]}}},
-         ["processing['x'].index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"]),
+         ["processing['x']: Invalid index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"]),
         ({"seq_len": "abc"}, ["seq_len", "abc"]),
     ],
 )
@@ -252,9 +253,9 @@ def test_unknown_options() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         PrefetchConfig.model_validate({"batchsize": 3})
     message = str(info.value)
-    assert "unknown option 'batchsize' (did you mean 'batch_size'?)" in message
-    assert "allowed: seq_len, batch_size, device" in message
-    with pytest.raises(pydantic.ValidationError, match=r"unknown option 'widht'.*'width'"):
+    assert "Invalid option ('batchsize') for PrefetchConfig (did you mean 'batch_size'?)" in message
+    assert "Supported values are seq_len, batch_size, device" in message
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid option \('widht'\).*'width'"):
         ProcessDesc.model_validate_json('{"widht": 3}')
     # as keyword arguments too (type checkers flag them already)
     with pytest.raises(pydantic.ValidationError, match=r"did you mean 'batch_size'\?"):

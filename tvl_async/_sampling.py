@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tvl_async._config import SAMPLINGS  # from the Literal: the list is written once
 from tvl_async._dataset import IntArray, VideoDataset, check_int, expand_runs
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
     "shuffle_buffer_order",
 ]
 
-SAMPLINGS: tuple[str, ...] = ("sequential", "uniform", "chunked", "gop_shuffle")
 STATE_VERSION = 1
 
 # ---------------------------------------------------------------------------------- samplers

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from tvl_async._backends.base import Backend, DecodeResult, ReadMode
+from tvl_async._config import BACKENDS  # from the Literal: the list is written once
 
-BACKENDS = ("auto", "pyav", "nvdec")
 
 __all__ = ["BACKENDS", "Backend", "DecodeResult", "ReadMode", "create_backend", "resolve_backend"]
 
