@@ -262,3 +262,93 @@ def test_unknown_options() -> None:
         PrefetchConfig(batchsize=3)  # type: ignore[call-arg]
     with pytest.raises(pydantic.ValidationError, match=r"did you mean 'width'\?"):
         ProcessDesc(widht=3)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------- choice tuples and the Prefetcher's options
+
+
+def test_choice_tuples_come_from_the_literals() -> None:
+    from typing import get_args
+
+    from tvl_async import _backends, _config, _process_desc, _sampling
+
+    fields = PrefetchConfig.model_fields
+    assert _config.SAMPLINGS == get_args(fields["sampling"].annotation)
+    assert _sampling.SAMPLINGS is _config.SAMPLINGS
+    assert _backends.BACKENDS is _config.BACKENDS == ("auto", "pyav", "nvdec")
+    assert _config.ON_ERROR == get_args(fields["on_error"].annotation) == ("raise", "skip")
+    assert _process_desc._INTERPOLATIONS == get_args(
+        ProcessDesc.model_fields["interpolation"].annotation)
+    with pytest.raises(pydantic.ValidationError, match=r"Supported values are RGB, YCbCr, gray"):
+        ProcessDesc(color_space="HSV")
+
+
+def test_every_option_has_a_one_line_doc() -> None:
+    for name, info in PrefetchConfig.model_fields.items():
+        assert info.description, name
+        assert "\n" not in info.description and "|" not in info.description, name
+
+
+@pytest.fixture(scope="module")
+def two_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    from tvl_async.cli.synthetic import write_video
+
+    d = tmp_path_factory.mktemp("config")
+    write_video(d / "a.mp4", n_frames=10, width=32, height=24, gop=4)
+    write_video(d / "b.mp4", n_frames=6, width=32, height=24, gop=4)
+    return [str(d / "a.mp4"), str(d / "b.mp4")]
+
+
+def test_prefetcher_forwards_options_to_prefetch_config(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    with Prefetcher(two_files, 3, batch_size=4, shuffle=False, decode_threads=1,
+                    device=torch.device("cpu"), sampling="SEQUENTIAL") as it:
+        assert it.config == PrefetchConfig(seq_len=3, batch_size=4, shuffle=False,
+                                           decode_threads=1, sampling="sequential")
+        sizes = [len(b.sample_ids) for b in it]
+    assert sizes == [4, 4, 4]  # 8 + 4 clips of 3 frames
+
+
+def test_prefetcher_unknown_option_lists_the_valid_ones(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    with pytest.raises(TypeError) as info:
+        Prefetcher(two_files, 3, batchsize=4)
+    message = str(info.value)
+    assert "Invalid option ('batchsize') for Prefetcher (did you mean 'batch_size'?)" in message
+    assert "Supported values are " + ", ".join(PrefetchConfig.model_fields) + "." in message
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid batch_size \(0\)"):
+        Prefetcher(two_files, 3, batch_size=0)
+    with pytest.raises(TypeError, match=r"Invalid transform \(42\).*callables or None"):
+        Prefetcher(two_files, 3, transform=42)
+
+
+def test_prefetcher_config_and_options_override_it(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    base = PrefetchConfig(seq_len=2, batch_size=5, shuffle=False, decode_threads=1)
+    it = Prefetcher(two_files, config=base)
+    assert it.config is base and len(it) == 3  # 9 + 5 clips of 2 -> 5, 5, 4
+    it.close()
+    it = Prefetcher(two_files, 4, config=base, batch_size=2, drop_last=True)
+    assert it.config == base.replace(seq_len=4, batch_size=2, drop_last=True)
+    assert base.batch_size == 5  # the given config is not changed
+    assert len(it) == 5  # 7 + 3 clips of 4 frames -> 5 full batches of 2
+    it.close()
+    with pytest.raises(TypeError, match=r"Invalid config \(\{'batch_size': 2\}\)"):
+        Prefetcher(two_files, config={"batch_size": 2})  # type: ignore[arg-type]
+
+
+def test_dataset_clip_options_from_config_count_only_when_set(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher, VideoDataset
+
+    ds = VideoDataset(two_files, 3, stride=2)
+    # defaults (not set) give way to the dataset's own values
+    it = Prefetcher(ds, config=PrefetchConfig(batch_size=2, decode_threads=1))
+    assert (it.config.seq_len, it.config.stride, it.config.batch_size) == (3, 2, 2)
+    it.close()
+    with pytest.raises(ValueError, match=r"Invalid stride \(1\) given with a VideoDataset"):
+        Prefetcher(ds, config=PrefetchConfig(stride=1))
+    with pytest.raises(ValueError, match=r"Invalid seq_len \(4\) given with a VideoDataset"):
+        Prefetcher(ds, 4)

@@ -2,7 +2,7 @@
 
 Each field holds the option's name, type, default, check and one-line doc (its ``description``).
 ``Prefetcher(files, seq_len, **options)`` forwards its options here, the README's option table
-is :func:`options_table` (``python tools/options_table.py``), and the choice tuples come from
+is generated from the fields (``python tools/options_table.py``), and the choice tuples come from
 the ``Literal`` types (``typing.get_args``). Every bad value fails at construction with a
 :class:`pydantic.ValidationError` (a ``ValueError``) in the house form (:mod:`tvl_async._checks`):
 ``Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, gop_shuffle.``
@@ -39,7 +39,6 @@ __all__ = [
     "PrefetchConfig",
     "ProcessDesc",
     "Sampling",
-    "options_table",
 ]
 
 #: Bytes of finished samples the planner may hold by default (``memory_budget``): 2 GiB, ~14000
@@ -71,16 +70,17 @@ _MIN_ONE_NOTES: dict[str, str] = {
 
 
 def _shown(text: str) -> dict[str, Any]:
-    """``json_schema_extra`` of a field whose README default is words, not the value."""
+    """``json_schema_extra`` of a field whose default the README shows in words, not as the
+    value (read by ``tools/options_table.py``)."""
     return {"shown_default": text}
 
 
 class PrefetchConfig(BaseModel):
     """Every option of :class:`tvl_async.Prefetcher`, validated; one field per option.
 
-    Each field's one-line doc is its ``description`` (listed by :func:`options_table`, the
-    README's table). Immutable, so the consumer and the service thread may share it;
-    :meth:`replace` makes a validated copy. Units: ``memory_budget`` in bytes, ``timeout`` in
+    Each field's one-line doc is its ``description`` (the README's table is made from them by
+    ``tools/options_table.py``). Immutable, so the consumer and the service thread may share
+    it; :meth:`replace` makes a validated copy. Units: ``memory_budget`` in bytes, ``timeout`` in
     seconds. ``device`` is stored lower case (``"CUDA:01"`` -> ``"cuda:1"``).
     """
 
@@ -291,22 +291,4 @@ class PrefetchConfig(BaseModel):
         if not isinstance(config, PrefetchConfig):
             raise invalid_type("config", config, "a PrefetchConfig or None")
         return config.replace(**options) if options else config
-
-
-def _default_text(name: str) -> str:
-    """How the README shows the default of option ``name``."""
-    info = PrefetchConfig.model_fields[name]
-    extra = info.json_schema_extra
-    if isinstance(extra, dict) and "shown_default" in extra:
-        return str(extra["shown_default"])
-    default = info.default
-    return f'`"{default}"`' if isinstance(default, str) else str(default)
-
-
-def options_table() -> str:
-    """The README's option table (markdown), one row per :class:`PrefetchConfig` field."""
-    rows = ["| option | default | meaning |", "| --- | --- | --- |"]
-    for name, info in PrefetchConfig.model_fields.items():
-        rows.append(f"| `{name}` | {_default_text(name)} | {info.description} |")
-    return "\n".join(rows) + "\n"
 
