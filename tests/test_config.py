@@ -273,12 +273,15 @@ def test_choice_tuples_come_from_the_literals() -> None:
     from tvl_async import _backends, _config, _process_desc, _sampling
 
     fields = PrefetchConfig.model_fields
-    assert _config.SAMPLINGS == get_args(fields["sampling"].annotation)
+    assert get_args(fields["sampling"].annotation) == _config.SAMPLINGS
     assert _sampling.SAMPLINGS is _config.SAMPLINGS
-    assert _backends.BACKENDS is _config.BACKENDS == ("auto", "pyav", "nvdec")
-    assert _config.ON_ERROR == get_args(fields["on_error"].annotation) == ("raise", "skip")
-    assert _process_desc._INTERPOLATIONS == get_args(
-        ProcessDesc.model_fields["interpolation"].annotation)
+    assert _backends.BACKENDS is _config.BACKENDS
+    assert get_args(fields["backend"].annotation) == _config.BACKENDS
+    assert _config.BACKENDS == ("auto", "pyav", "nvdec")
+    assert get_args(fields["on_error"].annotation) == _config.ON_ERROR
+    assert _config.ON_ERROR == ("raise", "skip")
+    assert get_args(
+        ProcessDesc.model_fields["interpolation"].annotation) == _process_desc._INTERPOLATIONS
     with pytest.raises(pydantic.ValidationError, match=r"Supported values are RGB, YCbCr, gray"):
         ProcessDesc(color_space="HSV")
 

@@ -30,7 +30,9 @@ __all__ = [
 def invalid_message(name: str, value: Any, allowed: str | Iterable[str], *,
                     file: str | os.PathLike[str] | None = None, context: str = "",
                     shown: str | None = None) -> str:
-    """The house message: ``[file: ]Invalid <name> (<value>)[ <context>]. Supported values are ...``.
+    """The house message for a bad ``value`` of ``name``.
+
+    Form: ``[file: ]Invalid <name> (<value>)[ <context>]. Supported values are <allowed>.``
 
     Args:
         name: what was given (an option name, ``"frame index"``, ...).

@@ -168,7 +168,7 @@ class SequentialSampler(Sampler):
 
     name = "sequential"
 
-    def global_order(self, epoch: int) -> IntArray:
+    def global_order(self, epoch: int) -> IntArray:  # noqa: ARG002 (the Sampler protocol)
         return np.arange(self._n, dtype=np.int64)
 
 

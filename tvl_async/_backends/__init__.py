@@ -7,7 +7,6 @@ import torch
 from tvl_async._backends.base import Backend, DecodeResult, ReadMode
 from tvl_async._config import BACKENDS  # from the Literal: the list is written once
 
-
 __all__ = ["BACKENDS", "Backend", "DecodeResult", "ReadMode", "create_backend", "resolve_backend"]
 
 

@@ -85,7 +85,7 @@ class Engine:
             raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
         self._decoder_for = decoder_for
         self._scope = scope
-        self._deliver = deliver or (lambda frames: None)
+        self._deliver = deliver or (lambda frames: None)  # noqa: ARG005 (deliver's signature)
         self._retire = retire or (lambda dec: dec.close())
         self.max_open_files = max_open_files
         self.frames_decoded = 0
