@@ -125,7 +125,7 @@ def test_layouts_dtypes_and_ranges(videos: dict[str, Video]) -> None:
         assert thwc.shape == (2, 182, 322, 3)
         assert torch.equal(tchw.permute(0, 2, 3, 1), thwc)
         assert int(tchw.max()) > 200  # 0-255 range
-        with pytest.raises(ValueError, match=r"Invalid layout \(CHWT\)"):
+        with pytest.raises(ValueError, match=r"odd\.mp4: Invalid layout \('CHWT'\)"):
             loader.read_frames_at([1], layout="CHWT")
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         with VideoLoader(path, dtype=dtype) as loader:

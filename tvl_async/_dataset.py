@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._index import VideoIndex, load_index
 
 if TYPE_CHECKING:
@@ -36,9 +37,9 @@ _MAX_NAMED_SKIPS = 10
 
 def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise invalid_type(name, value, "integers")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise invalid_value(name, value, f"integers >= {minimum}")
     return int(value)
 
 
@@ -212,7 +213,7 @@ class VideoDataset:
 
     def _check_sample(self, i: int) -> int:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"sample index must be an int, got {i!r}")
+            raise invalid_type("sample index", i, "integers")
         if not -self._len <= i < self._len:
             raise IndexError(f"sample index {i} out of range: valid 0..{self._len - 1} "
                              f"(or -{self._len}..-1)")

@@ -24,6 +24,7 @@ import torch
 
 from tvl_async._backends import create_backend, resolve_backend
 from tvl_async._backends.base import READ_MODES, Backend, ReadMode
+from tvl_async._checks import invalid_value
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import VideoIndex, load_index
 
@@ -57,7 +58,7 @@ class VideoLoader:
     ) -> None:
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
-            raise ValueError(f"Invalid dtype ({dtype}). Supported values are {names}")
+            raise invalid_value("dtype", dtype, names)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
@@ -147,13 +148,9 @@ class VideoLoader:
         """
         layout = layout.upper()
         if layout not in LAYOUTS:
-            raise ValueError(
-                f"Invalid layout ({layout}). Supported values are {', '.join(LAYOUTS)}"
-            )
+            raise invalid_value("layout", layout, LAYOUTS, file=self.path)
         if mode not in READ_MODES:
-            raise ValueError(
-                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
-            )
+            raise invalid_value("read mode", mode, READ_MODES, file=self.path)
         wanted = [self._index.check_frame(i) for i in indices]
         if not wanted:
             shape = (0, 3, self.height, self.width) if layout == "TCHW" else (
