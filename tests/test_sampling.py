@@ -116,7 +116,7 @@ def test_single_path_and_bad_arguments(clips: dict[str, Path]) -> None:
     assert len(VideoDataset(str(clips["c"]), 5, step=5)) == 5
     with pytest.raises(ValueError, match="empty"):
         VideoDataset([], 1)
-    with pytest.raises(ValueError, match=r"Invalid seq_len \(0\)\. Supported values are integers >= 1"):
+    with pytest.raises(ValueError, match=r"Invalid seq_len \(0\)\. Supported values are int"):
         VideoDataset.from_frame_counts([10], 0)
     with pytest.raises(TypeError, match=r"Invalid stride \(1\.5\)\. Supported values are integers"):
         VideoDataset.from_frame_counts([10], 1, stride=1.5)  # type: ignore[arg-type]
@@ -311,7 +311,7 @@ def test_make_sampler_errors() -> None:
         make_sampler(ds, "chunked", chunk_size=0)
     with pytest.raises(ValueError, match=r"Invalid seed \(-1\)"):
         make_sampler(ds, seed=-1)
-    with pytest.raises(ValueError, match=r"Invalid rank \(2\) for world_size=2\. Supported values are 0\.\.1"):
+    with pytest.raises(ValueError, match=r"Invalid rank \(2\) for world_size=2.*0\.\.1"):
         make_sampler(ds, rank=2, world_size=2)
     with pytest.raises(ValueError, match="together"):
         make_sampler(ds, world_size=2)
