@@ -34,7 +34,7 @@ from tvl_async import _service as service
 from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._checks import invalid_value
-from tvl_async._config import PrefetchConfig, ProcessDesc
+from tvl_async._config import PrefetchConfig
 from tvl_async._dataset import VideoDataset
 from tvl_async._errors import (
     BackendUnavailableError,
@@ -104,7 +104,7 @@ class Prefetcher:
             dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
                                    get_label=cfg.get_label)
         self.dataset = dataset
-        self._processing = dict(cfg.processing) if cfg.processing else {"default": ProcessDesc()}
+        self._processing = cfg.outputs
         self._check_output_sizes()
         self._positions = sorted({p for d in self._processing.values()
                                   for p in needed_frames(d, cfg.seq_len)})
