@@ -136,7 +136,7 @@ def test_scaled_and_output_size() -> None:
         ({"dtype": "float32", "std": (1.0, 0.0, 1.0)}, ["std", "(1.0, 0.0, 1.0)", "> 0"]),
         ({"dtype": "float32", "mean": (1.0, 2.0)}, ["mean", "(1.0, 2.0)", "1 or 3 values"]),
         ({"dtype": "float32", "color_space": "gray", "std": (1.0, 2.0, 3.0)},
-         ["std", "(1.0, 2.0, 3.0)", "allowed: 1 value", "gray"]),
+         ["std", "(1.0, 2.0, 3.0)", "Supported values are 1 value", "gray"]),
         ({"dtype": "float32", "mean": (math.nan,)}, ["mean", "nan", "finite"]),
         ({"scale_width": 32, "width": 40}, ["width", "40", "scale_width=32"]),
         ({"scale_height": 32, "height": 33}, ["height", "33", "scale_height=32"]),
@@ -195,7 +195,7 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         c.seq_len = 5
     d = c.replace(batch_size=8)
     assert (d.seq_len, d.batch_size, c.batch_size) == (4, 8, 1)
-    with pytest.raises(pydantic.ValidationError, match="batch_size: invalid value 0"):
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid batch_size \(0\)"):
         c.replace(batch_size=0)
 
 
@@ -203,7 +203,8 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
     ("kwargs", "fragments"),
     [
         ({"sampling": "foo"},
-         ["sampling: invalid value 'foo'; allowed: sequential, uniform, chunked, gop_shuffle"]),
+         ["Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, "
+          "gop_shuffle."]),
         ({"backend": "ffmpeg"}, ["backend", "'ffmpeg'", "auto, pyav, nvdec"]),
         ({"on_error": "ignore"}, ["on_error", "'ignore'", "raise, skip"]),
         ({"device": "gpu"}, ["device", "'gpu'", "'cpu', 'cuda', 'cuda:N'"]),
@@ -237,7 +238,7 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         ({"processing": [ProcessDesc()]}, ["processing", "a ProcessDesc"]),
         ({"processing": {"x": {"dtype": "int8"}}}, ["dtype", "'int8'", "float32"]),
         ({"seq_len": 2, "processing": {"x": {"index_map": [0, 1, 2]}}},
-         ["processing['x'].index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"]),
+         ["processing['x']: Invalid index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"]),
         ({"seq_len": "abc"}, ["seq_len", "abc"]),
     ],
 )
@@ -252,12 +253,105 @@ def test_unknown_options() -> None:
     with pytest.raises(pydantic.ValidationError) as info:
         PrefetchConfig.model_validate({"batchsize": 3})
     message = str(info.value)
-    assert "unknown option 'batchsize' (did you mean 'batch_size'?)" in message
-    assert "allowed: seq_len, batch_size, device" in message
-    with pytest.raises(pydantic.ValidationError, match=r"unknown option 'widht'.*'width'"):
+    assert "Invalid option ('batchsize') for PrefetchConfig (did you mean 'batch_size'?)" in message
+    assert "Supported values are seq_len, batch_size, device" in message
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid option \('widht'\).*'width'"):
         ProcessDesc.model_validate_json('{"widht": 3}')
     # as keyword arguments too (type checkers flag them already)
     with pytest.raises(pydantic.ValidationError, match=r"did you mean 'batch_size'\?"):
         PrefetchConfig(batchsize=3)  # type: ignore[call-arg]
     with pytest.raises(pydantic.ValidationError, match=r"did you mean 'width'\?"):
         ProcessDesc(widht=3)  # type: ignore[call-arg]
+
+
+# ------------------------------------------------- choice tuples and the Prefetcher's options
+
+
+def test_choice_tuples_come_from_the_literals() -> None:
+    from typing import get_args
+
+    from tvl_async import _backends, _config, _process_desc, _sampling
+
+    fields = PrefetchConfig.model_fields
+    assert get_args(fields["sampling"].annotation) == _config.SAMPLINGS
+    assert _sampling.SAMPLINGS is _config.SAMPLINGS
+    assert _backends.BACKENDS is _config.BACKENDS
+    assert get_args(fields["backend"].annotation) == _config.BACKENDS
+    assert _config.BACKENDS == ("auto", "pyav", "nvdec")
+    assert get_args(fields["on_error"].annotation) == _config.ON_ERROR
+    assert _config.ON_ERROR == ("raise", "skip")
+    assert get_args(
+        ProcessDesc.model_fields["interpolation"].annotation) == _process_desc._INTERPOLATIONS
+    with pytest.raises(pydantic.ValidationError, match=r"Supported values are RGB, YCbCr, gray"):
+        ProcessDesc(color_space="HSV")
+
+
+def test_every_option_has_a_one_line_doc() -> None:
+    for name, info in PrefetchConfig.model_fields.items():
+        assert info.description, name
+        assert "\n" not in info.description and "|" not in info.description, name
+
+
+@pytest.fixture(scope="module")
+def two_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    from tvl_async.cli.synthetic import write_video
+
+    d = tmp_path_factory.mktemp("config")
+    write_video(d / "a.mp4", n_frames=10, width=32, height=24, gop=4)
+    write_video(d / "b.mp4", n_frames=6, width=32, height=24, gop=4)
+    return [str(d / "a.mp4"), str(d / "b.mp4")]
+
+
+def test_prefetcher_forwards_options_to_prefetch_config(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    with Prefetcher(two_files, 3, batch_size=4, shuffle=False, decode_threads=1,
+                    device=torch.device("cpu"), sampling="SEQUENTIAL") as it:
+        assert it.config == PrefetchConfig(seq_len=3, batch_size=4, shuffle=False,
+                                           decode_threads=1, sampling="sequential")
+        sizes = [len(b.sample_ids) for b in it]
+    assert sizes == [4, 4, 4]  # 8 + 4 clips of 3 frames
+
+
+def test_prefetcher_unknown_option_lists_the_valid_ones(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    with pytest.raises(TypeError) as info:
+        Prefetcher(two_files, 3, batchsize=4)
+    message = str(info.value)
+    assert "Invalid option ('batchsize') for Prefetcher (did you mean 'batch_size'?)" in message
+    assert "Supported values are " + ", ".join(PrefetchConfig.model_fields) + "." in message
+    with pytest.raises(pydantic.ValidationError, match=r"Invalid batch_size \(0\)"):
+        Prefetcher(two_files, 3, batch_size=0)
+    with pytest.raises(TypeError, match=r"Invalid transform \(42\).*callables or None"):
+        Prefetcher(two_files, 3, transform=42)
+
+
+def test_prefetcher_config_and_options_override_it(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher
+
+    base = PrefetchConfig(seq_len=2, batch_size=5, shuffle=False, decode_threads=1)
+    it = Prefetcher(two_files, config=base)
+    assert it.config is base and len(it) == 3  # 9 + 5 clips of 2 -> 5, 5, 4
+    it.close()
+    it = Prefetcher(two_files, 4, config=base, batch_size=2, drop_last=True)
+    assert it.config == base.replace(seq_len=4, batch_size=2, drop_last=True)
+    assert base.batch_size == 5  # the given config is not changed
+    assert len(it) == 5  # 7 + 3 clips of 4 frames -> 5 full batches of 2
+    it.close()
+    with pytest.raises(TypeError, match=r"Invalid config \(\{'batch_size': 2\}\)"):
+        Prefetcher(two_files, config={"batch_size": 2})  # type: ignore[arg-type]
+
+
+def test_dataset_clip_options_from_config_count_only_when_set(two_files: list[str]) -> None:
+    from tvl_async import Prefetcher, VideoDataset
+
+    ds = VideoDataset(two_files, 3, stride=2)
+    # defaults (not set) give way to the dataset's own values
+    it = Prefetcher(ds, config=PrefetchConfig(batch_size=2, decode_threads=1))
+    assert (it.config.seq_len, it.config.stride, it.config.batch_size) == (3, 2, 2)
+    it.close()
+    with pytest.raises(ValueError, match=r"Invalid stride \(1\) given with a VideoDataset"):
+        Prefetcher(ds, config=PrefetchConfig(stride=1))
+    with pytest.raises(ValueError, match=r"Invalid seq_len \(4\) given with a VideoDataset"):
+        Prefetcher(ds, 4)

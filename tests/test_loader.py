@@ -125,7 +125,7 @@ def test_layouts_dtypes_and_ranges(videos: dict[str, Video]) -> None:
         assert thwc.shape == (2, 182, 322, 3)
         assert torch.equal(tchw.permute(0, 2, 3, 1), thwc)
         assert int(tchw.max()) > 200  # 0-255 range
-        with pytest.raises(ValueError, match=r"Invalid layout \(CHWT\)"):
+        with pytest.raises(ValueError, match=r"odd\.mp4: Invalid layout \('CHWT'\)"):
             loader.read_frames_at([1], layout="CHWT")
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         with VideoLoader(path, dtype=dtype) as loader:
@@ -234,12 +234,12 @@ def test_bad_arguments_name_the_file(videos: dict[str, Video]) -> None:
         assert loader.read_frames_at([], layout="THWC").shape == (0, loader.height,
                                                                    loader.width, 3)
         assert loader.read_frames_at([]).shape == (0, 3, loader.height, loader.width)
-        with pytest.raises(ValueError, match=r"h264\.mp4: seek needs a time in seconds, got nan"):
+        with pytest.raises(ValueError, match=r"h264\.mp4: Invalid seek time \(nan\)"):
             loader.seek(float("nan"))
         for bad in ("abc", None, True):
-            with pytest.raises(TypeError, match=r"h264\.mp4: seek needs a time in seconds"):
+            with pytest.raises(TypeError, match=r"h264\.mp4: Invalid seek time .*seconds"):
                 loader.seek(bad)  # type: ignore[arg-type]
-        with pytest.raises(TypeError, match=r"h264\.mp4: read_frames needs an int n >= 1"):
+        with pytest.raises(TypeError, match=r"h264\.mp4: Invalid read_frames n \(2\.5\)"):
             loader.read_frames(2.5)  # type: ignore[arg-type]
         loader.seek(np.float32(0.0))  # numpy numbers are numbers
         assert loader.tell() == 0

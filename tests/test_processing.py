@@ -376,10 +376,10 @@ def test_size_errors_name_the_sizes() -> None:
     params = draw_augment(desc, 20, 20, gen(0))
     with pytest.raises(ValueError, match=r"drawn for a 20x20 frame .* frames are 16x16"):
         process_clip(random_frames(1, 16, 16), desc, params)
-    with pytest.raises(ValueError, match=r"params.crop: invalid value \(15, 0, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"Invalid params\.crop \(\(15, 0, 8, 8\)\)"):
         process_clip(random_frames(1, 20, 20), desc,
                      AugmentParams(crop=(15, 0, 8, 8), frame_size=(20, 20)))
-    with pytest.raises(ValueError, match=r"frames: invalid tensor of shape \(2, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"Invalid frames \(a tensor of shape \(2, 4, 4\)"):
         process_clip(torch.zeros(2, 4, 4, dtype=torch.uint8), ProcessDesc(), None)
     with pytest.raises(ValueError, match="float32"):
         process_clip(torch.zeros(1, 3, 4, 4), ProcessDesc(), None)

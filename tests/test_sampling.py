@@ -132,9 +132,9 @@ def test_single_path_and_bad_arguments(clips: dict[str, Path]) -> None:
     assert len(VideoDataset(str(clips["c"]), 5, step=5)) == 5
     with pytest.raises(ValueError, match="empty"):
         VideoDataset([], 1)
-    with pytest.raises(ValueError, match="seq_len must be >= 1"):
+    with pytest.raises(ValueError, match=r"Invalid seq_len \(0\)\. Supported values are int"):
         VideoDataset.from_frame_counts([10], 0)
-    with pytest.raises(TypeError, match="stride must be an int"):
+    with pytest.raises(TypeError, match=r"Invalid stride \(1\.5\)\. Supported values are integers"):
         VideoDataset.from_frame_counts([10], 1, stride=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no file holds a clip"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -317,22 +317,22 @@ def test_shuffle_buffer_matches_the_classic_loop(n: int, size: int) -> None:
 
 def test_make_sampler_errors() -> None:
     ds = _fake([10])
-    with pytest.raises(ValueError, match=r"Invalid sampling \('random'\).*'uniform'.*'gop_"):
+    with pytest.raises(ValueError, match=r"Invalid sampling \('random'\).*uniform.*gop_"):
         make_sampler(ds, "random")
     with pytest.raises(ValueError, match="replacement"):
         make_sampler(ds, "chunked", replacement=True)
     with pytest.raises(ValueError, match="replacement"):
         make_sampler(ds, "uniform", replacement=True, shuffle=False)
-    with pytest.raises(ValueError, match="chunk_size must be >= 1"):
+    with pytest.raises(ValueError, match=r"Invalid chunk_size \(0\)"):
         make_sampler(ds, "chunked", chunk_size=0)
-    with pytest.raises(ValueError, match="seed must be >= 0"):
+    with pytest.raises(ValueError, match=r"Invalid seed \(-1\)"):
         make_sampler(ds, seed=-1)
-    with pytest.raises(ValueError, match=r"rank must be in 0\.\.1"):
+    with pytest.raises(ValueError, match=r"Invalid rank \(2\) for world_size=2.*0\.\.1"):
         make_sampler(ds, rank=2, world_size=2)
     with pytest.raises(ValueError, match="together"):
         make_sampler(ds, world_size=2)
     assert distributed_rank() == (0, 1)
-    with pytest.raises(ValueError, match="epoch must be >= 0"):
+    with pytest.raises(ValueError, match=r"Invalid epoch \(-1\)"):
         make_sampler(ds).epoch_order(-1)
 
 

@@ -269,11 +269,11 @@ def test_batched_resized_and_none_matrix() -> None:
 
 def test_errors_name_the_bad_value() -> None:
     nv12 = torch.zeros(H + H // 2, W, dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"Invalid colour matrix \(bt2020\).*bt601, bt709"):
+    with pytest.raises(ValueError, match=r"Invalid colour matrix \('bt2020'\).*bt601, bt709"):
         nv12_to_rgb(nv12, H, W, matrix="bt2020")
-    with pytest.raises(ValueError, match=r"Invalid chroma upsampling \(cubic\)"):
+    with pytest.raises(ValueError, match=r"Invalid chroma upsampling \('cubic'\)"):
         nv12_to_rgb(nv12, H, W, chroma="cubic")
-    with pytest.raises(ValueError, match=r"Invalid chroma siting \(top\).*left, center"):
+    with pytest.raises(ValueError, match=r"Invalid chroma siting \('top'\).*left, center"):
         nv12_to_rgb(nv12, H, W, siting="top")
     with pytest.raises(TypeError, match="uint8"):
         nv12_to_rgb(nv12.to(torch.int16), H, W)

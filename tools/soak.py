@@ -159,7 +159,7 @@ def run_soak(
     ``check``: verify the pixels of the first ``check`` batches of every epoch. Blocks; runs in
     the calling thread (the Prefetcher's threads come and go).
     """
-    report = report or (lambda r: None)
+    report = report or (lambda r: None)  # noqa: ARG005 (report's signature)
     records = [snapshot(-1, 0, 0, 0, 0.0)]
     report(records[0])
     common: dict[str, Any] = {

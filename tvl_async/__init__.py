@@ -1,7 +1,11 @@
 """tvl_async: frame-exact video batches for PyTorch, decoded by a background service thread.
 
-Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoDataset`,
-:class:`ProcessDesc` and :class:`Prefetcher` for training.
+Public API (see DESIGN.md): the names in ``__all__`` (sorted; ``tests/test_public_api.py`` holds
+it complete): :class:`VideoLoader` for one file; :class:`VideoDataset`, :class:`ProcessDesc`,
+:class:`PrefetchConfig` and :class:`Prefetcher` for training; the exceptions. Every other module
+is private (``_name``). The applications (the ``tvl-async`` command, bench, player, transcode)
+are the subpackage :mod:`tvl_async.cli`, built on this API; ``import tvl_async`` never imports
+them.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._index import VideoIndex, load_index
 
 IntArray = npt.NDArray[np.int64]
@@ -31,9 +32,9 @@ _MAX_NAMED_SKIPS = 10
 
 def check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
+        raise invalid_type(name, value, "integers")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise invalid_value(name, value, f"integers >= {minimum}")
     return int(value)
 
 
@@ -205,7 +206,7 @@ class VideoDataset:
 
     def _check_sample(self, i: int) -> int:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"sample index must be an int, got {i!r}")
+            raise invalid_type("sample index", i, "integers")
         if not -self._len <= i < self._len:
             raise IndexError(f"sample index {i} out of range: valid 0..{self._len - 1} "
                              f"(or -{self._len}..-1)")
@@ -305,17 +306,3 @@ class VideoDataset:
                 f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
                 f"step={self._step})")
 
-
-def check_clip_options(dataset: VideoDataset, *, seq_len: int, stride: int, step: int,
-                           get_label: Callable[[str], Any] | None) -> None:
-    """A :class:`VideoDataset` brings its own clip options: refuse different ones, which would
-    otherwise be ignored without a word."""
-    given = {"seq_len": (seq_len, 1, dataset.seq_len), "stride": (stride, 1, dataset.stride),
-             "step": (step, 1, dataset.step)}
-    for name, (value, default, own) in given.items():
-        if value != default and value != own:
-            raise ValueError(f"{name}={value!r} given with a VideoDataset whose {name} is {own}; "
-                             f"set {name} on the VideoDataset instead")
-    if get_label is not None:
-        raise ValueError("get_label given with a VideoDataset: pass it to "
-                         "VideoDataset(files, seq_len, get_label=...) instead")

@@ -24,6 +24,7 @@ import torch
 
 from tvl_async._backends import create_backend, resolve_backend
 from tvl_async._backends.base import READ_MODES, Backend, ReadMode
+from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import VideoIndex, load_index
 
@@ -57,7 +58,7 @@ class VideoLoader:
     ) -> None:
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
-            raise ValueError(f"Invalid dtype ({dtype}). Supported values are {names}")
+            raise invalid_value("dtype", dtype, names)
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
@@ -147,13 +148,9 @@ class VideoLoader:
         """
         layout = layout.upper()
         if layout not in LAYOUTS:
-            raise ValueError(
-                f"Invalid layout ({layout}). Supported values are {', '.join(LAYOUTS)}"
-            )
+            raise invalid_value("layout", layout, LAYOUTS, file=self.path)
         if mode not in READ_MODES:
-            raise ValueError(
-                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
-            )
+            raise invalid_value("read mode", mode, READ_MODES, file=self.path)
         wanted = [self._index.check_frame(i) for i in indices]
         if not wanted:
             shape = (0, 3, self.height, self.width) if layout == "TCHW" else (
@@ -168,10 +165,10 @@ class VideoLoader:
         """Move the read position to the frame shown at ``seconds`` (presentation time, as
         :attr:`timestamps`; clamped to the file)."""
         if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
-            raise TypeError(f"{self.path}: seek needs a time in seconds (a number), got "
-                            f"{seconds!r}")
+            raise invalid_type("seek time", seconds, "numbers of seconds", file=self.path)
         if math.isnan(float(seconds)):
-            raise ValueError(f"{self.path}: seek needs a time in seconds, got {seconds!r}")
+            raise invalid_value("seek time", seconds, "numbers of seconds (not nan)",
+                                file=self.path)
         self.seek_to_frame(self._index.frame_at_time(float(seconds)))
 
     def seek_to_frame(self, i: int) -> None:
@@ -210,9 +207,9 @@ class VideoLoader:
     def read_frames(self, n: int) -> torch.Tensor:
         """Up to ``n`` frames from the read position, stacked ``[T, 3, H, W]``; EOFError if none."""
         if isinstance(n, bool) or not isinstance(n, int):
-            raise TypeError(f"{self.path}: read_frames needs an int n >= 1, got {n!r}")
+            raise invalid_type("read_frames n", n, "integers >= 1", file=self.path)
         if n < 1:
-            raise ValueError(f"{self.path}: read_frames needs n >= 1, got {n}")
+            raise invalid_value("read_frames n", n, "integers >= 1", file=self.path)
         frames = [self.read_frame()]
         while len(frames) < n and self._position < self.n_frames:
             frames.append(self.read_frame())

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -36,9 +36,10 @@ from tvl_async import _service as service
 from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._channel import Control, Counters, Item, Progress
-from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
+from tvl_async._checks import invalid_value
+from tvl_async._config import PrefetchConfig
 from tvl_async._consumer import Consumer
-from tvl_async._dataset import VideoDataset, check_clip_options
+from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import DecodePool, default_decode_threads, default_ffmpeg_threads
 from tvl_async._errors import BackendUnavailableError, PrefetcherClosedError
 from tvl_async._index import find_videos
@@ -73,30 +74,15 @@ class Prefetcher:
     """Decode, process and batch video clips in a background service thread.
 
     Args:
-        files_or_dataset: video files, a folder, or a :class:`VideoDataset`.
-        seq_len: frames per clip (ignored when a dataset is given: it has its own).
-        batch_size: clips per batch.
-        device: where batches are delivered (``"cpu"``, ``"cuda"``, ``"cuda:N"``).
-        backend: ``"auto"``, ``"pyav"`` or ``"nvdec"``.
-        shuffle, sampling, seed, epochs, replacement, chunk_size, shuffle_buffer, drop_last,
-        rank, world_size: sampling options (see ``tvl_async._sampling``); ``epochs=None`` runs
-            forever.
-        lookahead: samples planned ahead (None: as many as ``memory_budget`` bytes of outputs
-            allow, at most 16384 and at most one epoch).
-        processing: a :class:`ProcessDesc` or a dict of named ones (several outputs from one
-            decode); None gives ``"default"``: uint8 ``[F, 3, H, W]`` clips.
-        queue_depth: ready batches held at most.
-        decode_threads: CPU decode threads (None: one per core, at most 8).
-        ffmpeg_threads: FFmpeg threads inside each decode thread (None: the cores left over,
-            ``cpu_count // decode_threads``, at least 1); see docs/benchmarks.md.
-        on_error: ``"raise"`` (the consumer gets the exception at that sample) or ``"skip"``
-            (the sample is dropped, counted in :meth:`stats` and logged once per file).
-        timeout: seconds the consumer waits for one batch before ``TimeoutError`` (None: wait
-            as long as the service is alive).
-        transform: callable applied to each :class:`Batch` in the service thread.
-        stride, step, get_label: as for :class:`VideoDataset`.
-        memory_budget: bytes of finished samples the planner may hold.
-        max_file_failures: with ``on_error="skip"``, failures after which a file is given up.
+        files_or_dataset: video files, a folder, or a :class:`VideoDataset` (which brings its
+            own ``seq_len``, ``stride``, ``step`` and ``get_label``; others given with it are
+            refused).
+        seq_len: frames per clip; None: ``config``'s, else 1.
+        config: a :class:`PrefetchConfig` to start from; ``options`` (and an explicit
+            ``seq_len``) override its fields.
+        **options: any field of :class:`PrefetchConfig`, each documented there (its
+            ``description``) and in the README's option table; an unknown name raises
+            ``TypeError`` listing the valid ones, a bad value a ``ValueError``.
 
     Iterating it again runs the next ``epochs`` epochs (the DataLoader idiom; ``len()`` is
     batches per epoch): threads and decoders stay, and the service prepares the next epoch's
@@ -109,34 +95,14 @@ class Prefetcher:
     """
 
     def __init__(self, files_or_dataset: VideoDataset | str | os.PathLike[str]
-                 | Iterable[str | os.PathLike[str]], seq_len: int = 1, *, batch_size: int = 1,
-                 device: str | torch.device = "cpu", backend: str = "auto", shuffle: bool = True,
-                 sampling: str = "uniform", seed: int = 0, epochs: int | None = 1,
-                 lookahead: int | None = None,
-                 processing: ProcessDesc | Mapping[str, ProcessDesc] | None = None,
-                 queue_depth: int = 4, decode_threads: int | None = None,
-                 ffmpeg_threads: int | None = None, drop_last: bool = False,
-                 rank: int | None = None, world_size: int | None = None, on_error: str = "raise",
-                 timeout: float | None = None, transform: Callable[[Batch], Any] | None = None,
-                 replacement: bool = False, chunk_size: int = 8, shuffle_buffer: int = 1024,
-                 stride: int = 1, step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, max_file_failures: int = 3) -> None:
+                 | Iterable[str | os.PathLike[str]], seq_len: int | None = None, *,
+                 config: PrefetchConfig | None = None, **options: Any) -> None:
+        if seq_len is not None:
+            options["seq_len"] = seq_len
+        self.config = PrefetchConfig.from_options(config, **options)
         dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
         if dataset is not None:
-            check_clip_options(dataset, seq_len=seq_len, stride=stride, step=step,
-                                   get_label=get_label)
-            seq_len, stride, step = dataset.seq_len, dataset.stride, dataset.step
-        self.config = PrefetchConfig(
-            seq_len=seq_len, batch_size=batch_size, device=str(device), backend=backend,
-            shuffle=shuffle, sampling=sampling, seed=seed, epochs=epochs, lookahead=lookahead,
-            processing=processing, queue_depth=queue_depth, decode_threads=decode_threads,
-            ffmpeg_threads=ffmpeg_threads,
-            drop_last=drop_last, rank=rank, world_size=world_size, on_error=on_error,
-            timeout=timeout, replacement=replacement, chunk_size=chunk_size,
-            shuffle_buffer=shuffle_buffer, stride=stride, step=step, memory_budget=memory_budget,
-            max_file_failures=max_file_failures)
-        if transform is not None and not callable(transform):
-            raise TypeError(f"transform must be callable, got {transform!r}")
+            self.config = _dataset_config(dataset, self.config)
         cfg = self.config
         self.device = torch.device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -147,9 +113,9 @@ class Prefetcher:
         if dataset is None:
             files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
             dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
-                                   get_label=get_label)
+                                   get_label=cfg.get_label)
         self.dataset = dataset
-        self._processing = dict(cfg.processing) if cfg.processing else {"default": ProcessDesc()}
+        self._processing = cfg.outputs
         check_output_sizes(self._processing, dataset)
         self._positions = sorted({p for d in self._processing.values()
                                   for p in needed_frames(d, cfg.seq_len)})
@@ -165,7 +131,7 @@ class Prefetcher:
         threads = cfg.decode_threads or default_decode_threads(self.backend_name)
         self.decode_threads = 0 if self.backend_name == "nvdec" else threads
         self._ffmpeg_threads = cfg.ffmpeg_threads or default_ffmpeg_threads(self.decode_threads)
-        self._transform = transform
+        self._transform = cfg.transform
         self._queue: janus.Queue[Item] | None = None
         self._stop = threading.Event()
         self._counters = Counters()
@@ -393,3 +359,20 @@ class Prefetcher:
                 f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
                 f"device='{self.device}', backend={self.backend_name!r}, "
                 f"state={self._state.value})")
+
+
+def _dataset_config(dataset: VideoDataset, config: PrefetchConfig) -> PrefetchConfig:
+    """``config`` with the clip options of ``dataset``, which brings its own: refuse different
+    ones given explicitly (``config.model_fields_set``), which would otherwise be ignored."""
+    own = {"seq_len": dataset.seq_len, "stride": dataset.stride, "step": dataset.step}
+    for name, value in own.items():
+        given = getattr(config, name)
+        if name in config.model_fields_set and given != value:
+            raise invalid_value(name, given, f"the dataset's own ({value}), or leave it out "
+                                f"and set {name} on the VideoDataset",
+                                context="given with a VideoDataset")
+    if config.get_label is not None:
+        raise invalid_value("get_label", config.get_label, "None: pass it to VideoDataset("
+                            "files, seq_len, get_label=...) instead",
+                            context="given with a VideoDataset")
+    return config.replace(**own)

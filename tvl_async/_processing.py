@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from tvl_async._checks import invalid_value
 from tvl_async._config import ProcessDesc
 
 __all__ = [
@@ -191,10 +192,8 @@ def _select(frames: torch.Tensor, desc: ProcessDesc,
     n_in = frames.shape[0]
     given = list(range(n_in)) if positions is None else [int(p) for p in positions]
     if len(given) != n_in:
-        raise ValueError(
-            f"positions: invalid value {given!r} ({len(given)} entries) for {n_in} frames; "
-            "allowed: one clip position per frame"
-        )
+        raise invalid_value("positions", given, "one clip position per frame",
+                            context=f"({len(given)} entries) for {n_in} frames")
     row_of = {p: row for row, p in enumerate(given)}
     seq_len = max(len(desc.index_map), max(given, default=-1) + 1)
     wanted = source_positions(desc, seq_len)
@@ -278,10 +277,8 @@ def _geometry(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams) ->
         top, left, h, w = params.crop
         fh, fw = frame_size
         if h < 1 or w < 1 or top < 0 or left < 0 or top + h > fh or left + w > fw:
-            raise ValueError(
-                f"params.crop: invalid value {params.crop!r} (top, left, height, width) for a "
-                f"{fh}x{fw} frame; allowed: a box inside the frame"
-            )
+            raise invalid_value("params.crop", params.crop, "boxes inside the frame",
+                                context=f"(top, left, height, width) for a {fh}x{fw} frame")
         if (h, w) != (fh, fw):
             x = x[..., top:top + h, left:left + w]
         if desc.random_resized_crop is not None and (h, w) != (out_h, out_w):
@@ -359,18 +356,15 @@ def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams 
             another frame size, or ``positions`` missing a frame that ``index_map`` needs.
     """
     if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
-        raise ValueError(
-            f"frames: invalid tensor of shape {tuple(frames.shape)} and dtype {frames.dtype}; "
-            "allowed: [F, 3, H, W] uint8 RGB"
-        )
+        raise invalid_value("frames", None, "[F, 3, H, W] uint8 RGB tensors",
+                            shown=f"a tensor of shape {tuple(frames.shape)} and dtype "
+                                  f"{frames.dtype}")
     if frames.shape[0] == 0:
-        raise ValueError("frames: invalid empty tensor (0 frames); allowed: F >= 1")
+        raise invalid_value("frames", None, "F >= 1", shown="an empty tensor, 0 frames")
     if params is None:
         if desc.is_random:
-            raise ValueError(
-                "params: invalid value None for a random desc; allowed: "
-                "draw_augment(desc, height, width, generator)"
-            )
+            raise invalid_value("params", None, "draw_augment(desc, height, width, "
+                                "generator)", context="for a random desc")
         params = draw_augment(desc, frames.shape[-2], frames.shape[-1], torch.Generator())
     x = _select(frames, desc, positions)
     x = _geometry(x, desc, params)

@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from tvl_async._checks import invalid_value
+from tvl_async._config import SAMPLINGS  # from the Literal: the list is written once
 from tvl_async._dataset import IntArray, check_int, expand_runs
-
-SAMPLINGS: tuple[str, ...] = ("sequential", "uniform", "chunked", "gop_shuffle")
 
 
 @runtime_checkable
@@ -43,8 +43,9 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
     """
     dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
     if not dist_on and (rank is None) != (world_size is None):
-        raise ValueError(f"give rank and world_size together (got rank={rank}, world_size="
-                         f"{world_size}) or initialise torch.distributed")
+        raise invalid_value("rank/world_size", None, "both given together, or neither with "
+                            "torch.distributed initialised",
+                            shown=f"rank={rank!r}, world_size={world_size!r}")
     if world_size is None:
         world_size = torch.distributed.get_world_size() if dist_on else 1
     if rank is None:
@@ -52,8 +53,8 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
     world_size = check_int("world_size", world_size, 1)
     rank = check_int("rank", rank, 0)
     if rank >= world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1} for world_size={world_size}, "
-                         f"got {rank}")
+        raise invalid_value("rank", rank, f"0..{world_size - 1}",
+                            context=f"for world_size={world_size}")
     return rank, world_size
 
 
@@ -300,11 +301,11 @@ def make_sampler(dataset: SampleSpace, sampling: str = "uniform", *, shuffle: bo
         ValueError: unknown ``sampling``, a bad value, or ``replacement`` where it has no meaning.
     """
     if sampling not in SAMPLINGS:
-        raise ValueError(f"Invalid sampling ({sampling!r}). Supported values are "
-                         + ", ".join(repr(s) for s in SAMPLINGS))
+        raise invalid_value("sampling", sampling, SAMPLINGS)
     if replacement and (sampling != "uniform" or not shuffle):
-        raise ValueError(f"replacement=True needs sampling='uniform' and shuffle=True, got "
-                         f"sampling={sampling!r}, shuffle={shuffle}")
+        raise invalid_value("replacement", True, "replacement=True with sampling='uniform' "
+                            "and shuffle=True only",
+                            context=f"with sampling={sampling!r}, shuffle={shuffle}")
     common: dict[str, Any] = {"seed": seed, "rank": rank, "world_size": world_size,
                               "drop_last": drop_last}
     if sampling == "sequential" or not shuffle:

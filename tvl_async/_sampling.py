@@ -20,9 +20,9 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tvl_async._config import SAMPLINGS
 from tvl_async._dataset import IntArray, VideoDataset, check_int
 from tvl_async._samplers import (
-    SAMPLINGS,
     ChunkedSampler,
     GopShuffleSampler,
     Sampler,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from tvl_async._backends.base import Backend, DecodeResult, ReadMode
-
-BACKENDS = ("auto", "pyav", "nvdec")
+from tvl_async._checks import invalid_value
+from tvl_async._config import BACKENDS  # from the Literal: the list is written once
 
 __all__ = ["BACKENDS", "Backend", "DecodeResult", "ReadMode", "create_backend", "resolve_backend"]
 
@@ -25,14 +25,13 @@ def nvdec_available() -> bool:
 def resolve_backend(name: str, device: str | torch.device) -> str:
     """The concrete backend for ``name`` on ``device`` (``auto``: nvdec on CUDA when available)."""
     if name not in BACKENDS:
-        raise ValueError(f"Invalid backend ({name}). Supported values are {', '.join(BACKENDS)}")
+        raise invalid_value("backend", name, BACKENDS)
     dev = torch.device(device)
     if name == "auto":
         return "nvdec" if dev.type == "cuda" and nvdec_available() else "pyav"
     if name == "nvdec" and dev.type != "cuda":
-        raise ValueError(
-            f"backend 'nvdec' decodes on a GPU: device must be 'cuda[:N]', got '{dev}'"
-        )
+        raise invalid_value("device", str(dev), "'cuda', 'cuda:N' (backend 'nvdec' decodes "
+                            "on a GPU)", context="for backend 'nvdec'")
     return name
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from tvl_async._index import NO_TS, VideoIndex, survive_new_streams
 log = logging.getLogger(__name__)
 
 ReadMode = Literal["auto", "seek", "stream"]
-READ_MODES: tuple[str, ...] = ("auto", "seek", "stream")
+READ_MODES: tuple[str, ...] = get_args(ReadMode)
 
 
 @dataclass

@@ -60,6 +60,7 @@ from tvl_async._backends.nvdec_packets import (
     nvdec_codec,
 )
 from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb
+from tvl_async._checks import invalid_value
 from tvl_async._errors import (
     BackendUnavailableError,
     DecodeError,
@@ -295,9 +296,10 @@ class NvdecBackend:
                  max_open_files: int = 16) -> None:
         dev = torch.device(device)
         if dev.type != "cuda":
-            raise ValueError(f"NvdecBackend decodes on a CUDA device; got device '{dev}'")
+            raise invalid_value("device", str(dev), "'cuda', 'cuda:N' (NvdecBackend decodes on "
+                                "a CUDA device)")
         if max_decoders < 1:
-            raise ValueError(f"max_decoders must be >= 1, got {max_decoders}")
+            raise invalid_value("max_decoders", max_decoders, "integers >= 1")
         self._nvc = _load_pynvvideocodec(dev)
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())

@@ -21,6 +21,7 @@ import torch
 
 from tvl_async._backends.base import READ_MODES, DecodeResult, ReadMode, plan_runs
 from tvl_async._backends.nvdec_packets import EncodedPacket, PacketSource
+from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError, TvlAsyncError, UnsupportedCodecError, short_list
 from tvl_async._index import VideoIndex
 
@@ -82,10 +83,10 @@ class Engine:
         max_open_files: int = 16,
     ) -> None:
         if max_open_files < 1:
-            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
+            raise invalid_value("max_open_files", max_open_files, "integers >= 1")
         self._decoder_for = decoder_for
         self._scope = scope
-        self._deliver = deliver or (lambda frames: None)
+        self._deliver = deliver or (lambda frames: None)  # noqa: ARG005 (deliver's signature)
         self._retire = retire or (lambda dec: dec.close())
         self.max_open_files = max_open_files
         self.frames_decoded = 0
@@ -97,8 +98,7 @@ class Engine:
                size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
         """See :meth:`tvl_async._backends.base.Backend.decode`."""
         if mode not in READ_MODES:
-            raise ValueError(
-                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}")
+            raise invalid_value("read mode", mode, READ_MODES, file=index.path)
         wanted = [index.check_frame(i) for i in frames]
         if not wanted:
             return DecodeResult([], 0)

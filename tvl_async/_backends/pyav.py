@@ -29,6 +29,7 @@ from tvl_async._backends.base import (
     plan_runs,
     pts_positions,
 )
+from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError
 from tvl_async._errors import short_list as _short
 from tvl_async._index import (
@@ -80,12 +81,9 @@ class PyAVBackend:
         interpolation: str = "BILINEAR",
     ) -> None:
         if max_open_files < 1:
-            raise ValueError(f"max_open_files must be >= 1, got {max_open_files}")
+            raise invalid_value("max_open_files", max_open_files, "integers >= 1")
         if interpolation.upper() not in INTERPOLATIONS:
-            raise ValueError(
-                f"Invalid interpolation ({interpolation}). Supported values are "
-                f"{', '.join(INTERPOLATIONS)}"
-            )
+            raise invalid_value("interpolation", interpolation, INTERPOLATIONS)
         self.device = torch.device("cpu")
         self.max_open_files = max_open_files
         self.threads = threads
@@ -114,9 +112,7 @@ class PyAVBackend:
         raises, decoding stops and the exception propagates.
         """
         if mode not in READ_MODES:
-            raise ValueError(
-                f"Invalid read mode ({mode}). Supported values are {', '.join(READ_MODES)}"
-            )
+            raise invalid_value("read mode", mode, READ_MODES, file=index.path)
         wanted = [index.check_frame(i) for i in frames]
         if not wanted:
             return DecodeResult([], 0)

@@ -37,16 +37,18 @@ host, and may be called from any thread (on CUDA, on the caller's current stream
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
+
+from tvl_async._checks import invalid_type, invalid_value
 
 Matrix = Literal["bt601", "bt709"]
 ChromaUpsampling = Literal["nearest", "linear"]
 
 MATRICES: dict[str, tuple[float, float]] = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
-CHROMA_MODES: tuple[str, ...] = ("nearest", "linear")
+CHROMA_MODES: tuple[str, ...] = get_args(ChromaUpsampling)
 CHROMA_SITINGS: tuple[str, ...] = ("left", "center")
 
 __all__ = [
@@ -163,7 +165,7 @@ def yuv420p_to_rgb(
         ``[..., 3, H, W]`` uint8 RGB on ``y``'s device.
     """
     if not 8 <= bit_depth <= 16:
-        raise ValueError(f"Invalid bit_depth ({bit_depth}). Supported values are 8 to 16")
+        raise invalid_value("bit_depth", bit_depth, "8 to 16")
     return yuv_planes_to_rgb(_as_float(y), _as_float(u), _as_float(v),
                              scale=2.0 ** (8 - bit_depth), matrix=matrix,
                              full_range=full_range, chroma=chroma, siting=siting, size=size)
@@ -200,18 +202,15 @@ def yuv_planes_to_rgb(
     """
     kr, kb = _matrix(matrix)
     if chroma not in CHROMA_MODES:
-        raise ValueError(
-            f"Invalid chroma upsampling ({chroma}). Supported values are "
-            f"{', '.join(CHROMA_MODES)}")
+        raise invalid_value("chroma upsampling", chroma, CHROMA_MODES)
     if siting not in CHROMA_SITINGS:
-        raise ValueError(
-            f"Invalid chroma siting ({siting}). Supported values are {', '.join(CHROMA_SITINGS)}")
+        raise invalid_value("chroma siting", siting, CHROMA_SITINGS)
     h, w = int(y.shape[-2]), int(y.shape[-1])
     hc, wc = (h + 1) // 2, (w + 1) // 2
     if tuple(u.shape[-2:]) != (hc, wc) or tuple(v.shape[-2:]) != (hc, wc):
-        raise ValueError(
-            f"chroma planes must be {hc}x{wc} (rows x cols) for a {h}x{w} luma plane, "
-            f"got U {tuple(u.shape)} and V {tuple(v.shape)}")
+        raise invalid_value("chroma planes", None, f"{hc}x{wc} planes (rows x cols)",
+                            shown=f"U {tuple(u.shape)}, V {tuple(v.shape)}",
+                            context=f"for a {h}x{w} luma plane")
     yf = y.to(torch.float32)
     cb = u.to(torch.float32)
     cr = v.to(torch.float32)
@@ -250,17 +249,15 @@ def _matrix(matrix: str | None) -> tuple[float, float]:
     try:
         return MATRICES[matrix]
     except KeyError:
-        raise ValueError(
-            f"Invalid colour matrix ({matrix}). Supported values are "
-            f"{', '.join(MATRICES)} or None") from None
+        raise invalid_value("colour matrix", matrix, f"{', '.join(MATRICES)} or None") from None
 
 
 def _check_dtype(t: torch.Tensor, allowed: tuple[torch.dtype, ...], fn: str) -> None:
     if t.dtype not in allowed:
         names = ", ".join(str(d).replace("torch.", "") for d in allowed)
-        raise TypeError(f"{fn}: expected a tensor of dtype {names}, got {t.dtype}")
+        raise invalid_type(f"{fn} input dtype", t.dtype, names)
     if t.dim() < 2:
-        raise ValueError(f"{fn}: expected a [..., rows, cols] tensor, got shape {tuple(t.shape)}")
+        raise invalid_value(f"{fn} input shape", tuple(t.shape), "[..., rows, cols] shapes")
 
 
 def _as_float(t: torch.Tensor) -> torch.Tensor:
@@ -280,13 +277,16 @@ def _split_semi_planar(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Luma, U and V views of an NV12-style image (float32 for 16-bit containers)."""
     if height < 1 or width < 1:
-        raise ValueError(f"{fn}: height and width must be >= 1, got {height}x{width}")
+        raise invalid_value(f"{fn} size", None, "sizes >= 1x1",
+                            shown=f"{height}x{width}, height x width")
     hc, wc = (height + 1) // 2, (width + 1) // 2
     rows, cols = int(img.shape[-2]), int(img.shape[-1])
     if rows < height + hc or cols < width:
-        raise ValueError(
-            f"{fn}: a {width}x{height} image needs at least {height + hc} rows of {width} "
-            f"samples (luma then interleaved chroma), got shape {tuple(img.shape)}")
+        raise invalid_value(f"{fn} input shape", tuple(img.shape),
+                            f"[..., >= {height + hc}, >= {width}] shapes",
+                            context=f"for a {width}x{height} image, which needs at least "
+                                    f"{height + hc} rows of {width} samples (luma then "
+                                    "interleaved chroma)")
     if img.dtype != torch.uint8:
         img = _as_float(img)
     y = img[..., :height, :width]
@@ -319,7 +319,7 @@ def _upsample(c: torch.Tensor, h: int, w: int, mode: str, siting: str) -> torch.
 def _resize(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
     """Bilinear resize of float ``[..., 3, H, W]`` (antialiased when shrinking)."""
     if width < 1 or height < 1:
-        raise ValueError(f"size must be positive (width, height), got ({width}, {height})")
+        raise invalid_value("size", (width, height), "(width, height) >= (1, 1)")
     lead = rgb.shape[:-3]
     flat = rgb.reshape(-1, *rgb.shape[-3:])
     shrink = width < rgb.shape[-1] or height < rgb.shape[-2]
