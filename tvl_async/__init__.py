@@ -6,6 +6,7 @@ Public API (see DESIGN.md): :class:`VideoLoader` for one file; :class:`VideoData
 
 from __future__ import annotations
 
+from tvl_async._backends import nvdec_available
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._config import PrefetchConfig, ProcessDesc
 from tvl_async._dataset import VideoDataset
@@ -19,7 +20,7 @@ from tvl_async._errors import (
     UnsupportedCodecError,
     VideoOpenError,
 )
-from tvl_async._index import VideoIndex, load_index
+from tvl_async._index import VideoIndex, cache_dir, find_videos, load_index
 from tvl_async._loader import VideoLoader
 from tvl_async._prefetcher import Prefetcher
 
@@ -44,5 +45,8 @@ __all__ = [
     "VideoLoader",
     "VideoOpenError",
     "__version__",
+    "cache_dir",
+    "find_videos",
     "load_index",
+    "nvdec_available",
 ]
