@@ -58,9 +58,8 @@ def decode_png(data: bytes) -> np.ndarray:
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file (bad signature)")
     with Image.open(io.BytesIO(data)) as img:
-        if img.mode not in ("L", "RGB", "RGBA"):
-            img = img.convert("RGB")
-        a = np.array(img)  # a writable copy (torch.from_numpy wants one)
+        plain = img if img.mode in ("L", "RGB", "RGBA") else img.convert("RGB")
+        a = np.array(plain)  # a writable copy (torch.from_numpy wants one)
     return a[:, :, None] if a.ndim == 2 else a
 
 

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 
 from tvl_async.cli.play import worker
-from tvl_async.cli.play.worker import SPEEDS, PlaybackClock, backends, devices, frame_to_ppm
+from tvl_async.cli.play.worker import SPEEDS, PlaybackClock, backends, devices
 
-__all__ = ["SPEEDS", "TITLE", "PlaybackClock", "Player", "frame_to_ppm"]
+__all__ = ["Player"]
 
 POLL_MS = 5  # longest the Tk loop waits between two looks at the decode queue
 BUFFER_FRAMES = 8  # frames decoded ahead while playing
