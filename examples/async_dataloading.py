@@ -30,17 +30,21 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async._loader import VideoLoader
-from tvl_async._prefetcher import Prefetcher
-from tvl_async._sampling import VideoDataset, make_sampler
+from tvl_async import Prefetcher, VideoDataset, VideoLoader, cache_dir, find_videos
+from tvl_async.cli import exit_on_error
 from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
 
 def video_folder(quick: bool) -> Path:
-    from tvl_async._index import cache_dir
-
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     return base / ("examples-async-quick" if quick else "examples-async")
+
+
+def uniform_order(dataset: VideoDataset, seed: int) -> np.ndarray:
+    """The sample ids of epoch 0 in the order a ``Prefetcher(dataset, seed=seed)`` reads them
+    (from its sampler; the Prefetcher is never started, so nothing is decoded)."""
+    with Prefetcher(dataset, seed=seed) as p:
+        return p.sampler.epoch_order(0)
 
 
 def inline_run(files: list[str], seq_len: int, batch_size: int, n_batches: int, seed: int,
@@ -50,7 +54,7 @@ def inline_run(files: list[str], seq_len: int, batch_size: int, n_batches: int, 
 
     async def main() -> tuple[float, float, float, list[list[int]]]:
         dataset = VideoDataset(files, seq_len)
-        order = make_sampler(dataset, "uniform", seed=seed).epoch_order(0)
+        order = uniform_order(dataset, seed)
         loaders = {f: VideoLoader(f) for f in files}
         decode = work = 0.0
         clips: list[list[int]] = []
@@ -128,8 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = args.batches or (10 if quick else 30)
     batch_size = args.batch_size or (2 if quick else 4)
     if args.paths:
-        from tvl_async._index import find_videos
-
         files = [str(f) for f in find_videos(args.paths)]
     else:
         folder = video_folder(quick)
@@ -170,6 +172,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli.main import exit_on_error
-
     sys.exit(exit_on_error(main, "async_dataloading.py"))

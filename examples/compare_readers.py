@@ -35,14 +35,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvl_async._loader import VideoLoader
+from tvl_async import VideoLoader
 from tvl_async.cli.synthetic import frame_index_of, write_video
 
 Reader = Callable[[str, Sequence[int], str], tuple[float, torch.Tensor]]
 
 
 def test_video(quick: bool) -> Path:
-    from tvl_async._index import cache_dir
+    from tvl_async import cache_dir
 
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     if quick:
@@ -208,6 +208,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli.main import exit_on_error
+    from tvl_async.cli import exit_on_error
 
     sys.exit(exit_on_error(main, "compare_readers.py"))

@@ -88,7 +88,7 @@ def settings(quick: bool) -> dict[str, Any]:
 
 
 def data_root(quick: bool) -> Path:
-    from tvl_async._index import cache_dir
+    from tvl_async import cache_dir
 
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     return base / ("examples-superres-quick" if quick else "examples-superres")
@@ -141,9 +141,7 @@ class PngClips(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
 def tvl_batches(videos: list[Path], frames: int, batch_size: int, device: torch.device,
                 dtype: torch.dtype, lookahead: int) -> Any:
     """Endless (input, target) batches from a Prefetcher: two outputs from one decode."""
-    from tvl_async._config import ProcessDesc
-    from tvl_async._index import load_index
-    from tvl_async._prefetcher import Prefetcher
+    from tvl_async import Prefetcher, ProcessDesc, load_index
 
     ix = load_index(videos[0])
     index_map = [-1] * frames
@@ -306,6 +304,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli.main import exit_on_error
+    from tvl_async.cli import exit_on_error
 
     sys.exit(exit_on_error(main, "train_superres.py"))

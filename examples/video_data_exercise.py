@@ -33,8 +33,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from tvl_async._prefetcher import Prefetcher
-from tvl_async._sampling import VideoDataset, make_sampler
+from tvl_async import (
+    Prefetcher,
+    ProcessDesc,
+    VideoDataset,
+    cache_dir,
+    find_videos,
+    nvdec_available,
+)
+from tvl_async.cli import exit_on_error
 from tvl_async.cli.synthetic import frame_index_of, make_video_set
 
 ROWS: list[tuple[str, str, str, str, str, str]] = []
@@ -143,6 +150,13 @@ def same_group_pairs(order: np.ndarray, keys: np.ndarray, batch: int) -> float:
     return total / max(len(k), 1)
 
 
+def epoch_order(dataset: VideoDataset, sampling: str, seed: int, **options: Any) -> np.ndarray:
+    """The sample ids of epoch 0 in the order a Prefetcher with this ``sampling`` reads them
+    (from its sampler; the Prefetcher is never started, so nothing is decoded)."""
+    with Prefetcher(dataset, sampling=sampling, seed=seed, **options) as p:
+        return p.sampler.epoch_order(0)
+
+
 def bias_table(dataset: VideoDataset, batch: int, chunk: int, buffer: int) -> None:
     files, _ = dataset.sample_arrays()
     gops = dataset.sample_gops()
@@ -161,7 +175,7 @@ def bias_table(dataset: VideoDataset, batch: int, chunk: int, buffer: int) -> No
         (f"gop_shuffle (buffer {buffer})", {"shuffle_buffer": buffer}), ("sequential", {}))
     for name, kw in variants:
         sampling = name.split()[0]
-        orders = [make_sampler(dataset, sampling, seed=s, **kw).epoch_order(0) for s in range(3)]
+        orders = [epoch_order(dataset, sampling, s, **kw) for s in range(3)]
         g = float(np.mean([same_group_pairs(o, gop_key, batch) for o in orders]))
         f = float(np.mean([same_group_pairs(o, files, batch) for o in orders]))
         print(f"{name:<26} {g:21.2f} {g / iid_gop:9.1f} {f:22.2f} {f / iid_file:9.1f}")
@@ -201,14 +215,10 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
               "model on batches\n    that tvl_async decodes on the GPU, and shows a forked "
               "worker failing with CUDA_ERROR_NOT_INITIALIZED.")
     else:
-        from tvl_async._backends import nvdec_available
-
         backend = "nvdec" if nvdec_available() else "pyav"
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
                                     torch.nn.Conv2d(32, 3, 3, padding=1)).cuda()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
-        from tvl_async._config import ProcessDesc
-
         images, t0 = 0, time.perf_counter()
         with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
                         epochs=None, processing=ProcessDesc(dtype=torch.float32,
@@ -243,8 +253,6 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
     else:
         from torch.profiler import ProfilerActivity, profile
 
-        from tvl_async._backends import nvdec_available
-
         for backend in ["nvdec", "pyav"] if nvdec_available() else ["pyav"]:
             with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
                             epochs=None) as it:
@@ -266,11 +274,7 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
 
 def video_files(args: argparse.Namespace) -> list[str]:
     if args.paths:
-        from tvl_async._index import find_videos
-
         return [str(p) for p in find_videos(args.paths)]
-    from tvl_async._index import cache_dir
-
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     if args.quick:
         folder = base / "examples-exercise-quick"
@@ -340,6 +344,4 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from tvl_async.cli.main import exit_on_error
-
     sys.exit(exit_on_error(main, "video_data_exercise.py"))

@@ -7,7 +7,7 @@ recorded: each frame waits for its own timestamp), seek with the slider or the f
 one frame (Left/Right), slow motion (0.25x, 0.5x), choose the device/backend where more than one
 is available. Decoding runs in a background thread; the Tk loop only polls a queue.
 
-The player itself lives in ``tvl_async/player.py`` so that ``tvl-async play FILE`` opens the same
+The player itself lives in ``tvl_async/cli/play/`` so that ``tvl-async play FILE`` opens the same
 window from an installed package; this file is the example's entry point. Try it without a video
 of your own: ``python examples/video_player.py --demo`` (or ``--quick``) writes a small test clip
 first.
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tvl_async.cli.play.player import main
+from tvl_async.cli.play.command import main
 
 
 def _demo_clip() -> str:

@@ -5,18 +5,22 @@ never waits after the first batch."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import struct
+import subprocess
+import sys
 import time
-import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tvl_async._config import ProcessDesc
-from tvl_async._prefetcher import Prefetcher
+from tvl_async import Prefetcher, ProcessDesc
 from tvl_async.cli.synthetic import frame_index_of, make_video_set
+
+ROOT = Path(__file__).resolve().parents[1]
 
 N_FILES, N_FRAMES, GOP = 4, 60, 15
 
@@ -116,21 +120,73 @@ def test_jitter_and_crop_helpers() -> None:
     assert c.shape == (3, 24, 24) and c.dtype == torch.uint8
 
 
-def test_png_writer(tmp_path: Path) -> None:
-    from tvl_async.cli.bench.png import bar_chart_png
-
-    path = tmp_path / "chart.png"
-    bar_chart_png(path, [("baseline", 10.0), ("uniform L=64", 42.5)], "images/s")
-    data = path.read_bytes()
+def png_size(data: bytes) -> tuple[int, int]:
+    """``(width, height)`` of PNG bytes, after checking the signature and the IHDR chunk."""
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
-    assert width > 100 and height > 30
-    assert zlib.crc32(data[12:29]) & 0xFFFFFFFF == struct.unpack(">I", data[29:33])[0]
+    return width, height
+
+
+def test_plot_is_a_matplotlib_chart(tmp_path: Path) -> None:
+    from tvl_async.cli.bench.report import write_plot
+
+    report = {"machine": {"cpu_count": 2}, "videos": {"width": 128, "height": 96},
+              "results": [{"name": "baseline", "images_per_s": 10.0},
+                          {"name": "uniform L=64", "images_per_s": 42.5},
+                          {"name": "uniform slow consumer", "images_per_s": 9.0,
+                           "consumer_s": 0.5},
+                          {"name": "broken", "error": "exit code 1"}]}
+    path = tmp_path / "chart.png"
+    write_plot(report, path)
+    data = path.read_bytes()
+    # 9 x (0.4 * 2 bars + 1.2) inches at 100 dpi; matplotlib signs its PNGs
+    assert png_size(data) == (900, 200)
+    assert b"Software" in data and b"matplotlib" in data
+
+
+BENCH_TINY = ("--files", "2", "--size", "64x48", "--seconds", "1", "--batches", "1",
+              "--batch-size", "4", "--crop", "16", "--lookaheads", "1", "--chunks", "",
+              "--no-slow", "--only", "uniform")
+
+
+@pytest.mark.timeout(120)
+def test_bench_shows_a_progress_bar_and_plots(tmp_path: Path) -> None:
+    """``tvl-async bench`` in a fresh process (stderr a pipe): a tqdm bar over the batches of
+    every configuration, and ``--plot`` writes a matplotlib PNG."""
+    plot = tmp_path / "chart.png"
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "bench", *BENCH_TINY,
+                        "--cache-dir", str(tmp_path / "videos"), "--plot", str(plot)],
+                       capture_output=True, text=True, timeout=110)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"uniform L=1: +\d+%\|.*\| *\d+/\d+ \[[^]]*batch/s\]", r.stderr), r.stderr
+    assert "| uniform L=1 |" in r.stdout
+    data = plot.read_bytes()
+    assert png_size(data) == (900, 160) and b"matplotlib" in data
+
+
+def test_plot_without_matplotlib_is_one_line(tmp_path: Path) -> None:
+    """matplotlib made unimportable (a stand-in package that raises ImportError, first on the
+    path): ``--plot`` fails at once with one line and exit code 2, before any video is made."""
+    shim = tmp_path / "shim" / "matplotlib"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), str(ROOT)])}
+    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "bench", *BENCH_TINY,
+                        "--cache-dir", str(tmp_path / "videos"), "--plot",
+                        str(tmp_path / "c.png")], capture_output=True, text=True, timeout=60,
+                       env=env)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert lines[0].startswith("tvl-async bench: error: --plot needs matplotlib"), lines
+    assert "pip install" in lines[0]
+    assert not (tmp_path / "videos").exists() and not (tmp_path / "c.png").exists()
 
 
 @pytest.mark.timeout(120)
 def test_bench_smoke(tmp_path: Path) -> None:
-    from tvl_async.cli.bench.runner import main
+    from tvl_async.cli.bench.command import main
 
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
@@ -164,7 +220,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert slow["wait_after_window_s"] == pytest.approx(
             sum(slow["waits_s"][slow["window_batches"] + 1:]))
     assert report["videos"]["n_files"] == 4 and report["machine"]["cpu_count"] >= 1
-    assert plot.read_bytes()[:4] == b"\x89PNG"
+    width, height = png_size(plot.read_bytes())  # the fast configurations, one bar each
+    assert (width, height) == (900, round(100 * (0.4 * (len(names) - 2) + 1.2)))
 
 
 GOP_BENCH = 60  # the generated set's keyframe interval (one GOP per 2 s file at 30 fps)

@@ -1,8 +1,10 @@
-"""The tvl-async command: every subcommand, --help everywhere, one-line errors with exit code 2."""
+"""The tvl-async command: every subcommand, --help everywhere, one-line errors with exit code 2,
+progress bars (tqdm) on the long steps."""
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -13,8 +15,8 @@ import av
 import numpy as np
 import pytest
 
-from tvl_async._index import load_index
-from tvl_async._loader import VideoLoader
+from tvl_async import VideoLoader, load_index
+from tvl_async.cli import demo
 from tvl_async.cli import main as cli
 from tvl_async.cli.synthetic import frame_index_of, make_video_set, write_video
 
@@ -127,7 +129,7 @@ def test_demo_writes_and_checks_its_own_set(capsys: pytest.CaptureFixture[str], 
     # demo writes 8 clips of 120 frames where none exist; smaller ones written here first
     # (make_video_set keeps existing files) keep the test fast
     make_video_set(tmp_path, n_files=8, n_frames=16, width=64, height=48, gop=8)
-    monkeypatch.setattr(cli, "default_demo_dir", lambda: tmp_path)
+    monkeypatch.setattr(demo, "default_demo_dir", lambda: tmp_path)
     code, out, _ = run_cli(capsys, "demo", "--batch-size", "4", "--quiet")
     assert code == 0, out
     assert "frame check: 416/416 frames are exactly the frame asked for" in out
@@ -260,3 +262,52 @@ def test_demo_on_files_of_several_sizes(capsys: pytest.CaptureFixture[str],
     code, out, err = run_cli(capsys, "demo", str(tmp_path), "--size", "32x24", "--quiet")
     assert code == 0, err
     assert "2 files" in out and "throughput:" in out
+
+
+# ---------------------------------------------------------------------------------- progress
+
+#: What a tqdm bar writes (even when stderr is not a terminal): "... | 3/4 [00:01<00:00, 2.9it/s]"
+TQDM_BAR = re.compile(r"\|\s*\d+/\d+ \[[\d:]+<[\d:?]+, +[\d.?]+ *(s/)?[a-z]*(/s)?\]")
+
+
+def run_command(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``tvl-async ARGV`` in a fresh process, stderr a pipe (not a terminal)."""
+    return subprocess.run([sys.executable, "-m", "tvl_async.cli.main", *argv],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def bar_units(stderr: str) -> set[str]:
+    """The units of the tqdm bars found in ``stderr`` (``batch``, ``file``, ``frame``...)."""
+    return {m.group(0).rsplit(",", 1)[1].strip(" ]").lstrip("0123456789.?").removesuffix("/s")
+            .removeprefix("s/") for m in TQDM_BAR.finditer(stderr)}
+
+
+@pytest.mark.timeout(180)
+def test_long_steps_show_progress_bars(folder: Path, tmp_path: Path) -> None:
+    """demo, index and transcode draw tqdm bars on stderr (tqdm's defaults: also when stderr
+    is not a terminal); --quiet draws none, and the library itself draws none."""
+    r = run_command("demo", str(folder / "set"), "--batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    assert "batch" in bar_units(r.stderr), r.stderr
+    assert re.search(r"batches: +\d+%\|", r.stderr), r.stderr  # desc, percentage, bar
+    r = run_command("index", str(folder / "set"))
+    assert r.returncode == 0, r.stderr
+    assert "file" in bar_units(r.stderr) and "4/4" in r.stderr, r.stderr
+    r = run_command("transcode", str(folder / "set" / "clip_000.mp4"), "-o", str(tmp_path),
+                    "--width", "32")
+    assert r.returncode == 0, r.stderr
+    assert "frame" in bar_units(r.stderr) and "clip_000.mp4" in r.stderr, r.stderr
+    for argv in (("demo", str(folder / "set"), "--batch-size", "4", "--quiet"),
+                 ("index", str(folder / "set"), "--quiet")):
+        r = run_command(*argv)
+        assert r.returncode == 0 and not TQDM_BAR.search(r.stderr), r.stderr
+
+
+def test_the_library_draws_no_progress_bar(folder: Path) -> None:
+    code = ("import tvl_async as tvl\n"
+            f"with tvl.Prefetcher({str(folder / 'set')!r}, batch_size=4) as it:\n"
+            "    n = sum(1 for _ in it)\n"
+            "print(n)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and int(r.stdout) > 0, r.stderr
+    assert not TQDM_BAR.search(r.stderr) and "it/s" not in r.stderr, r.stderr

@@ -1,4 +1,4 @@
-"""The Tk player (examples/video_player.py, tvl_async/player.py) under a virtual X server.
+"""The Tk player (examples/video_player.py, tvl_async/cli/play/) under a virtual X server.
 
 The player runs as a subprocess on its own Xvfb display. Each test takes a screenshot of the real
 X root window with ``xwd``, cuts out the image at the place the player reports, and reads the
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tvl_async.cli.play.player import PlaybackClock, frame_to_ppm
+from tvl_async.cli.play.worker import PlaybackClock, frame_to_ppm
 from tvl_async.cli.synthetic import frame_index_of, index_pattern, write_video
 
 ROOT = Path(__file__).resolve().parents[1]

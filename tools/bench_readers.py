@@ -7,7 +7,8 @@ FFmpeg ``thread_type``):
 * ``sequential``: every frame of a file in order, converted to RGB (the sequential ceiling's
   work);
 * ``gop``: the planner's job shape for random access: seek to a random GOP of a random file and
-  decode up to the last of ``--per-gop`` random frames of it, converting those to RGB.
+  decode up to the last of ``--per-gop`` random frames of it, converting those to RGB (plain
+  PyAV, one open file per path and thread, as the Prefetcher's decoders keep them).
 
 Each combination runs for ``--seconds`` of wall time per round; rounds go through the
 combinations in a different order each time, so that a change in the machine's load (it is
@@ -32,8 +33,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tvl_async._backends.pyav import PyAVBackend
-from tvl_async._index import load_index
+from tvl_async import load_index
 
 #: (decode threads, FFmpeg threads per decoder, FFmpeg thread_type)
 COMBOS: tuple[tuple[int, int, str], ...] = (
@@ -66,16 +66,41 @@ def _sequential(files: list[str], stop: threading.Event, threads: int, kind: str
 def _gop(files: list[str], stop: threading.Event, threads: int, kind: str, counter: list[int],
          k: int, per_gop: int) -> None:
     rng = random.Random(k)
-    backend = PyAVBackend(threads=threads, thread_type=kind, max_open_files=8)
+    containers: dict[str, Any] = {}  # one open file per path, as a decoder keeps them
     try:
         while not stop.is_set():
             index = load_index(files[rng.randrange(len(files))])
             key = rng.randrange(index.n_keys)
             frames = index.gop_frames(key).tolist()
-            wanted = sorted(rng.sample(frames, min(per_gop, len(frames))))
-            counter[k] += backend.decode(index, wanted).n_decoded
+            wanted = {int(index.pts[i]) for i in rng.sample(frames, min(per_gop, len(frames)))}
+            counter[k] += _decode_gop(containers, index.path, int(index.key_pts[key]), wanted,
+                                      threads, kind)
     finally:
-        backend.close()
+        for c in containers.values():
+            c.close()
+
+
+def _decode_gop(containers: dict[str, Any], path: str, key_pts: int, wanted: set[int],
+                threads: int, kind: str) -> int:
+    """Seek to the keyframe at ``key_pts`` and decode until every frame whose pts is in
+    ``wanted`` has been converted to RGB; returns the frames decoded."""
+    c = containers.get(path)
+    if c is None:
+        c = containers[path] = av.open(path)
+        s = c.streams.video[0]
+        s.thread_type = kind
+        s.codec_context.thread_count = threads
+    s = c.streams.video[0]
+    c.seek(key_pts, stream=s, backward=True, any_frame=False)
+    left, decoded = set(wanted), 0
+    for frame in c.decode(s):
+        decoded += 1
+        if frame.pts in left:
+            frame.to_ndarray(format="rgb24")
+            left.discard(frame.pts)
+            if not left:
+                break
+    return decoded
 
 
 def measure(files: list[str], workload: str, combo: tuple[int, int, str], seconds: float,

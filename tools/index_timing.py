@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tvl_async._index import load_index
+from tvl_async import load_index
 from tvl_async.cli.synthetic import VideoSpec, write_video
 
 

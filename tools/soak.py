@@ -3,7 +3,7 @@
 
 Generates ``--unique`` small H.264 videos (frame ``i`` shows ``i``) and hard-links them up to
 ``--files`` paths (copies where hard links are not possible), then runs ``--epochs`` epochs
-through :class:`tvl_async._prefetcher.Prefetcher` and prints, after each epoch, the process's
+through :class:`tvl_async.Prefetcher` and prints, after each epoch, the process's
 resident memory (RSS), open file descriptors and live threads. Two modes:
 
 * ``per-epoch`` (default): a new Prefetcher per epoch, closed after it; between epochs no thread
@@ -43,7 +43,7 @@ try:
 except ImportError:  # running from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tvl_async._prefetcher import Batch, Prefetcher
+from tvl_async import Batch, Prefetcher
 from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 MAX_OPEN_PER_THREAD = 16  # PyAVBackend's default max_open_files: containers kept open

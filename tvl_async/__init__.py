@@ -10,6 +10,7 @@ them.
 
 from __future__ import annotations
 
+from tvl_async._backends import nvdec_available
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._clips import VideoClipDataset
 from tvl_async._config import PrefetchConfig, ProcessDesc
@@ -24,7 +25,7 @@ from tvl_async._errors import (
     UnsupportedCodecError,
     VideoOpenError,
 )
-from tvl_async._index import VideoIndex, load_index
+from tvl_async._index import VideoIndex, cache_dir, find_videos, load_index
 from tvl_async._loader import VideoLoader
 from tvl_async._prefetcher import Prefetcher
 
@@ -50,5 +51,8 @@ __all__ = [
     "VideoLoader",
     "VideoOpenError",
     "__version__",
+    "cache_dir",
+    "find_videos",
     "load_index",
+    "nvdec_available",
 ]

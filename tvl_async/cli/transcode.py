@@ -1,20 +1,23 @@
-"""Re-encoding videos for training (NVVL's data preparation; ``tvl-async transcode``).
+"""``tvl-async transcode``: re-encoding videos for training (NVVL's data preparation).
 
 A fixed keyframe interval makes random access cheap and predictable (a frame costs at most one
 GOP of decoding); a smaller size makes every decode cheaper. :func:`transcode_file` keeps every
-frame and its timestamp and drops audio and subtitles. Everything here blocks on encoding and
-runs in the calling thread.
+frame and its timestamp and drops audio and subtitles; the command shows a tqdm bar (frames) per
+file. Everything here blocks on encoding and runs in the calling thread.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
+import time
 from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from tvl_async._index import find_videos
+from tvl_async import NoVideoStreamError, VideoOpenError, find_videos
+from tvl_async.cli._common import error_line, human_bytes, positive_int, progress_bar
 
 #: Encoders ``transcode`` knows how to set up, by the names it accepts.
 ENCODERS: dict[str, str] = {
@@ -144,8 +147,6 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
     import av
     import av.video.frame
 
-    from tvl_async._errors import NoVideoStreamError, VideoOpenError
-
     try:
         inp = av.open(str(src))
     except av.FFmpegError as e:
@@ -170,15 +171,8 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
             ost.codec_context.gop_size = gop
             if codec == "mpeg4":
                 ost.codec_context.max_b_frames = bframes
-            bar: Any = None
-            if show_progress:
-                try:
-                    from tqdm import tqdm
-
-                    bar = tqdm(total=vs.frames or None, desc=src.name, unit="frame",
-                               file=sys.stderr, leave=False)
-                except ImportError:
-                    bar = None
+            bar = progress_bar(total=vs.frames or None, desc=src.name, unit="frame",
+                               enabled=show_progress)
             first: int | None = None
             prev = -1
             tb: Fraction | None = None
@@ -198,12 +192,10 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
                 for packet in ost.encode(out_frame):
                     out.mux(packet)
                 n += 1
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
             for packet in ost.encode(None):
                 out.mux(packet)
-            if bar is not None:
-                bar.close()
+            bar.close()
         if n == 0:
             raise VideoOpenError(f"{src}: no frame could be decoded")
         tmp.replace(dst)
@@ -214,3 +206,102 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
         inp.close()
     return {"frames": n, "size": (ctx.width, ctx.height), "out_size": (out_w, out_h),
             "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size}
+
+
+# ---------------------------------------------------------------------------------- command
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``transcode`` on the ``tvl-async`` subcommand parser ``sub``."""
+    p = sub.add_parser("transcode", help="re-encode videos for training (keyframe interval, "
+                       "size, codec; drops audio)",
+                       description="Re-encode video files or folders into OUTPUT for fast "
+                       "random access (NVVL's data preparation): a keyframe every --gop frames, "
+                       "optional resize, no audio. Every frame is kept, and the time between "
+                       "frames (variable rates stay variable); timestamps start at 0. "
+                       "Folders keep their layout under OUTPUT.")
+    p.add_argument("inputs", nargs="+", help="video files or folders")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument("--gop", type=positive_int, default=16,
+                   help="keyframe interval in frames (default 16; smaller = cheaper random "
+                   "access, bigger files)")
+    p.add_argument("--codec", default="h264", choices=sorted(ENCODERS),
+                   help="encoder (default h264 = libx264)")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help="output width in pixels (alone: keeps the aspect ratio)")
+    p.add_argument("--height", type=positive_int, default=None,
+                   help="output height in pixels (alone: keeps the aspect ratio)")
+    p.add_argument("--crf", type=int, default=18,
+                   help="quality, lower is better (default 18; h264/hevc 0..51, vp9 0..63, "
+                   "av1 1..63; mpeg4 uses a fixed quantiser)")
+    p.add_argument("--bframes", type=int, default=0, choices=range(0, 17), metavar="0..16",
+                   help="B-frames between references (default 0)")
+    p.add_argument("--preset", default="fast",
+                   help="x264/x265 preset, ultrafast..placebo (default fast)")
+    p.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default yuv420p)")
+    p.add_argument("--format", default="mp4", choices=list(CONTAINERS),
+                   help="container (default mp4)")
+    p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_transcode)
+
+
+def _check_codec(args: argparse.Namespace) -> str:
+    """The encoder of ``--codec``, checked against this FFmpeg build and ``--format``."""
+    import av
+
+    codec = ENCODERS[args.codec]
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:
+        raise ValueError(f"encoder {codec!r} is not in this FFmpeg build; allowed: "
+                         f"{', '.join(sorted(set(ENCODERS.values())))} where built in") from None
+    if codec not in CONTAINERS[args.format]:
+        raise ValueError(f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
+                         f"codecs: {', '.join(CONTAINERS[args.format])}")
+    check_options(codec, gop=args.gop, bframes=args.bframes, crf=args.crf, preset=args.preset,
+                  pix_fmt=args.pix_fmt)
+    return codec
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    """Re-encode videos for training: fixed keyframe interval, size, codec, no audio.
+
+    Returns 0, or 2 when a file failed (each failure is one line on stderr; the others go on).
+    """
+    codec = _check_codec(args)
+    out_dir = Path(args.output)
+    jobs = transcode_jobs(args.inputs, out_dir, "." + args.format)
+    t0 = time.perf_counter()
+    done = skipped = failed = 0
+    bytes_in = bytes_out = frames = 0
+    for k, (src, dst) in enumerate(jobs, 1):
+        if dst.exists() and not args.overwrite:
+            print(f"[{k}/{len(jobs)}] {dst} exists: skipped (--overwrite to redo)")
+            skipped += 1
+            continue
+        t1 = time.perf_counter()
+        try:
+            r = transcode_file(src, dst, codec=codec, gop=args.gop, bframes=args.bframes,
+                               crf=args.crf, preset=args.preset, width=args.width,
+                               height=args.height, pix_fmt=args.pix_fmt,
+                               show_progress=not args.quiet)
+        except Exception as e:  # one line per failed file; the others go on
+            if args.debug:
+                raise
+            failed += 1
+            print(f"tvl-async transcode: error: {error_line(e)}", file=sys.stderr, flush=True)
+            continue
+        done += 1
+        frames += r["frames"]
+        bytes_in += r["bytes_in"]
+        bytes_out += r["bytes_out"]
+        (w, h), (ow, oh) = r["size"], r["out_size"]
+        print(f"[{k}/{len(jobs)}] {src} -> {dst}: {r['frames']} frames, {w}x{h} -> {ow}x{oh}, "
+              f"keyframe every {args.gop}, {human_bytes(r['bytes_in'])} -> "
+              f"{human_bytes(r['bytes_out'])}, {time.perf_counter() - t1:.1f} s", flush=True)
+    dt = time.perf_counter() - t0
+    print(f"transcoded {done} files ({frames} frames, {human_bytes(bytes_in)} -> "
+          f"{human_bytes(bytes_out)}) in {dt:.1f} s; skipped {skipped}, failed {failed}; "
+          f"output: {out_dir}")
+    return 2 if failed else 0

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tvl_async import cache_dir
+
 #: x264 settings of the distinct videos (cycled): preset, B-frames.
 _MASTER_SETTINGS: tuple[tuple[str, int], ...] = (
     ("veryfast", 2), ("fast", 2), ("veryfast", 3), ("fast", 3))
@@ -60,8 +62,6 @@ class VideoSetSpec:
 
 def default_bench_dir() -> Path:
     """``<index cache>/bench-videos`` (``~/.cache/tvl_async/bench-videos`` by default)."""
-    from tvl_async._index import cache_dir
-
     return (cache_dir() or Path.home() / ".cache" / "tvl_async") / "bench-videos"
 
 
@@ -109,14 +109,3 @@ def make_bench_videos(spec: VideoSetSpec, root: str | os.PathLike[str] | None = 
         files.append(path)
     (folder / "spec.json").write_text(json.dumps(asdict(spec), indent=1))
     return files
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"640x360"`` -> ``(640, 360)``; raises ValueError with the accepted form."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"Invalid size ({text}). Use WIDTHxHEIGHT, e.g. 640x360") from None
-    if w < 16 or h < 16 or w % 2 or h % 2:
-        raise ValueError(f"Invalid size ({text}). Width and height must be even and >= 16")
-    return w, h

@@ -6,7 +6,8 @@ Reference workload: uniformly random single frames, batches of 128, a RandomResi
 that no configuration depends on torchvision. The baseline does both per item in its worker
 processes, as a typical ``Dataset.__getitem__`` does; tvl_async crops in its decode threads
 (``ProcessDesc(random_resized_crop=...)``) and jitters the collated batch (``transform=``); the
-ceiling decodes every frame of the files in order with the same processing.
+ceiling decodes every frame of the files in order with the same processing (crop and resize
+of uint8 frames with the torch ops ``ProcessDesc`` uses, then the jitter).
 
 Each ``run_*`` function blocks, calls ``on_batch()`` after every batch and returns the wall-clock
 arrival time (``time.perf_counter()``) of each batch plus what else it measured.
@@ -25,6 +26,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from tvl_async import Prefetcher, ProcessDesc, load_index
 
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -153,8 +156,6 @@ def uniform_items(files: list[str], n: int, seed: int) -> list[tuple[str, int]]:
     """``n`` uniformly random frames (without replacement while the set lasts) as (path, pts)."""
     import numpy as np
 
-    from tvl_async._index import load_index
-
     indexes = [load_index(f) for f in files]
     counts = np.array([ix.n_frames for ix in indexes])
     offsets = np.concatenate([[0], np.cumsum(counts)])
@@ -197,9 +198,6 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
             consumer_seconds: float, on_batch: Callable[[], None]) -> RunResult:
     """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
     per batch stands for a training step (0: take batches as fast as they come)."""
-    from tvl_async._config import ProcessDesc
-    from tvl_async._prefetcher import Prefetcher
-
     desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
     kwargs: dict[str, Any] = {}
     if memory_budget is not None:
@@ -239,11 +237,7 @@ def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: in
                     stop: threading.Event, decoded: list[int]) -> None:
     import av
 
-    from tvl_async._config import ProcessDesc
-    from tvl_async._processing import draw_augment, process_clip
-
-    desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
-    gen = torch.Generator().manual_seed(seed * 7919 + k)
+    rng = random.Random(seed * 7919 + k)
     i = k
     try:
         while not stop.is_set():
@@ -254,8 +248,7 @@ def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: in
                 for frame in container.decode(stream):
                     decoded[k] += 1
                     img = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
-                    params = draw_augment(desc, img.shape[1], img.shape[2], gen)
-                    y = process_clip(img[None], desc, params)
+                    y = random_resized_crop(img, crop, rng)[None]  # as ProcessDesc does it
                     while not stop.is_set():
                         try:
                             out.put(y, timeout=0.05)

@@ -12,6 +12,9 @@ comes. Frames are shown with ``tk.PhotoImage(data=PPM bytes)``, so Pillow is not
 
 Keys: space play/pause, Left/Right step one frame, Home/End first/last frame, o open a file.
 
+The command-line side (``tvl-async play``, examples/video_player.py) is
+:mod:`tvl_async.cli.play.command`; the decode thread is :mod:`tvl_async.cli.play.worker`.
+
 Test hook: ``--report`` prints one line per frame shown on stdout
 (``shown INDEX TIME_S MONOTONIC_S X Y W H``: frame index, its timestamp, ``time.monotonic()``
 when it was put on screen, and the image's position and size on the root window in pixels), so
@@ -20,7 +23,6 @@ a test can screenshot the real X window and read the frame back from its pixels.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import queue
@@ -28,40 +30,21 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from tvl_async.cli.play import worker
-from tvl_async.cli.play.worker import PlaybackClock, frame_to_ppm
+from tvl_async.cli.play.worker import SPEEDS, PlaybackClock, backends, devices
 
-__all__ = ["SPEEDS", "PlaybackClock", "build_parser", "frame_to_ppm", "main"]
+__all__ = ["Player"]
 
-#: Playback speeds offered, label -> factor.
-SPEEDS: dict[str, float] = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0, "2x": 2.0}
 POLL_MS = 5  # longest the Tk loop waits between two looks at the decode queue
 BUFFER_FRAMES = 8  # frames decoded ahead while playing
 TITLE = "tvl-async player"
 
 
 # ---------------------------------------------------------------------------------- the app
-
-
-def _devices() -> list[str]:
-    devices = ["cpu"]
-    if torch.cuda.is_available():
-        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-    return devices
-
-
-def _backends(device: str) -> list[str]:
-    from tvl_async._backends import nvdec_available
-
-    if device.startswith("cuda") and nvdec_available():
-        return ["nvdec", "pyav"]
-    return ["pyav"]
 
 
 class Player:
@@ -149,10 +132,10 @@ class Player:
         speed_box.pack(side="left")
 
         self.device_var = tk.StringVar(value=device)
-        devices = _devices()
-        if len(devices) > 1:
+        devices_here = devices()
+        if len(devices_here) > 1:
             ttk.Label(bar, text=" device").pack(side="left")
-            box = ttk.Combobox(bar, textvariable=self.device_var, values=devices, width=7,
+            box = ttk.Combobox(bar, textvariable=self.device_var, values=devices_here, width=7,
                                state="readonly")
             box.bind("<<ComboboxSelected>>", lambda _e: self._on_device())
             box.pack(side="left")
@@ -286,11 +269,11 @@ class Player:
             self.open(self.path)
 
     def _update_backend_choice(self) -> None:
-        backends = _backends(self.device)
-        if self.backend_var.get() not in backends:
-            self.backend_var.set(backends[0] if self.backend != "auto" else "auto")
-        self.backend_box.configure(values=["auto", *backends])
-        if len(backends) > 1:
+        choices = backends(self.device)
+        if self.backend_var.get() not in choices:
+            self.backend_var.set(choices[0] if self.backend != "auto" else "auto")
+        self.backend_box.configure(values=["auto", *choices])
+        if len(choices) > 1:
             self.backend_label.pack(side="left")
             self.backend_box.pack(side="left")
         else:
@@ -403,92 +386,3 @@ class Player:
             print(f"shown {frame.index} {frame.time:.6f} {time.monotonic():.6f} "
                   f"{img.winfo_rootx()} {img.winfo_rooty()} {frame.width} {frame.height}",
                   flush=True)
-
-
-# ---------------------------------------------------------------------------------- entry
-
-
-def build_parser(prog: str = "tvl-async play") -> argparse.ArgumentParser:
-    """Options of the player (shared by ``tvl-async play`` and examples/video_player.py)."""
-    p = argparse.ArgumentParser(prog=prog, description="Play a video with tvl_async's "
-                                "VideoLoader (Tk; space play/pause, Left/Right step).")
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the player's options to ``p``."""
-    p.add_argument("file", nargs="?", help="video file (default: choose one with a dialog)")
-    p.add_argument("--frame", type=int, default=0, help="frame shown first (default 0)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pyav", "nvdec"],
-                   help="decoder (default auto: nvdec on a GPU when available)")
-    p.add_argument("--speed", default="1x", choices=list(SPEEDS), help="playback speed")
-    p.add_argument("--play", action="store_true", help="start playing at once")
-    p.add_argument("--exit-at-end", action="store_true", help="close at the end of playback")
-    p.add_argument("--report", action="store_true",
-                   help="print 'shown INDEX TIME MONOTONIC X Y W H' per frame (test hook)")
-    p.add_argument("--max-width", type=int, default=1280,
-                   help="show wider frames subsampled (pixels, default 1280)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Open the window and run the Tk loop until it is closed (blocks; main thread)."""
-    if args.file is not None:
-        from tvl_async._index import load_index
-
-        load_index(args.file)  # a missing or unreadable file is an error here, not in the window
-    if args.frame < 0:
-        raise ValueError(f"--frame: invalid value {args.frame}; allowed: an integer >= 0")
-    if args.device not in _devices():  # a bad device would only fail inside the window
-        raise ValueError(f"--device: invalid value {args.device!r}; allowed here: "
-                         f"{', '.join(_devices())}")
-    if args.backend != "auto" and args.backend not in _backends(args.device):
-        raise ValueError(f"--backend: invalid value {args.backend!r} for {args.device}; allowed "
-                         f"here: auto, {', '.join(_backends(args.device))}")
-    try:
-        import tkinter as tk
-    except ImportError as e:
-        raise RuntimeError(f"Tk is not available in this Python ({e}); install python3-tk") from e
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") \
-            and not os.environ.get("WAYLAND_DISPLAY"):
-        raise RuntimeError("no display: set DISPLAY, or run under a virtual one "
-                           "(xvfb-run tvl-async play FILE)")
-    try:
-        root = tk.Tk()
-    except tk.TclError as e:
-        raise RuntimeError(f"cannot open a window: {e}") from e
-    player = Player(root, args.file, start_frame=args.frame, device=args.device,
-                    backend=args.backend, speed=SPEEDS[args.speed], play=args.play,
-                    report=args.report, exit_at_end=args.exit_at_end, max_width=args.max_width)
-    try:
-        root.mainloop()
-    finally:
-        player.close()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None, *,
-         demo_clip: Callable[[], str] | None = None) -> int:
-    """Entry point of examples/video_player.py; errors are one line on stderr, exit code 2.
-    With ``demo_clip``, ``--demo``/``--quick`` plays the file it returns."""
-    parser = build_parser("video_player.py")
-    if demo_clip is not None:
-        parser.add_argument("--demo", "--quick", action="store_true",
-                            help="play a small generated test clip (no FILE needed)")
-    args = parser.parse_args(argv)
-    try:
-        if getattr(args, "demo", False) and demo_clip is not None:
-            args.file = demo_clip()
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        from tvl_async.cli.main import error_line
-
-        print(f"video_player.py: error: {error_line(e)}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

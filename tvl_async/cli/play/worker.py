@@ -19,7 +19,26 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+#: Playback speeds offered, label -> factor.
+SPEEDS: dict[str, float] = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0, "2x": 2.0}
 LATE_RESYNC_S = 0.25  # a frame this late re-anchors the clock instead of rushing to catch up
+
+
+def devices() -> list[str]:
+    """The devices a file can be decoded on here: ``cpu``, then every ``cuda:N``."""
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return found
+
+
+def backends(device: str) -> list[str]:
+    """The decoders usable on ``device`` here, preferred first."""
+    from tvl_async import nvdec_available
+
+    if device.startswith("cuda") and nvdec_available():
+        return ["nvdec", "pyav"]
+    return ["pyav"]
 
 
 def frame_to_ppm(frame: torch.Tensor, max_width: int = 0) -> tuple[bytes, int, int]:
@@ -165,7 +184,7 @@ def decode_worker(commands: queue.Queue[Command], results: queue.Queue[Result],
     decodes only the last one); while playing, reads frames forward and offers them to the
     bounded ``results`` queue, re-checking for commands while it is full.
     """
-    from tvl_async._loader import VideoLoader
+    from tvl_async import VideoLoader
 
     loader: VideoLoader | None = None
     times = np.zeros(0)

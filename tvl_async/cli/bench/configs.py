@@ -1,0 +1,97 @@
+"""The configurations ``tvl-async bench`` measures, in order: the baseline, tvl_async's
+samplers at several lookaheads, the slow consumers, the sequential ceiling.
+
+Plain data and arithmetic; no thread, nothing blocks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from tvl_async.cli.bench.videos import VideoSetSpec
+
+REFERENCE = VideoSetSpec()
+DEFAULT_LOOKAHEADS = ("1", "4096", "default", "16384")
+DEFAULT_CHUNKS = (4, 8, 16)
+SLOW_FACTOR = 1.5  # the slow consumer's time per batch, relative to the decoding's
+
+
+@dataclass
+class BenchConfig:
+    """One configuration to measure (what the child process gets on stdin, with the files)."""
+
+    name: str
+    kind: str  # baseline | tvl | ceiling
+    sampling: str = "uniform"
+    lookahead: int | None = None
+    chunk_size: int = 8
+    slow_consumer: str | None = None  # name of the configuration whose rate sets the pace
+    consumer_seconds: float = 0.0  # sleep per batch (seconds) standing for a training step
+    warmup: int = 1
+    batches: int = 4
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def build_configs(args: argparse.Namespace, default_lookahead: int,
+                  default_threads: int) -> list[BenchConfig]:
+    """The configurations to run, in order (baseline first, ceiling last).
+
+    Args:
+        args: the bench options.
+        default_lookahead: what ``Prefetcher(lookahead=None)`` picks for the workload.
+        default_threads: the Prefetcher's default number of CPU decode threads.
+    """
+    threads = {"decode_threads": args.decode_threads, "ffmpeg_threads": args.ffmpeg_threads}
+    auto = args.warmup is None
+    warmup = 1 if auto else args.warmup
+
+    def tvl_batches(lookahead: int) -> int:
+        # Decoding work comes in waves as the window turns over (each GOP is decoded for all
+        # the window's samples in it); time at least one whole window to average over a wave.
+        n: int = args.batches
+        return max(n, math.ceil(lookahead / args.batch_size)) if auto else n
+
+    out = [BenchConfig("baseline", "baseline", warmup=args.workers if auto else args.warmup,
+                       batches=args.batches, options={"workers": args.workers})]
+    for text in args.lookaheads.split(","):
+        text = text.strip()
+        la = default_lookahead if text == "default" else int(text)
+        name = f"uniform L={la}" + (" (default)" if text == "default" else "")
+        out.append(BenchConfig(name, "tvl", "uniform", lookahead=la, warmup=warmup,
+                               batches=tvl_batches(la), options=dict(threads)))
+    for k in (int(v) for v in args.chunks.split(",") if v.strip()):
+        out.append(BenchConfig(f"chunked k={k}", "tvl", "chunked", lookahead=default_lookahead,
+                               chunk_size=k, warmup=warmup,
+                               batches=tvl_batches(default_lookahead), options=dict(threads)))
+    out.append(BenchConfig("gop_shuffle", "tvl", "gop_shuffle", lookahead=default_lookahead,
+                           warmup=warmup, batches=tvl_batches(default_lookahead),
+                           options=dict(threads)))
+    if not args.no_slow:
+        paced = {"uniform": next((c.name for c in out if c.name.endswith("(default)")), None),
+                 "gop_shuffle": "gop_shuffle"}
+        for sampling, pace in paced.items():
+            if pace is not None and any(c.name == pace for c in out):
+                # past the first window: its cold start is paid once (docs/benchmarks.md)
+                batches = 4 * args.batches + (tvl_batches(default_lookahead) if auto else 0)
+                out.append(BenchConfig(f"{sampling} slow consumer", "tvl", sampling,
+                                       lookahead=default_lookahead, slow_consumer=pace,
+                                       warmup=1, batches=batches, options=dict(threads)))
+    decode_threads = args.decode_threads or default_threads
+    ff = args.ffmpeg_threads or max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
+    out.append(BenchConfig("ceiling", "ceiling", warmup=warmup,
+                           batches=tvl_batches(default_lookahead),
+                           options={"decode_threads": decode_threads, "ffmpeg_threads": ff}))
+    return out
+
+
+def slow_consumer_seconds(results: list[dict[str, Any]], pace: str, batch_size: int) -> float:
+    """1.5x the time per batch (seconds) of configuration ``pace`` (measured before, with a
+    fast consumer); 1 s when it has no figure."""
+    for r in results:
+        if r.get("name") == pace and r.get("images_per_s"):
+            return SLOW_FACTOR * batch_size / float(r["images_per_s"])
+    return 1.0
