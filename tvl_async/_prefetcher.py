@@ -35,6 +35,7 @@ from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
 from tvl_async._dataset import VideoDataset
+from tvl_async._devices import resolve_device
 from tvl_async._errors import (
     BackendUnavailableError,
     PrefetcherClosedError,
@@ -127,7 +128,7 @@ class Prefetcher:
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {transform!r}")
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "
