@@ -277,8 +277,8 @@ def test_batched_resized_and_none_matrix() -> None:
 
 def test_errors_name_the_bad_value() -> None:
     nv12 = torch.zeros(H + H // 2, W, dtype=torch.uint8)
-    with pytest.raises(ValueError,
-                       match=r"Invalid colour matrix \(bt2021\).*bt601, bt709, fcc, smpte240m, bt2020"):
+    with pytest.raises(ValueError, match=r"Invalid colour matrix \(bt2021\).*bt601, bt709, "
+                                         r"fcc, smpte240m, bt2020"):
         nv12_to_rgb(nv12, H, W, matrix="bt2021")
     with pytest.raises(ValueError, match=r"Invalid chroma upsampling \(cubic\)"):
         nv12_to_rgb(nv12, H, W, chroma="cubic")
