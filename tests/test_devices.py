@@ -195,3 +195,55 @@ def test_to_device_async_keeps_tensors_already_there(fake_cuda: dict[str, Any]) 
     t = FakeCudaTensor(0)
     assert devices.to_device_async(t, "cuda:0") is t  # type: ignore[arg-type]
     assert devices.to_device_async(t, "cuda") is t  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------- "cuda" -> the caller's GPU
+
+
+@pytest.fixture
+def caller_on_gpu_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four GPUs; the constructing (main) thread did ``set_device(2)``, other threads are on 0
+    (``current_device`` is per thread, as in CUDA)."""
+    import threading
+
+    main = threading.get_ident()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device",
+                        lambda: 2 if threading.get_ident() == main else 0)
+
+
+def test_resolve_device_pins_bare_cuda_to_the_callers_gpu(caller_on_gpu_2: None) -> None:
+    from tvl_async._devices import resolve_device
+
+    assert resolve_device("cuda") == torch.device("cuda", 2)
+    assert resolve_device(torch.device("cuda")) == torch.device("cuda", 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_resolve_device_without_a_gpu_leaves_cuda_alone(monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    from tvl_async._devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("cuda") == torch.device("cuda")  # the caller reports "no GPU"
+
+
+def test_prefetcher_and_loader_resolve_cuda_where_they_are_built(
+        caller_on_gpu_2: None, videos: dict[str, Any]) -> None:
+    """A Prefetcher built after ``set_device(2)`` decodes on cuda:2, not on the service
+    thread's default GPU 0; so does a VideoLoader."""
+    import tvl_async
+
+    path = videos["h264_mp4"].path
+    p = tvl_async.Prefetcher([path], seq_len=2, device="cuda", backend="pyav")
+    try:
+        assert p.device == torch.device("cuda", 2)
+    finally:
+        p.close()
+    loader = tvl_async.VideoLoader(path, device="cuda", backend="pyav")
+    try:
+        assert loader.device == torch.device("cuda", 2)
+    finally:
+        loader.close()

@@ -30,7 +30,7 @@ import pytest
 import torch
 from conftest import Video
 
-from tvl_async._backends import nvdec, nvdec_packets
+from tvl_async._backends import nvdec, nvdec_packets, nvdec_support
 from tvl_async._backends.nvdec import (
     EncodedPacket,
     Engine,
@@ -65,14 +65,21 @@ def colourful(height: int, width: int, k: int = 0) -> np.ndarray:
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-# (encoder, pixel format, matrix, full range): colour files exercising both matrices and ranges.
+# (encoder, pixel format, matrix, full range): colour files exercising every matrix and range.
 COLOUR_SPECS = [
     ("libx264", "yuv420p", "bt709", False),
     ("libx264", "yuv420p", "bt601", True),
     ("libx265", "yuv420p10le", "bt709", False),
     ("libvpx-vp9", "yuv420p", "bt601", False),
     ("libsvtav1", "yuv420p", "bt709", True),
+    ("libx265", "yuv420p10le", "bt2020", False),
+    ("libx265", "yuv420p10le", "bt2020", True),
+    ("libx264", "yuv420p", "smpte240m", False),
+    ("libx264", "yuv420p", "fcc", True),
 ]
+# matrix -> (AVColorSpace code the file is tagged with, libswscale's name for the matrix)
+COLOUR_TAGS = {"bt709": (1, "itu709"), "bt601": (6, "itu601"), "bt2020": (9, "bt2020"),
+               "smpte240m": (7, "smpte240m"), "fcc": (4, "fcc")}
 
 
 def write_colour_video(path: Path, codec: str, pix_fmt: str, matrix: str, full: bool, *,
@@ -82,12 +89,13 @@ def write_colour_video(path: Path, codec: str, pix_fmt: str, matrix: str, full: 
     with av.open(str(path), "w") as c:
         s = c.add_stream(codec, rate=25, options=options)
         s.width, s.height, s.pix_fmt = width, height, pix_fmt
-        s.codec_context.colorspace = {"bt709": 1, "bt601": 6}[matrix]
+        code, sws = COLOUR_TAGS[matrix]
+        s.codec_context.colorspace = code
         s.codec_context.color_range = 2 if full else 1
         for k in range(n_frames):
             f = av.VideoFrame.from_ndarray(colourful(height, width, k), format="rgb24")
-            f = f.reformat(format=pix_fmt, dst_colorspace={"bt709": "itu709", "bt601": "itu601"}[
-                matrix], dst_color_range="JPEG" if full else "MPEG")
+            f = f.reformat(format=pix_fmt, dst_colorspace=sws,
+                           dst_color_range="JPEG" if full else "MPEG")
             f.pts = k
             for p in s.encode(f):
                 c.mux(p)
@@ -522,6 +530,10 @@ class FakePyNvDecoder:
         log["create"].append(kw)
 
     def Decode(self, pd: Any) -> list[FakeFrame]:
+        self.log["decode"].append(self.kw["codec"])
+        if pd.bsl and self.kw["codec"] in self.log["reject"]:  # NVDEC meets the sequence header
+            raise PyNvVCExceptionUnsupported(
+                "Resolution not supported on this GPU (NvDecoder::HandleVideoSequence)")
         if pd.bsl == 0:
             assert pd.bsl_data == 0 and pd.decode_flag == 0
             frames = list(self.ctx.decode(None))
@@ -536,12 +548,17 @@ class FakePyNvDecoder:
 
     def setReconfigParams(self, width: int, height: int) -> None:
         self.log["reconfigure"].append((width, height))
+        raise AssertionError("setReconfigParams leaks CUDA events per call: never call it")
 
     def GetWidth(self) -> int:
         return self.size[0] + self.size[0] % 2  # NvDecoder: 4:2:0 output rows have even length
 
     def GetHeight(self) -> int:
         return self.size[1]
+
+
+class PyNvVCExceptionUnsupported(Exception):
+    """Stands for PyNvVideoCodec's exception of that name."""
 
 
 class EmulatedNvDecoder(nvdec._NvDecoder):
@@ -578,7 +595,8 @@ class FakeStream:
 
 @pytest.fixture
 def fake_nvc(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
-    log: dict[str, list[Any]] = {"create": [], "reconfigure": [], "caps": []}
+    log: dict[str, list[Any]] = {"create": [], "reconfigure": [], "caps": [], "decode": [],
+                                 "reject": []}
 
     class PacketData:
         def __init__(self) -> None:
@@ -598,8 +616,10 @@ def fake_nvc(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]
         PacketData=PacketData,
         CreateDecoder=lambda **kw: FakePyNvDecoder(log, **kw),
         GetDecoderCaps=caps,
+        PyNvVCExceptionUnsupported=PyNvVCExceptionUnsupported,
         log=log,
     )
+    monkeypatch.setattr(nvdec_support, "_CAPS", {})  # a fresh process as far as caps go
     stream = FakeStream()
     monkeypatch.setattr(nvdec, "_load_pynvvideocodec", lambda device: module)
     monkeypatch.setattr(torch.cuda, "Stream", lambda device=None: stream)
@@ -654,6 +674,8 @@ def test_emulated_backend_colours_match_cpu(fake_nvc: Any, big_videos: dict[str,
 
 def test_emulated_decoder_cache(fake_nvc: Any, big_videos: dict[str, Video],
                                 videos: dict[str, Video]) -> None:
+    """One decoder per (codec, bit depth, width, height), least recently used out first; a
+    size change never reconfigures a decoder (setReconfigParams raises in the stand-in)."""
     log = fake_nvc.log
     small = load_index(big_videos["h264"].path)  # 128x96
     big = load_index(big_videos["h264_big"].path)  # 320x240
@@ -663,25 +685,74 @@ def test_emulated_decoder_cache(fake_nvc: Any, big_videos: dict[str, Video],
         backend.decode(small, [1])
         backend.decode(small, [2])
         assert len(log["create"]) == 1 and backend.decoders == 1
-        backend.decode(big, [1])  # bigger than the cached decoder: recreated with the new max
-        assert len(log["create"]) == 2
-        assert (log["create"][-1]["maxwidth"], log["create"][-1]["maxheight"]) == (320, 240)
-        backend.decode(small, [5])  # smaller: reconfigured, not recreated
-        assert len(log["create"]) == 2 and log["reconfigure"] == [(128, 96)]
-        assert indices_of(backend.decode(hevc, [3]).frames) == [3]
-        assert backend.decoders == 2
+        assert indices_of(backend.decode(big, [1]).frames) == [1]  # another size: its own
+        assert [(c["maxwidth"], c["maxheight"]) for c in log["create"]] == [(128, 96), (320, 240)]
+        assert indices_of(backend.decode(small, [5]).frames) == [5]  # cached, not recreated
+        assert len(log["create"]) == 2 and log["reconfigure"] == []
+        assert indices_of(backend.decode(hevc, [3]).frames) == [3]  # evicts 320x240 H.264
+        assert backend.decoders == 2 and [d.width for d in EmulatedNvDecoder.closed] == [320]
+        backend.decode(small, [4])
+        assert len(log["create"]) == 3
         other = load_index(videos["vp9_webm"].path)  # 128x96: too small for NVDEC VP9
         with pytest.raises(UnsupportedCodecError, match="decode it on the CPU"):
             backend.decode(other, [0])
         assert isinstance(backend.supports(other), str)
-        backend.decode(load_index(big_videos["vp9"].path), [0])  # third codec: LRU evicted
-        assert backend.decoders == 2 and len(EmulatedNvDecoder.closed) >= 2
+        backend.decode(load_index(big_videos["vp9"].path), [0])  # LRU evicted again
+        assert backend.decoders == 2 and len(EmulatedNvDecoder.closed) == 2
         assert len(log["caps"]) == 3  # asked once per (codec, bit depth)
     finally:
         backend.close()
         backend.close()
+    assert log["reconfigure"] == []
     with pytest.raises(RuntimeError, match="after close"):
         backend.decode(small, [0])
+
+
+def test_size_switches_never_reconfigure(fake_nvc: Any, big_videos: dict[str, Video]) -> None:
+    """Jobs alternate between sizes (even, odd 257x193, larger) on one codec and another: exact
+    frames every time, one decoder per size created at that size, none ever reconfigured."""
+    log = fake_nvc.log
+    ix = {k: load_index(big_videos[n].path) for k, n in
+          (("a", "vp9"), ("b", "vp9_odd"), ("c", "h264_big"), ("e", "h264"))}
+    backend = NvdecBackend("cuda:0", max_decoders=4)
+    try:
+        for k in "abacecabe" * 3:
+            assert indices_of(backend.decode(ix[k], [5, 17, 2]).frames) == [5, 17, 2], k
+    finally:
+        backend.close()
+    assert log["reconfigure"] == []
+    sizes = [(c["codec"], c["maxwidth"], c["maxheight"]) for c in log["create"]]
+    assert sizes == [("VP9", 256, 192), ("VP9", 257, 193), ("H264", 320, 240),
+                     ("H264", 128, 96)]  # each created once, at its own (odd) size
+
+
+def test_decoder_caps_asked_once_per_process(fake_nvc: Any, big_videos: dict[str, Video]
+                                             ) -> None:
+    """GetDecoderCaps creates and destroys a CUDA context per call: asked once per process per
+    (GPU, codec, chroma, bit depth), whatever the number of backends (one per VideoLoader) and
+    threads; another GPU is asked for itself."""
+    import threading
+
+    log = fake_nvc.log
+    h264, hevc10 = (load_index(big_videos[n].path) for n in ("h264", "hevc10"))
+
+    def use(device: str) -> None:
+        backend = NvdecBackend(device)
+        try:
+            assert backend.supports(h264) is True and backend.supports(hevc10) is True
+        finally:
+            backend.close()
+
+    threads = [threading.Thread(target=use, args=("cuda:0",)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    use("cuda:0")
+    assert sorted((c["gpuid"], c["codec"], c["bitdepth"]) for c in log["caps"]) == [
+        (0, "H264", 8), (0, "HEVC", 10)]
+    use("cuda:1")
+    assert len(log["caps"]) == 4 and {c["gpuid"] for c in log["caps"][2:]} == {1}
 
 
 def test_nvdecoder_packet_handling(fake_nvc: Any, big_videos: dict[str, Video]) -> None:
@@ -711,7 +782,7 @@ def test_emulated_backend_colour_tags(fake_nvc: Any, tmp_path: Path,
     """Matrix and range from the index reach the conversion: agrees with the CPU's rgb24."""
     codec, pix_fmt, matrix, full = spec
     index = load_index(write_colour_video(tmp_path / f"{codec}.mkv", *spec))
-    assert (index.color_matrix, index.full_range) == (matrix, full)
+    assert (index.color_space, index.full_range) == (COLOUR_TAGS[matrix][0], full)
     backend = NvdecBackend("cuda:0")
     try:
         gpu = torch.stack(backend.decode(index, [5, 2]).frames).to(torch.int32)

@@ -29,7 +29,15 @@ import torch
 from av.video.reformatter import Interpolation
 from test_nvdec_cpu import write_colour_video
 
-from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb, yuv420p_to_rgb, yuv_planes_to_rgb
+from tvl_async._backends.yuv import (
+    COLORSPACES,
+    colorspace_matrix,
+    colorspace_unsupported_reason,
+    nv12_to_rgb,
+    p016_to_rgb,
+    yuv420p_to_rgb,
+    yuv_planes_to_rgb,
+)
 
 H, W = 96, 128
 CASES = [
@@ -269,8 +277,9 @@ def test_batched_resized_and_none_matrix() -> None:
 
 def test_errors_name_the_bad_value() -> None:
     nv12 = torch.zeros(H + H // 2, W, dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"Invalid colour matrix \('bt2020'\).*bt601, bt709"):
-        nv12_to_rgb(nv12, H, W, matrix="bt2020")
+    with pytest.raises(ValueError, match=r"Invalid colour matrix \('bt2021'\).*bt601, bt709, "
+                                         r"fcc, smpte240m, bt2020"):
+        nv12_to_rgb(nv12, H, W, matrix="bt2021")
     with pytest.raises(ValueError, match=r"Invalid chroma upsampling \('cubic'\)"):
         nv12_to_rgb(nv12, H, W, chroma="cubic")
     with pytest.raises(ValueError, match=r"Invalid chroma siting \('top'\).*left, center"):
@@ -294,3 +303,69 @@ def test_flat_colours_limited_and_full_range() -> None:
         assert out[:, 0, 0].tolist() == [0, 0, 0]
         assert out[:, 0, 1].tolist() == [255, 255, 255]
         assert len(set(out[:, 1, 0].tolist())) == 1  # grey stays grey
+
+
+# ------------------------------------------------- every colour space FFmpeg knows (AVColorSpace)
+
+# libswscale's name for the matrix that converts each AVColorSpace code with one.
+SWS_NAMES = {"bt601": "itu601", "bt709": "itu709", "fcc": "fcc", "smpte240m": "smpte240m",
+             "bt2020": "bt2020"}
+# Codes the CPU path (PyAV -> libswscale) converts; 3 (reserved) it refuses, but the GPU path
+# treats it as unspecified.
+CPU_CODES = [0, 1, 2, 4, 5, 6, 7, 9]
+
+
+def tagged_frame(code: int, fmt: str, full: bool) -> av.VideoFrame:
+    """The colourful image in ``fmt`` with the matrix of AVColorSpace ``code``, tagged with it,
+    as a decoder hands it to the CPU backend."""
+    sws = SWS_NAMES[colorspace_matrix(code)]
+    frame = av.VideoFrame.from_ndarray(colourful(), format="rgb24").reformat(
+        format=fmt, dst_colorspace=sws, dst_color_range="JPEG" if full else "MPEG")
+    frame.colorspace = code
+    frame.color_range = 2 if full else 1
+    return frame
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["limited", "full"])
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuv420p10le"])
+@pytest.mark.parametrize("code", CPU_CODES)
+def test_each_colour_space_matches_the_cpu_path(code: int, fmt: str, full: bool) -> None:
+    """The GPU path's conversion (NV12 / P016 surfaces, the matrix the index's colour-space code
+    names) against what the CPU backend returns for the same decoded frame (``to_ndarray``:
+    libswscale reads the frame's own tags)."""
+    frame = tagged_frame(code, fmt, full)
+    cpu = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    matrix = colorspace_matrix(code)
+    dtype = np.uint8 if fmt == "yuv420p" else np.uint16
+    y, u, v = (torch.from_numpy(p[:, :n].astype(np.int32)) for p, n in
+               zip(planes(frame, dtype), (W, W // 2, W // 2), strict=True))
+    surface = torch.cat([y, torch.stack([u, v], dim=-1).reshape(u.shape[0], -1)])
+    if fmt == "yuv420p":  # NVDEC: NV12; CPU: swscale's unscaled path (nearest chroma)
+        gpu = nv12_to_rgb(surface.to(torch.uint8), H, W, matrix=matrix, full_range=full)
+        limit = (2 if full else FAST_MAX, FAST_MEAN)
+    else:  # NVDEC: P016 (10 bits in the high bits); CPU: swscale's generic path
+        gpu = p016_to_rgb(surface * 64, H, W, matrix=matrix, full_range=full, siting="center")
+        limit = (3 if full else 4, GENERIC_MEAN)
+    mx, mean = diff(gpu, cpu)
+    assert mx <= limit[0] and mean <= limit[1], (code, fmt, full, mx, mean)
+    if matrix in ("bt709", "smpte240m", "bt2020"):  # the old behaviour, BT.601, is far off
+        if fmt == "yuv420p":
+            wrong = nv12_to_rgb(surface.to(torch.uint8), H, W, matrix="bt601", full_range=full)
+        else:
+            wrong = p016_to_rgb(surface * 64, H, W, matrix="bt601", full_range=full,
+                                siting="center")
+        assert diff(wrong, cpu)[0] > 8
+
+
+def test_colour_space_table_covers_ffmpeg() -> None:
+    assert sorted(COLORSPACES) == list(range(18))  # AVCOL_SPC_RGB .. AVCOL_SPC_YCGCO_RO
+    assert colorspace_matrix(9) == "bt2020" and colorspace_matrix(2) == "bt601"
+    assert colorspace_matrix(3) == "bt601"
+    for code in (8, 10, 11, 12, 13, 14, 15, 16, 17):
+        reason = colorspace_unsupported_reason(code)
+        assert reason is not None and f"colour space {code} ({COLORSPACES[code][0]})" in reason
+        with pytest.raises(ValueError, match=rf"Invalid colour space \({code}\)"):
+            colorspace_matrix(code)
+    assert "not in FFmpeg's table" in (colorspace_unsupported_reason(40) or "")
+    for code in CPU_CODES:
+        assert colorspace_unsupported_reason(code) is None

@@ -24,7 +24,22 @@ from typing import Any
 
 import torch
 
-__all__ = ["ServiceStream", "hand_over", "to_device_async"]
+__all__ = ["ServiceStream", "hand_over", "resolve_device", "to_device_async"]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device``, with ``"cuda"`` (no index) pinned to the caller's GPU.
+
+    ``torch.cuda.current_device()`` is per thread and a new thread starts on GPU 0, so a bare
+    ``"cuda"`` must be resolved in the thread that builds the Prefetcher or VideoLoader (where
+    the user called ``torch.cuda.set_device(local_rank)``), not later in the service thread.
+    Other devices, and ``"cuda"`` when no GPU is visible (the caller reports that), are returned
+    unchanged. Call from the constructing thread; does not block.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return dev
 
 
 class ServiceStream:

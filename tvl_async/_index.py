@@ -38,7 +38,7 @@ from tvl_async._errors import NoVideoStreamError, UnsupportedCodecError, VideoOp
 
 log = logging.getLogger(__name__)
 
-INDEX_VERSION = 4
+INDEX_VERSION = 5
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
 NO_TS = np.iinfo(np.int64).min  # stands for a missing timestamp in int64 arrays
 
@@ -72,6 +72,10 @@ class VideoIndex:
         packet_pts: ``[n_packets]`` int64 pts of every packet in decode order (for locating the
             demuxer after a seek).
         frame_duration: duration of the last frame in seconds.
+        color_space: the colour-space code the stream declares, as FFmpeg gives it
+            (``AVColorSpace``: 1 BT.709, 2 unspecified, 9 BT.2020...).
+        field_order: ``"progressive"``, ``"tt"``, ``"bb"``, ``"tb"``, ``"bt"`` (interlaced) or
+            ``"unknown"``, as FFmpeg reports the stream's field order.
     """
 
     path: str
@@ -97,6 +101,8 @@ class VideoIndex:
     key_decode_pos: np.ndarray
     packet_pts: np.ndarray
     frame_duration: float
+    color_space: int = 2
+    field_order: str = "unknown"
     _frame_of_pts: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -228,6 +234,19 @@ def _color_info(stream: Any) -> tuple[str | None, bool]:
     if stream.codec_context.pix_fmt and stream.codec_context.pix_fmt.startswith("yuvj"):
         full = True
     return matrix, full
+
+
+_FIELD_ORDERS = {0: "unknown", 1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
+
+def _scan_info(ctx: Any) -> dict[str, Any]:
+    """Colour-space code and field order as FFmpeg reports them (for the GPU decoder)."""
+    info: dict[str, Any] = {"color_space": 2, "field_order": "unknown"}
+    with contextlib.suppress(Exception):
+        info["color_space"] = int(ctx.colorspace)
+    with contextlib.suppress(Exception):
+        info["field_order"] = _FIELD_ORDERS.get(int(ctx.field_order), "unknown")
+    return info
 
 
 # ------------------------------------------------------------------------------- building
@@ -393,6 +412,7 @@ def build_index(path: str | os.PathLike[str]) -> VideoIndex:
             "header_frames": int(stream.frames or 0),
             "color_matrix": matrix,
             "full_range": full,
+            **_scan_info(ctx),
         }
         packets = _demux_packets(container, stream, str(p))
     ok = _timestamps_usable(packets)
@@ -470,6 +490,8 @@ def _save(index: VideoIndex, target: Path) -> None:
             "header_frames",
             "timestamps_ok",
             "frame_duration",
+            "color_space",
+            "field_order",
         )
     }
     meta["time_base"] = [index.time_base.numerator, index.time_base.denominator]

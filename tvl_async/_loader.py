@@ -25,6 +25,7 @@ import torch
 from tvl_async._backends import create_backend, resolve_backend
 from tvl_async._backends.base import READ_MODES, Backend, ReadMode
 from tvl_async._checks import invalid_type, invalid_value
+from tvl_async._devices import resolve_device
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import VideoIndex, load_index
 
@@ -59,7 +60,7 @@ class VideoLoader:
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
             raise invalid_value("dtype", dtype, names)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"{os.fspath(path)}: device '{self.device}' asked for, but PyTorch sees no CUDA "

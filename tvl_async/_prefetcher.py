@@ -41,6 +41,7 @@ from tvl_async._config import PrefetchConfig
 from tvl_async._consumer import Consumer
 from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import DecodePool, default_decode_threads, default_ffmpeg_threads
+from tvl_async._devices import resolve_device
 from tvl_async._errors import BackendUnavailableError, PrefetcherClosedError
 from tvl_async._index import find_videos
 from tvl_async._loops import EpochLoops
@@ -104,7 +105,7 @@ class Prefetcher:
         if dataset is not None:
             self.config = _dataset_config(dataset, self.config)
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "

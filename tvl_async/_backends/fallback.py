@@ -1,9 +1,12 @@
 """GPU decoding with a per-file CPU fallback for what the GPU's decoder cannot handle.
 
 :class:`FallbackBackend` asks the GPU backend, once per file, whether it can decode that file
-(codec, bit depth, size); files it cannot are decoded by PyAV and copied to the GPU through
-pinned memory on the current stream. Each fallback is logged once and reported to a callback
-(the Prefetcher counts them in ``stats().fallback_files``). Owned by one thread, like any backend.
+(codec, bit depth, size, interlacing, colour space); files it cannot are decoded by PyAV and
+copied to the GPU through pinned memory on the current stream. A file the GPU's decoder rejects
+only when it meets the stream (``UnsupportedCodecError`` from ``decode``/``stream``: NVDEC's
+"Codec not supported on this GPU", "Resolution not supported"...) falls back the same way, from
+the frames not yet delivered. Each fallback is logged once and reported to a callback (the
+Prefetcher counts them in ``stats().fallback_files``). Owned by one thread, like any backend.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Protocol
 import torch
 
 from tvl_async._backends.base import Backend, DecodeResult, ReadMode
+from tvl_async._errors import UnsupportedCodecError
 from tvl_async._index import VideoIndex
 
 log = logging.getLogger(__name__)
@@ -45,12 +49,19 @@ class FallbackBackend:
     def _pick(self, index: VideoIndex) -> Backend:
         if index.path not in self._reasons:
             reason = self.primary.unsupported_reason(index)
-            self._reasons[index.path] = reason
+            self._reasons[index.path] = None
             if reason is not None:
-                log.warning("tvl_async: %s is decoded on the CPU: %s", index.path, reason)
-                if self._on_fallback is not None:
-                    self._on_fallback(index.path, reason)
+                self._fall_back(index.path, reason)
         return self.fallback if self._reasons[index.path] is not None else self.primary
+
+    def _fall_back(self, path: str, reason: str) -> None:
+        """From now on ``path`` is decoded on the CPU; logged and reported once."""
+        if self._reasons.get(path) is not None:
+            return
+        self._reasons[path] = reason
+        log.warning("tvl_async: %s is decoded on the CPU: %s", path, reason)
+        if self._on_fallback is not None:
+            self._on_fallback(path, reason)
 
     @property
     def fallback_files(self) -> list[str]:
@@ -60,18 +71,30 @@ class FallbackBackend:
     def decode(self, index: VideoIndex, frames: Sequence[int], *,
                size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
         """Decode with the backend chosen for this file; frames end up on ``self.device``."""
-        backend = self._pick(index)
-        result = backend.decode(index, frames, size=size, mode=mode)
-        if backend is self.fallback:
-            result.frames = self._upload(result.frames)
+        if self._pick(index) is self.primary:
+            try:
+                return self.primary.decode(index, frames, size=size, mode=mode)
+            except UnsupportedCodecError as e:  # the GPU's decoder refused the stream itself
+                self._fall_back(index.path, str(e))
+        result = self.fallback.decode(index, frames, size=size, mode=mode)
+        result.frames = self._upload(result.frames)
         return result
 
     def stream(self, index: VideoIndex, start: int = 0, *,
                size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
         """Sequential frames from the backend chosen for this file, on ``self.device``."""
-        backend = self._pick(index)
-        for frame in backend.stream(index, start, size=size):
-            yield frame if backend is self.primary else self._upload([frame])[0]
+        start = index.check_frame(start)
+        if self._pick(index) is self.primary:
+            try:
+                for frame in self.primary.stream(index, start, size=size):
+                    yield frame
+                    start += 1
+                return
+            except UnsupportedCodecError as e:  # refused mid-way: the CPU goes on from `start`
+                self._fall_back(index.path, str(e))
+        if start < index.n_frames:
+            for frame in self.fallback.stream(index, start, size=size):
+                yield self._upload([frame])[0]
 
     def _upload(self, frames: list[torch.Tensor]) -> list[torch.Tensor]:
         from tvl_async._devices import to_device_async

@@ -23,8 +23,17 @@ How a decode works (the same semantics as the CPU backend, ``pyav.py``):
 CUDA: decoders are created on the device's primary context (the one PyTorch uses) and bound to a
 CUDA stream owned by the backend; conversions run on that stream. Before frames are returned, the
 caller's current stream is made to wait on it (no host synchronisation) and the tensors are
-marked with ``record_stream`` for it. Decoders are cached per (codec, bit depth) and reconfigured
-for size changes, least recently used first out.
+marked with ``record_stream`` for it. Decoders are cached per (codec, bit depth, width, height),
+least recently used first out, and never reconfigured (``setReconfigParams`` leaks CUDA events
+per call in NVIDIA's code, needs even sizes and syncs the host). ``GetDecoderCaps`` is asked once
+per process per (GPU, codec, chroma format, bit depth) (:func:`decoder_caps`).
+
+Files NVDEC must not decode go to the CPU (``FallbackBackend``): besides codec, pixel format and
+size, interlaced streams (NVDEC would deinterlace them, the CPU gives the coded frames) and colour
+spaces without a YCbCr matrix; and a file NVDEC itself rejects when it meets the sequence header
+(``PyNvVCExceptionUnsupported``: "Codec not supported on this GPU", "MBCount not supported",
+"Resolution not supported") raises :class:`~tvl_async._errors.UnsupportedCodecError` and is
+remembered as unsupported.
 
 Threads: a backend belongs to the thread that created it (the service thread). It creates, uses and
 destroys its decoders there; nothing here is thread-safe.
@@ -59,7 +68,20 @@ from tvl_async._backends.nvdec_packets import (
     av1_has_sequence_header,
     nvdec_codec,
 )
-from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb
+from tvl_async._backends.nvdec_support import (
+    LEFT_SITED,
+    MAX_BIT_DEPTH,
+    PIX_FMT_DEPTH,
+    STATIC_LIMITS,
+    Key,
+    bit_depth,
+    cache_key,
+    caps_unsupported_reason,
+    decoder_caps,
+    rejection,
+    static_unsupported_reason,
+)
+from tvl_async._backends.yuv import colorspace_matrix, nv12_to_rgb, p016_to_rgb
 from tvl_async._checks import invalid_value
 from tvl_async._errors import (
     BackendUnavailableError,
@@ -71,80 +93,12 @@ from tvl_async._index import VideoIndex
 log = logging.getLogger(__name__)
 
 # Re-exported: the engine and the packet source are the pieces the CPU tests drive directly.
-__all__ = ["NVDEC_CODECS", "EncodedPacket", "Engine", "FrameDecoder", "NvdecBackend",
-           "PacketSource", "av1_has_sequence_header", "caps_unsupported_reason", "nvdec_codec",
-           "plan_runs", "short", "static_unsupported_reason"]
+__all__ = ["MAX_BIT_DEPTH", "NVDEC_CODECS", "PIX_FMT_DEPTH", "STATIC_LIMITS", "EncodedPacket",
+           "Engine", "FrameDecoder", "NvdecBackend", "PacketSource", "av1_has_sequence_header",
+           "caps_unsupported_reason", "decoder_caps", "nvdec_codec", "plan_runs", "rejection",
+           "short", "static_unsupported_reason"]
 
 INSTALL_HINT = "pip install tvl-async[nvdec]"
-
-# Highest bit depth NVDEC decodes per codec (4:2:0).
-MAX_BIT_DEPTH: dict[str, int] = {"H264": 8, "HEVC": 12, "VP8": 8, "VP9": 12, "AV1": 10,
-                                 "MPEG1": 8, "MPEG2": 8}
-# Size limits used when the driver cannot be asked (GetDecoderCaps): (min w, min h, max w, max h).
-STATIC_LIMITS: dict[str, tuple[int, int, int, int]] = {
-    "H264": (48, 16, 4096, 4096),
-    "HEVC": (144, 144, 8192, 8192),
-    "VP8": (48, 16, 4096, 4096),
-    "VP9": (128, 128, 8192, 8192),
-    "AV1": (128, 128, 8192, 8192),
-    "MPEG1": (48, 16, 4080, 4080),
-    "MPEG2": (48, 16, 4080, 4080),
-}
-# 4:2:0 pixel formats and their bit depth; anything else (4:2:2, 4:4:4, gray) stays on the CPU.
-PIX_FMT_DEPTH: dict[str, int] = {
-    "yuv420p": 8, "yuvj420p": 8, "nv12": 8,
-    "yuv420p10le": 10, "yuv420p10be": 10, "p010le": 10,
-    "yuv420p12le": 12, "yuv420p12be": 12,
-}
-# Codecs whose 4:2:0 chroma is co-sited with the even columns (FFmpeg reports "left"); the others
-# leave it unspecified and FFmpeg centres it. Used to match the CPU path's 10-bit conversion.
-LEFT_SITED: frozenset[str] = frozenset({"H264", "HEVC", "MPEG2"})
-
-
-# ------------------------------------------------------------------------------- support
-
-
-def static_unsupported_reason(index: VideoIndex) -> str | None:
-    """Why NVDEC cannot decode ``index`` judging from the index alone, or None if it may.
-
-    Checks the codec, the pixel format (4:2:0 at 8/10/12 bits), per-codec bit depth, timestamps
-    (frames are identified by pts) and conservative size limits. Pure: needs no GPU.
-    """
-    codec = nvdec_codec(index)
-    if codec is None:
-        names = ", ".join(sorted({k for k in NVDEC_CODECS if "lib" not in k}))
-        return f"codec {index.codec!r} has no NVDEC decoder here (supported: {names})"
-    if index.pix_fmt not in PIX_FMT_DEPTH:
-        return (f"pixel format {index.pix_fmt!r} is not 4:2:0 at 8/10/12 bits "
-                f"(supported: {', '.join(PIX_FMT_DEPTH)})")
-    depth = PIX_FMT_DEPTH[index.pix_fmt]
-    if depth > MAX_BIT_DEPTH[codec]:
-        return f"NVDEC decodes {codec} at up to {MAX_BIT_DEPTH[codec]} bits, this file has {depth}"
-    if not index.timestamps_ok:
-        return "the stream has no usable timestamps (NVDEC output is matched to frames by pts)"
-    min_w, min_h, max_w, max_h = STATIC_LIMITS[codec]
-    if not (min_w <= index.width <= max_w and min_h <= index.height <= max_h):
-        return (f"size {index.width}x{index.height} is outside NVDEC's {codec} range "
-                f"{min_w}x{min_h}..{max_w}x{max_h}")
-    return None
-
-
-def caps_unsupported_reason(index: VideoIndex, caps: dict[str, int]) -> str | None:
-    """Why the GPU's decoder capabilities (``GetDecoderCaps``) exclude ``index``, or None."""
-    if not caps.get("supported", 0):
-        return f"this GPU has no NVDEC support for {nvdec_codec(index)} at this bit depth"
-    w, h = index.width, index.height
-    min_w, min_h = caps.get("width_min", 0), caps.get("height_min", 0)
-    max_w, max_h = caps.get("width_max", 1 << 30), caps.get("height_max", 1 << 30)
-    if not (min_w <= w <= max_w and min_h <= h <= max_h):
-        return f"size {w}x{h} is outside this GPU's NVDEC range {min_w}x{min_h}..{max_w}x{max_h}"
-    mbs = ((w + 15) // 16) * ((h + 15) // 16)
-    if mbs > caps.get("mb_num_max", 1 << 30):
-        return f"{mbs} macroblocks exceed this GPU's NVDEC limit {caps['mb_num_max']}"
-    return None
-
-
-# ------------------------------------------------------------------- PyNvVideoCodec (GPU)
 
 
 def _load_pynvvideocodec(device: torch.device) -> ModuleType:
@@ -222,17 +176,22 @@ class _NvDecoder:
 
     def feed(self, packet: EncodedPacket) -> list[tuple[int, Any]]:
         data = np.ascontiguousarray(packet.data)
-        frames = self._dec.Decode(self._packet(data, packet.pts))  # parses `data` before returning
-        return [(int(f.getPTS()), f) for f in frames]
+        return self._decode(self._packet(data, packet.pts))  # parses `data` before returning
 
     def flush(self) -> list[tuple[int, Any]]:
         # One empty packet (end of stream) makes the parser display everything it holds.
-        return [(int(f.getPTS()), f) for f in self._dec.Decode(self._packet(None, 0))]
+        return self._decode(self._packet(None, 0))
 
-    def reconfigure(self, width: int, height: int) -> None:
-        """Output ``width`` x ``height`` from the next sequence on (<= the max size)."""
-        self._dec.setReconfigParams(width, height)
-        self.width, self.height = width, height
+    def _decode(self, packet: Any) -> list[tuple[int, Any]]:
+        """``Decode`` one packet; NVDEC refusing the stream is UnsupportedCodecError."""
+        try:
+            frames = self._dec.Decode(packet)
+        except Exception as e:
+            reason = rejection(e)
+            if reason is not None:
+                raise UnsupportedCodecError(f"NVDEC rejected the stream ({reason})") from e
+            raise
+        return [(int(f.getPTS()), f) for f in frames]
 
     def to_rgb(self, frame: Any, index: VideoIndex, size: tuple[int, int] | None) -> torch.Tensor:
         fmt = getattr(frame.format, "name", str(frame.format)).rsplit(".", 1)[-1]
@@ -251,7 +210,8 @@ class _NvDecoder:
         raw = self._surface(frame, h + (h + 1) // 2, w, fmt)
         convert = nv12_to_rgb if fmt == "NV12" else p016_to_rgb
         siting = "left" if self.codec in LEFT_SITED else "center"
-        return convert(raw, h, index.width, matrix=index.color_matrix, full_range=index.full_range,
+        matrix = colorspace_matrix(getattr(index, "color_space", 2))
+        return convert(raw, h, index.width, matrix=matrix, full_range=index.full_range,
                        siting=siting, size=size)
 
     def _surface(self, frame: Any, rows: int, cols: int, fmt: str) -> torch.Tensor:
@@ -268,16 +228,13 @@ class _NvDecoder:
         self._dec = None
 
 
-def _bit_depth(index: VideoIndex) -> int:
-    return PIX_FMT_DEPTH.get(index.pix_fmt or "", 8)
-
-
 class NvdecBackend:
     """Frame-exact NVDEC decoder; frames come back as ``[3, H, W]`` uint8 CUDA tensors.
 
     Args:
         device: the CUDA device (``"cuda"``, ``"cuda:N"`` or a ``torch.device``).
-        max_decoders: NVDEC decoders kept alive (one per codec and bit depth in use).
+        max_decoders: NVDEC decoders kept alive (one per codec, bit depth and size in use; the
+            least recently used is destroyed first).
         max_open_files: demuxers kept open.
 
     Raises:
@@ -292,7 +249,7 @@ class NvdecBackend:
     name = "nvdec"
     _decoder_class: type[_NvDecoder] = _NvDecoder
 
-    def __init__(self, device: str | torch.device = "cuda:0", *, max_decoders: int = 4,
+    def __init__(self, device: str | torch.device = "cuda:0", *, max_decoders: int = 8,
                  max_open_files: int = 16) -> None:
         dev = torch.device(device)
         if dev.type != "cuda":
@@ -306,9 +263,9 @@ class NvdecBackend:
         self.device = dev
         self.max_decoders = max_decoders
         self._stream = torch.cuda.Stream(device=dev)  # type: ignore[no-untyped-call]
-        self._decoders: OrderedDict[tuple[str, int], _NvDecoder] = OrderedDict()
+        self._decoders: OrderedDict[Key, _NvDecoder] = OrderedDict()
         self._retired: list[FrameDecoder] = []
-        self._caps: dict[tuple[str, int], dict[str, int] | None] = {}
+        self._rejected: dict[str, str] = {}  # path -> NVDEC's refusal at decode time
         self._owner = threading.get_ident()
         self._closed = False
         self._engine = Engine(self._decoder_for, scope=self._scope, deliver=self._deliver,
@@ -331,14 +288,26 @@ class NvdecBackend:
         """
         self._check_open()
         self._destroy_retired()
-        return self._engine.decode(index, frames, size=size, mode=mode)
+        try:
+            return self._engine.decode(index, frames, size=size, mode=mode)
+        except UnsupportedCodecError as e:
+            self._reject(index, e)
+            raise
 
     def stream(self, index: VideoIndex, start: int = 0, *,
                size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
         """Yield frames ``start…`` to the end, decoding forward once with a decoder of its own."""
         self._check_open()
         self._destroy_retired()
-        return self._engine.stream(index, start, size=size)
+        return self._stream_frames(index, start, size)
+
+    def _stream_frames(self, index: VideoIndex, start: int, size: tuple[int, int] | None
+                       ) -> Iterator[torch.Tensor]:
+        try:
+            yield from self._engine.stream(index, start, size=size)
+        except UnsupportedCodecError as e:
+            self._reject(index, e)
+            raise
 
     def supports(self, index: VideoIndex) -> bool | str:
         """``True`` if this GPU can decode ``index``, else a string saying why not.
@@ -352,11 +321,11 @@ class NvdecBackend:
 
     def unsupported_reason(self, index: VideoIndex) -> str | None:
         """Why this GPU cannot decode ``index`` (codec, pixel format, bit depth, size), or None."""
-        reason = static_unsupported_reason(index)
+        reason = static_unsupported_reason(index) or self._rejected.get(index.path)
         if reason is not None:
             return reason
         codec = NVDEC_CODECS[index.codec]
-        caps = self._query_caps(codec, _bit_depth(index))
+        caps = decoder_caps(self._nvc, self.device.index or 0, codec, bit_depth(index))
         return None if caps is None else caps_unsupported_reason(index, caps)
 
     def close(self) -> None:
@@ -417,18 +386,13 @@ class NvdecBackend:
         while self._retired:
             self._retired.pop().close()
 
-    def _query_caps(self, codec: str, depth: int) -> dict[str, int] | None:
-        key = (codec, depth)
-        if key not in self._caps:
-            try:
-                caps = self._nvc.GetDecoderCaps(
-                    gpuid=self.device.index or 0,
-                    codec=getattr(self._nvc.cudaVideoCodec, codec), bitdepth=depth)
-                self._caps[key] = {str(k): int(v) for k, v in dict(caps).items()}
-            except Exception as e:  # old package or driver: fall back to the static limits
-                log.debug("GetDecoderCaps(%s, %d bits) failed: %s", codec, depth, e)
-                self._caps[key] = None
-        return self._caps[key]
+    def _reject(self, index: VideoIndex, error: UnsupportedCodecError) -> None:
+        """NVDEC refused ``index`` while decoding: remember it, drop the decoder it broke."""
+        if static_unsupported_reason(index) is not None or index.path in self._rejected:
+            return  # refused before NVDEC saw it
+        self._rejected[index.path] = str(error)
+        log.info("%s: NVDEC rejected the file while decoding: %s", index.path, error)
+        self._drop(cache_key(index))
 
     def _create(self, index: VideoIndex, codec: str, max_w: int, max_h: int) -> _NvDecoder:
         with torch.cuda.device(self.device):
@@ -439,7 +403,7 @@ class NvdecBackend:
                 raise DecodeError(f"{index.path}: creating an NVDEC {codec} decoder failed: "
                                   f"{type(e).__name__}: {e}") from e
 
-    def _drop(self, key: tuple[str, int]) -> None:
+    def _drop(self, key: Key) -> None:
         dec = self._decoders.pop(key, None)
         if dec is not None:
             self._stream.synchronize()  # its buffers may still be read by queued conversions
@@ -453,23 +417,14 @@ class NvdecBackend:
         codec = NVDEC_CODECS[index.codec]
         if dedicated:
             return self._create(index, codec, index.width, index.height)
-        key = (codec, _bit_depth(index))
+        # One decoder per (codec, bit depth, size), never reconfigured to another size.
+        key = cache_key(index)
         dec = self._decoders.get(key)
-        if dec is not None and (index.width > dec.max_width or index.height > dec.max_height):
-            max_w, max_h = max(index.width, dec.max_width), max(index.height, dec.max_height)
-            self._drop(key)
-            dec = None
-        else:
-            max_w, max_h = index.width, index.height
-        if dec is None:
-            dec = self._create(index, codec, max_w, max_h)
-            self._decoders[key] = dec
-            while len(self._decoders) > self.max_decoders:
-                self._drop(next(iter(self._decoders)))
+        if dec is not None:
+            self._decoders.move_to_end(key)
             return dec
-        self._decoders.move_to_end(key)
-        if (dec.width, dec.height) != (index.width, index.height):
-            self._engine._settle(dec)
-            self._stream.synchronize()  # reconfiguring frees the output buffers
-            dec.reconfigure(index.width, index.height)
+        while len(self._decoders) >= self.max_decoders:
+            self._drop(next(iter(self._decoders)))
+        dec = self._create(index, codec, index.width, index.height)
+        self._decoders[key] = dec
         return dec

@@ -113,6 +113,9 @@ class Engine:
         try:
             for key, run in plan_runs(index, wanted, mode):
                 self._decode_run(src, dec, index, key, run, got, size)
+        except UnsupportedCodecError as e:  # the decoder refused the stream when it met it
+            self._forget(index.path)
+            raise _refused(index, e) from e
         except (TvlAsyncError, torch.cuda.OutOfMemoryError):
             self._forget(index.path)
             raise
@@ -168,6 +171,8 @@ class Engine:
             if expected != index.n_frames:
                 raise DecodeError(
                     f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}")
+        except UnsupportedCodecError as e:
+            raise _refused(index, e) from e
         except (TvlAsyncError, torch.cuda.OutOfMemoryError):
             raise
         except Exception as e:
@@ -269,6 +274,15 @@ class Engine:
         if remaining:
             raise DecodeError(f"{index.path}: frames {short(sorted(remaining))} never came out "
                               f"of the decoder (decoding from keyframe {key})")
+
+
+def _refused(index: VideoIndex, error: UnsupportedCodecError) -> UnsupportedCodecError:
+    """``error`` naming the file and the way out (the CPU), once."""
+    text = str(error)
+    if not text.startswith(index.path):
+        text = f"{index.path}: {text}; decode it on the CPU (backend='pyav')"
+    return UnsupportedCodecError(text)
+
 
 
 short = short_list  # the name nvdec.py re-exports

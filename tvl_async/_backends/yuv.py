@@ -7,8 +7,10 @@ memory. They work on CPU tensors too, which is how the tests check them against 
 Conventions:
 
 * All arithmetic is float32; the result is rounded to nearest and clamped to 0..255.
-* ``matrix`` is ``"bt601"`` (Kr=0.299, Kb=0.114) or ``"bt709"`` (Kr=0.2126, Kb=0.0722); ``None``
-  means unspecified and is treated as BT.601, as FFmpeg's swscale does.
+* ``matrix`` is a name from :data:`MATRICES` (``"bt601"``, ``"bt709"``, ``"fcc"``, ``"smpte240m"``,
+  ``"bt2020"``: each a (Kr, Kb) pair); ``None`` means unspecified and is treated as BT.601, as
+  FFmpeg's swscale does. :func:`colorspace_matrix` maps the colour-space code a stream declares
+  (FFmpeg's ``AVColorSpace``, recorded in the index) to the matrix the CPU path uses for it.
 * ``full_range=False`` is limited ("MPEG", studio) range: luma 16..235, chroma 16..240 at 8 bits;
   ``True`` is full ("JPEG") range.
 * Chroma upsampling (``chroma=``):
@@ -44,24 +46,88 @@ import torch.nn.functional as F
 
 from tvl_async._checks import invalid_type, invalid_value
 
-Matrix = Literal["bt601", "bt709"]
+Matrix = Literal["bt601", "bt709", "fcc", "smpte240m", "bt2020"]
 ChromaUpsampling = Literal["nearest", "linear"]
 
-MATRICES: dict[str, tuple[float, float]] = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}
+# (Kr, Kb) of each YCbCr matrix, as libswscale's coefficient table has them.
+MATRICES: dict[str, tuple[float, float]] = {
+    "bt601": (0.299, 0.114),  # BT.470 System B/G, SMPTE 170M, and "unspecified"
+    "bt709": (0.2126, 0.0722),
+    "fcc": (0.30, 0.11),  # FCC Title 47 (NTSC 1953)
+    "smpte240m": (0.212, 0.087),
+    "bt2020": (0.2627, 0.0593),  # BT.2020 non-constant luminance
+}
+# FFmpeg's AVColorSpace codes (libavutil/pixfmt.h, named as av_color_space_name() does) and the
+# matrix the CPU path (PyAV -> libswscale) converts each with. None: no (Kr, Kb) matrix converts
+# it (YCgCo, constant-luminance BT.2020, ICtCp...); libswscale refuses those too.
+COLORSPACES: dict[int, tuple[str, str | None]] = {
+    0: ("gbr", "bt601"),  # RGB tag on a YUV stream: swscale treats it as unspecified
+    1: ("bt709", "bt709"),
+    2: ("unknown", "bt601"),  # unspecified: BT.601, as swscale
+    3: ("reserved", "bt601"),  # as unspecified
+    4: ("fcc", "fcc"),
+    5: ("bt470bg", "bt601"),
+    6: ("smpte170m", "bt601"),
+    7: ("smpte240m", "smpte240m"),
+    8: ("ycgco", None),
+    9: ("bt2020nc", "bt2020"),
+    10: ("bt2020c", None),
+    11: ("smpte2085", None),
+    12: ("chroma-derived-nc", None),
+    13: ("chroma-derived-c", None),
+    14: ("ictcp", None),
+    15: ("ipt-c2", None),
+    16: ("ycgco-re", None),
+    17: ("ycgco-ro", None),
+}
 CHROMA_MODES: tuple[str, ...] = get_args(ChromaUpsampling)
 CHROMA_SITINGS: tuple[str, ...] = ("left", "center")
 
 __all__ = [
     "CHROMA_MODES",
     "CHROMA_SITINGS",
+    "COLORSPACES",
     "MATRICES",
     "ChromaUpsampling",
     "Matrix",
+    "colorspace_matrix",
+    "colorspace_unsupported_reason",
     "nv12_to_rgb",
     "p016_to_rgb",
     "yuv420p_to_rgb",
     "yuv_planes_to_rgb",
 ]
+
+
+def colorspace_unsupported_reason(code: int) -> str | None:
+    """Why a stream declaring AVColorSpace ``code`` cannot be converted here, or None if it can.
+
+    Codes outside FFmpeg's table are refused too (a newer FFmpeg may know them). Pure.
+    """
+    name, matrix = COLORSPACES.get(int(code), (None, None))
+    if matrix is not None:
+        return None
+    known = ", ".join(f"{c} ({n})" for c, (n, m) in COLORSPACES.items() if m is not None)
+    what = f"{code} ({name})" if name else f"{code} (not in FFmpeg's table)"
+    return f"colour space {what} has no YCbCr matrix here (converted: {known})"
+
+
+def colorspace_matrix(code: int) -> str:
+    """The :data:`MATRICES` name that converts a stream declaring AVColorSpace ``code``.
+
+    The same matrix libswscale (the CPU path) uses for that code: BT.601 for unspecified,
+    reserved and the RGB tag, BT.709, FCC, SMPTE 240M and BT.2020 (non-constant luminance).
+
+    Raises:
+        ValueError: no (Kr, Kb) matrix converts ``code``
+            (:func:`colorspace_unsupported_reason` says why).
+    """
+    reason = colorspace_unsupported_reason(code)
+    if reason is not None:
+        raise ValueError(f"Invalid colour space ({code}): {reason}")
+    matrix = COLORSPACES[int(code)][1]
+    assert matrix is not None
+    return matrix
 
 
 def nv12_to_rgb(
@@ -84,7 +150,7 @@ def nv12_to_rgb(
             a row may stop one sample short of the last V; it is then repeated from its neighbour.
         height: image height in pixels.
         width: image width in pixels.
-        matrix: ``"bt601"``, ``"bt709"`` or None (BT.601).
+        matrix: a :data:`MATRICES` name or None (BT.601).
         full_range: True for full-range YUV.
         chroma: ``"nearest"`` (default) or ``"linear"``; see the module docstring.
         siting: horizontal chroma siting for ``"linear"``: ``"left"`` or ``"center"``.
@@ -121,7 +187,7 @@ def p016_to_rgb(
         p016: ``[..., rows, cols]`` uint16 (or int16/int32 holding the same bit patterns).
         height: image height in pixels.
         width: image width in pixels.
-        matrix: ``"bt601"``, ``"bt709"`` or None (BT.601).
+        matrix: a :data:`MATRICES` name or None (BT.601).
         full_range: True for full-range YUV.
         chroma: ``"linear"`` (default, as swscale treats 10-bit input) or ``"nearest"``.
         siting: horizontal chroma siting for ``"linear"``: ``"left"`` or ``"center"``.
@@ -155,7 +221,7 @@ def yuv420p_to_rgb(
         u: ``[..., ceil(H/2), ceil(W/2)]`` Cb.
         v: ``[..., ceil(H/2), ceil(W/2)]`` Cr.
         bit_depth: bits per sample, 8 to 16.
-        matrix: ``"bt601"``, ``"bt709"`` or None (BT.601).
+        matrix: a :data:`MATRICES` name or None (BT.601).
         full_range: True for full-range YUV.
         chroma: ``"nearest"`` (default) or ``"linear"``.
         siting: horizontal chroma siting for ``"linear"``: ``"left"`` or ``"center"``.
@@ -191,7 +257,7 @@ def yuv_planes_to_rgb(
         v: ``[..., Hc, Wc]`` Cr.
         scale: factor taking sample values to 8-bit units (``1/4`` for 10-bit values in the low
             bits, ``1/256`` for P016).
-        matrix: ``"bt601"``, ``"bt709"`` or None (BT.601).
+        matrix: a :data:`MATRICES` name or None (BT.601).
         full_range: True for full-range YUV.
         chroma: ``"nearest"`` or ``"linear"``.
         siting: horizontal chroma siting for ``"linear"``: ``"left"`` or ``"center"``.
