@@ -35,6 +35,7 @@ from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._config import DEFAULT_MEMORY_BUDGET, PrefetchConfig, ProcessDesc
 from tvl_async._dataset import VideoDataset
+from tvl_async._distributed import resolve_device
 from tvl_async._errors import (
     BackendUnavailableError,
     PrefetcherClosedError,
@@ -127,7 +128,7 @@ class Prefetcher:
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {transform!r}")
         cfg = self.config
-        self.device = torch.device(cfg.device)
+        self.device = resolve_device(cfg.device)  # "cuda" under torchrun: cuda:LOCAL_RANK
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "
@@ -278,7 +279,11 @@ class Prefetcher:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Batch]:
-        self._ensure_started(iterating=True)
+        # a new Prefetcher starts with the first batch asked for, so that iter() then
+        # load_state_dict() still resumes (Lightning calls iter() to check a loader, then
+        # restores its state, then iterates)
+        if self._state != "new":
+            self._ensure_started(iterating=True)
         return self
 
     def __next__(self) -> Batch:
@@ -298,7 +303,8 @@ class Prefetcher:
         return self._deliver(item, time.perf_counter() - t0)
 
     def __aiter__(self) -> AsyncIterator[Batch]:
-        self._ensure_started(iterating=True)
+        if self._state != "new":  # as __iter__: starts with the first batch asked for
+            self._ensure_started(iterating=True)
         return self
 
     async def __anext__(self) -> Batch:

@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from tvl_async._dataset import IntArray, VideoDataset, check_int, expand_runs
+from tvl_async._distributed import distributed_rank
 
 __all__ = [
     "SAMPLINGS",
@@ -59,30 +59,6 @@ class SampleSpace(Protocol):
     def sample_arrays(self) -> tuple[IntArray, IntArray]: ...
 
     def sample_gops(self) -> IntArray: ...
-
-
-def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)``: the arguments, else ``torch.distributed``'s when initialised, else
-    ``(0, 1)``.
-
-    Raises:
-        ValueError: only one of the two is given while torch.distributed is not initialised, or
-            ``rank`` is not in ``0..world_size-1``.
-    """
-    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not dist_on and (rank is None) != (world_size is None):
-        raise ValueError(f"give rank and world_size together (got rank={rank}, world_size="
-                         f"{world_size}) or initialise torch.distributed")
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if dist_on else 1
-    if rank is None:
-        rank = torch.distributed.get_rank() if dist_on else 0
-    world_size = check_int("world_size", world_size, 1)
-    rank = check_int("rank", rank, 0)
-    if rank >= world_size:
-        raise ValueError(f"rank must be in 0..{world_size - 1} for world_size={world_size}, "
-                         f"got {rank}")
-    return rank, world_size
 
 
 class Sampler:
