@@ -98,6 +98,10 @@ class Prefetcher:
     thread (or one asyncio event loop) at a time; ``close`` may be called from any thread.
     """
 
+    # DataLoader's attribute: trainers (Lightning) that find a ``sampler`` also read
+    # ``batch_sampler``; a Prefetcher batches by itself
+    batch_sampler: None = None
+
     def __init__(self, files_or_dataset: VideoDataset | str | os.PathLike[str]
                  | Iterable[str | os.PathLike[str]], seq_len: int = 1, *, batch_size: int = 1,
                  device: str | torch.device = "cpu", backend: str = "auto", shuffle: bool = True,
