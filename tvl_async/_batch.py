@@ -6,6 +6,7 @@ consumer; nothing here blocks or touches a thread.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,31 +14,57 @@ from typing import Any
 import torch
 
 
+@dataclass(init=False, repr=False, eq=False)
 class Batch(Mapping[str, torch.Tensor]):
     """A ready batch: output tensors by name (``"default"`` without processing) plus metadata.
 
+    ``Batch`` is a mapping (``batch["default"]``, ``len``, iteration over the output names) and a
+    dataclass, so that the collection utilities of trainers rebuild it whole:
+    ``lightning_utilities``' ``apply_to_collection`` (used by Lightning's batch transfer,
+    ``move_data_to_device`` and its precision plugins) maps the function over the output
+    tensors and ``labels`` (the training targets follow the data to the model's device) and
+    keeps the identifying metadata as it came (``sample_ids``, ``files``, ``frame_indices``,
+    ``timestamps``, ``epoch``, ``augment``): they stay on the CPU, where ``.tolist()`` costs no
+    device sync, and a half-precision cast never rounds the float64 timestamps.
+
     Attributes:
+        outputs: the output tensors by name.
+        labels: ``B`` labels (a tensor when they are all numbers, else a list; None without
+            ``get_label``).
         sample_ids: ``[B]`` int64 dataset indices of the clips.
         files: ``B`` file paths.
         frame_indices: ``[B, F]`` int64 frame indices of each clip (F = ``seq_len``).
         timestamps: ``[B, F]`` float64 presentation times in seconds.
-        labels: ``B`` labels (a tensor when they are all numbers, else a list; None without
-            ``get_label``).
         epoch: the epoch the samples belong to.
         augment: per output name, the random crop/flip drawn for each clip.
     """
 
-    def __init__(self, outputs: dict[str, torch.Tensor], *, sample_ids: torch.Tensor,
+    # init=True fields: what apply_to_collection maps its function over
+    outputs: dict[str, torch.Tensor]
+    labels: Any
+    # init=False fields: kept as they are by apply_to_collection
+    sample_ids: torch.Tensor = field(init=False)
+    files: list[str] = field(init=False)
+    frame_indices: torch.Tensor = field(init=False)
+    timestamps: torch.Tensor = field(init=False)
+    epoch: int = field(init=False)
+    augment: dict[str, list[dict[str, Any]]] = field(init=False)
+
+    def __init__(self, outputs: Mapping[str, torch.Tensor], *, sample_ids: torch.Tensor,
                  files: list[str], frame_indices: torch.Tensor, timestamps: torch.Tensor,
-                 labels: Any, epoch: int, augment: dict[str, list[dict[str, Any]]]) -> None:
-        self.outputs = outputs
+                 labels: Any = None, epoch: int,
+                 augment: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        if not isinstance(outputs, Mapping):
+            raise TypeError(f"Batch outputs must be a mapping from output name to tensor, got "
+                            f"{type(outputs).__name__}")
+        self.outputs = dict(outputs)
         self.sample_ids = sample_ids
         self.files = files
         self.frame_indices = frame_indices
         self.timestamps = timestamps
         self.labels = labels
         self.epoch = epoch
-        self.augment = augment
+        self.augment = {} if augment is None else augment
 
     def __getitem__(self, name: str) -> torch.Tensor:
         return self.outputs[name]
@@ -47,6 +74,16 @@ class Batch(Mapping[str, torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.outputs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Batch:
+        """A deep copy; a CUDA event (a synchronisation handle, which cannot be copied) is
+        shared. ``apply_to_collection`` deep-copies a dataclass with its fields in ``memo``."""
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        for name, value in vars(self).items():
+            shared = isinstance(value, torch.cuda.Event)
+            new.__dict__[name] = value if shared else copy.deepcopy(value, memo)
+        return new
 
     @property
     def batch_size(self) -> int:

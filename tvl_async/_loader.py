@@ -25,7 +25,7 @@ import torch
 from tvl_async._backends import create_backend, resolve_backend
 from tvl_async._backends.base import READ_MODES, Backend, ReadMode
 from tvl_async._checks import invalid_type, invalid_value
-from tvl_async._devices import resolve_device
+from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import VideoIndex, load_index
 

@@ -41,7 +41,7 @@ from tvl_async._config import PrefetchConfig
 from tvl_async._consumer import Consumer
 from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import DecodePool, default_decode_threads, default_ffmpeg_threads
-from tvl_async._devices import resolve_device
+from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError, PrefetcherClosedError
 from tvl_async._index import find_videos
 from tvl_async._loops import EpochLoops
@@ -94,6 +94,10 @@ class Prefetcher:
     The consumer side (iteration, ``stats``, ``state_dict``, ``close``) may be used from one
     thread (or one asyncio event loop) at a time; ``close`` may be called from any thread.
     """
+
+    # DataLoader's attribute: trainers (Lightning) that find a ``sampler`` also read
+    # ``batch_sampler``; a Prefetcher batches by itself
+    batch_sampler: None = None
 
     def __init__(self, files_or_dataset: VideoDataset | str | os.PathLike[str]
                  | Iterable[str | os.PathLike[str]], seq_len: int | None = None, *,
@@ -242,7 +246,14 @@ class Prefetcher:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[Batch]:
-        """Start a loop: the next epoch (see the class docstring for a loop left early)."""
+        """Start a loop: the next epoch (see the class docstring for a loop left early).
+
+        A Prefetcher not started yet starts with the first batch asked for, so that ``iter()``
+        then :meth:`load_state_dict` still resumes (Lightning checks a loader with ``iter()``,
+        then restores its state, then iterates)."""
+        if self._state is State.NOT_STARTED:
+            self._loops.on_iter()
+            return self
         self._ensure_started()
         restart = self._loops.on_iter()
         if restart is not None:

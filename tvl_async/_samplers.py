@@ -12,11 +12,11 @@ import math
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from tvl_async._checks import invalid_value
 from tvl_async._config import SAMPLINGS  # from the Literal: the list is written once
 from tvl_async._dataset import IntArray, check_int, expand_runs
+from tvl_async._distributed import distributed_rank
 
 
 @runtime_checkable
@@ -31,31 +31,6 @@ class SampleSpace(Protocol):
     def sample_arrays(self) -> tuple[IntArray, IntArray]: ...
 
     def sample_gops(self) -> IntArray: ...
-
-
-def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)``: the arguments, else ``torch.distributed``'s when initialised, else
-    ``(0, 1)``.
-
-    Raises:
-        ValueError: only one of the two is given while torch.distributed is not initialised, or
-            ``rank`` is not in ``0..world_size-1``.
-    """
-    dist_on = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not dist_on and (rank is None) != (world_size is None):
-        raise invalid_value("rank/world_size", None, "both given together, or neither with "
-                            "torch.distributed initialised",
-                            shown=f"rank={rank!r}, world_size={world_size!r}")
-    if world_size is None:
-        world_size = torch.distributed.get_world_size() if dist_on else 1
-    if rank is None:
-        rank = torch.distributed.get_rank() if dist_on else 0
-    world_size = check_int("world_size", world_size, 1)
-    rank = check_int("rank", rank, 0)
-    if rank >= world_size:
-        raise invalid_value("rank", rank, f"0..{world_size - 1}",
-                            context=f"for world_size={world_size}")
-    return rank, world_size
 
 
 class Sampler:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tvl_async._config import SAMPLINGS
 from tvl_async._dataset import IntArray, VideoDataset, check_int
+from tvl_async._distributed import distributed_rank
 from tvl_async._samplers import (
     ChunkedSampler,
     GopShuffleSampler,
@@ -29,7 +30,6 @@ from tvl_async._samplers import (
     SampleSpace,
     SequentialSampler,
     UniformSampler,
-    distributed_rank,
     make_sampler,
     shuffle_buffer_order,
 )

@@ -45,8 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                 file: Any = None, line: str | None = None) -> None:
+    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,  # noqa: ARG001 (showwarning)
+                 file: Any = None, line: str | None = None) -> None:  # noqa: ARG001
         text = " ".join(str(message).split())
         print(f"tvl-async {args.command}: warning: {text}", file=sys.stderr, flush=True)
 

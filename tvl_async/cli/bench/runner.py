@@ -178,7 +178,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         bar.set_description(cfg.name)
         load_before = list(os.getloadavg())
 
-        def on_progress(done: int, total: int, base: int = done_before) -> None:
+        def on_progress(done: int, total: int, base: int = done_before) -> None:  # noqa: ARG001
             bar.update(base + done - bar.n)
 
         r = run_config(base_spec | {"config": asdict(cfg)}, on_progress)

@@ -370,7 +370,7 @@ class Player:
         else:
             self._send(worker.Show(start, self.gen))
 
-    def _display(self, frame: worker.Frame, now: float) -> None:
+    def _display(self, frame: worker.Frame, now: float) -> None:  # noqa: ARG002 (the clock passes it)
         self.photo.configure(data=frame.ppm, format="PPM", width=frame.width,
                              height=frame.height)
         self.current = frame.index
