@@ -7,7 +7,7 @@ consumer; nothing here blocks or touches a thread.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -93,6 +93,8 @@ class PrefetchStats:
         lookahead: samples planned ahead; memory_bound_bytes: lookahead × output bytes per sample;
         peak_buffer_bytes: most bytes the reorder buffer held.
         elapsed: seconds since the service started.
+        unindexed_files: files left out at construction because they could not be indexed
+            (``on_error="skip"``; the warning gave each one's cause).
     """
 
     batches_delivered: int
@@ -114,3 +116,4 @@ class PrefetchStats:
     peak_buffer_bytes: int
     elapsed: float
     decode_threads: int
+    unindexed_files: list[str] = field(default_factory=list)

@@ -444,6 +444,11 @@ class PrefetchConfig(BaseModel):
         on_error: ``raise`` or ``skip`` a sample whose file fails. timeout: seconds the consumer
             waits for a batch before ``TimeoutError`` (None = forever).
         max_file_failures: failures after which a file is given up (with ``on_error="skip"``).
+        frame_rate: None (clips count frames) or grid points per second: clips over each
+            file's time grid (``VideoDataset``). stream_index: the video stream (None: ffmpeg's
+            best). autorotate: apply the display matrix (True) or give frames as stored.
+        progress: a progress bar while indexing. index_timeout: seconds one file may take to
+            index (None: no limit).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -473,6 +478,11 @@ class PrefetchConfig(BaseModel):
     on_error: Literal["raise", "skip"] = "raise"
     timeout: float | None = None
     max_file_failures: int = 3
+    frame_rate: float | None = None
+    stream_index: int | None = None
+    autorotate: bool = True
+    progress: bool = False
+    index_timeout: float | None = 300.0
 
     if TYPE_CHECKING:
         # The signature type checkers see (names accepted as well as values); at run time
@@ -505,6 +515,11 @@ class PrefetchConfig(BaseModel):
             on_error: str = "raise",
             timeout: float | None = None,
             max_file_failures: int = 3,
+            frame_rate: float | None = None,
+            stream_index: int | None = None,
+            autorotate: bool = True,
+            progress: bool = False,
+            index_timeout: float | None = 300.0,
         ) -> None:
             """Validate and build; raises :class:`pydantic.ValidationError` (a ``ValueError``)."""
 
@@ -517,7 +532,7 @@ class PrefetchConfig(BaseModel):
     @field_validator(
         "seq_len", "batch_size", "chunk_size", "shuffle_buffer", "epochs", "stride", "step",
         "lookahead", "memory_budget", "queue_depth", "decode_threads", "ffmpeg_threads",
-        "max_file_failures",
+        "max_file_failures", "stream_index",
         "world_size", "rank", "seed", mode="before",
     )
     @classmethod
@@ -585,6 +600,31 @@ class PrefetchConfig(BaseModel):
     def _timeout(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and value > 0):
             raise _invalid("timeout", value, "a finite number of seconds > 0, or None (forever)")
+        return value
+
+    @field_validator("index_timeout")
+    @classmethod
+    def _index_timeout(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise _invalid("index_timeout", value,
+                           "a finite number of seconds > 0, or None (no limit)")
+        return value
+
+    @field_validator("frame_rate", mode="before")
+    @classmethod
+    def _frame_rate(cls, value: Any) -> Any:
+        value = _reject_bool("frame_rate", value, "a number > 0 (per second) or None")
+        if value is not None and isinstance(value, (int, float)) and not (
+                math.isfinite(value) and value > 0):
+            raise _invalid("frame_rate", value, "a finite number > 0 (per second) or None")
+        return value
+
+    @field_validator("stream_index")
+    @classmethod
+    def _stream_index(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise _invalid("stream_index", value, "an integer >= 0 (a stream of the file) or "
+                                                  "None (ffmpeg's best video stream)")
         return value
 
     @field_validator("processing", mode="before")

@@ -92,6 +92,9 @@ class Prefetcher:
         stride, step, get_label: as for :class:`VideoDataset`.
         memory_budget: bytes of finished samples the planner may hold.
         max_file_failures: with ``on_error="skip"``, failures after which a file is given up.
+        frame_rate, stream_index, autorotate, progress, index_timeout: as for
+            :class:`VideoDataset` (with ``on_error="skip"``, files that cannot be indexed are
+            left out and listed in ``stats().unindexed_files``).
 
     The consumer side (iteration, ``stats``, ``state_dict``, ``close``) may be used from one
     thread (or one asyncio event loop) at a time; ``close`` may be called from any thread.
@@ -109,11 +112,18 @@ class Prefetcher:
                  timeout: float | None = None, transform: Callable[[Batch], Any] | None = None,
                  replacement: bool = False, chunk_size: int = 8, shuffle_buffer: int = 1024,
                  stride: int = 1, step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 memory_budget: int = DEFAULT_MEMORY_BUDGET, max_file_failures: int = 3) -> None:
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET, max_file_failures: int = 3,
+                 frame_rate: float | None = None, stream_index: int | None = None,
+                 autorotate: bool = True, progress: bool = False,
+                 index_timeout: float | None = 300.0) -> None:
         dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
         if dataset is not None:
             _check_dataset_options(dataset, seq_len=seq_len, stride=stride, step=step,
                                    get_label=get_label)
+            if frame_rate is not None and frame_rate != dataset.frame_rate:
+                raise ValueError(f"frame_rate={frame_rate!r} given with a VideoDataset whose "
+                                 f"frame_rate is {dataset.frame_rate}; set frame_rate on the "
+                                 f"VideoDataset instead")
             seq_len, stride, step = dataset.seq_len, dataset.stride, dataset.step
         self.config = PrefetchConfig(
             seq_len=seq_len, batch_size=batch_size, device=str(device), backend=backend,
@@ -123,7 +133,9 @@ class Prefetcher:
             drop_last=drop_last, rank=rank, world_size=world_size, on_error=on_error,
             timeout=timeout, replacement=replacement, chunk_size=chunk_size,
             shuffle_buffer=shuffle_buffer, stride=stride, step=step, memory_budget=memory_budget,
-            max_file_failures=max_file_failures)
+            max_file_failures=max_file_failures, frame_rate=frame_rate,
+            stream_index=stream_index, autorotate=autorotate, progress=progress,
+            index_timeout=index_timeout)
         if transform is not None and not callable(transform):
             raise TypeError(f"transform must be callable, got {transform!r}")
         cfg = self.config
@@ -136,7 +148,10 @@ class Prefetcher:
         if dataset is None:
             files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
             dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
-                                   get_label=get_label)
+                                   get_label=get_label, frame_rate=cfg.frame_rate,
+                                   stream_index=cfg.stream_index, autorotate=cfg.autorotate,
+                                   on_error=cfg.on_error, progress=cfg.progress,
+                                   index_timeout=cfg.index_timeout)
         self.dataset = dataset
         self._processing = dict(cfg.processing) if cfg.processing else {"default": ProcessDesc()}
         self._check_output_sizes()
@@ -415,7 +430,8 @@ class Prefetcher:
             memory_bound_bytes=self.lookahead * self._held_sample_bytes(),
             peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
-            decode_threads=self.decode_threads)
+            decode_threads=self.decode_threads,
+            unindexed_files=[p for p, _ in self.dataset.unindexed_files])
 
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer (a plain,
