@@ -232,7 +232,7 @@ def test_audio_only_file(tmp_path: Path) -> None:
 def test_unreadable_file_emulated(files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     """Emulates a file without read permission (tests run as root, where chmod 000 does not
     block reads): ``open`` of that path raises PermissionError inside the index module."""
-    import tvl_async._index as index_module
+    import tvl_async._index_open as index_module
 
     target = files["good2"]
 

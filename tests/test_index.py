@@ -11,6 +11,7 @@ import pytest
 from conftest import Video
 
 from tvl_async import _index as index_mod
+from tvl_async import _index_cache as cache_mod
 from tvl_async._index import build_index, cache_dir, load_index
 from tvl_async.cli.synthetic import write_video
 
@@ -57,7 +58,8 @@ def test_cache_hit_skips_scan(videos: dict[str, Video], monkeypatch: pytest.Monk
     path = videos["h264_mkv"].path
     first = load_index(path)
     calls = []
-    monkeypatch.setattr(index_mod, "build_index", lambda p: calls.append(p) or build_index(p))
+    monkeypatch.setattr(index_mod, "build_index",
+                        lambda p, *a: calls.append(p) or build_index(p, *a))
     second = load_index(path)
     assert calls == []
     assert np.array_equal(first.pts, second.pts) and second.codec == first.codec
@@ -79,12 +81,12 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
     folder = cache_dir()
     assert folder is not None
     st = path.stat()
-    entry = index_mod._cache_file(folder, path.resolve(), st.st_size, st.st_mtime_ns)
+    entry = cache_mod.cache_file(folder, path.resolve(), st.st_size, st.st_mtime_ns)
     assert entry.exists()
     entry.write_bytes(b"garbage" * 10)
     assert load_index(path).n_frames == 24
     # and the entry was rewritten with a good one
-    assert index_mod._load(entry, path.resolve(), st.st_size, st.st_mtime_ns) is not None
+    assert cache_mod.load_entry(entry, path.resolve(), st.st_size, st.st_mtime_ns) is not None
 
 
 def test_cache_can_be_disabled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,7 +120,7 @@ def test_unreadable_cache_folder_indexes_without_it(
         return real_exists(self)
 
     monkeypatch.setattr(Path, "exists", exists)
-    monkeypatch.setattr(index_mod, "_save", lambda index, target: (_ for _ in ()).throw(
+    monkeypatch.setattr(cache_mod, "save_entry", lambda index, target: (_ for _ in ()).throw(
         PermissionError(13, "Permission denied", str(target))))
     assert load_index(path).n_frames == 12
     assert "cannot write index cache" in caplog.text

@@ -130,6 +130,8 @@ class PrefetchStats:
         decode_threads: CPU decode threads.
         epoch_start_waits: seconds the consumer waited for the first batch of each epoch it
             started, in order (the first entry includes the service's start-up).
+        unindexed_files: files left out at construction because they could not be indexed
+            (``on_error="skip"``; the warning gave each one's cause).
     """
 
     batches_delivered: int
@@ -152,3 +154,4 @@ class PrefetchStats:
     elapsed: float
     decode_threads: int
     epoch_start_waits: list[float] = field(default_factory=list)
+    unindexed_files: list[str] = field(default_factory=list)

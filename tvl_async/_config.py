@@ -57,8 +57,9 @@ _DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 _DEVICES_ALLOWED = "'cpu', 'cuda', 'cuda:N' (N >= 0)"
 _INT_FIELDS = ("seq_len", "batch_size", "chunk_size", "shuffle_buffer", "epochs", "stride",
                "step", "lookahead", "memory_budget", "queue_depth", "decode_threads",
-               "ffmpeg_threads", "max_file_failures", "world_size", "rank", "seed")
-_AT_LEAST_ONE = _INT_FIELDS[:-2]
+               "ffmpeg_threads", "max_file_failures", "world_size", "stream_index", "rank",
+               "seed")
+_AT_LEAST_ONE = _INT_FIELDS[:-3]
 _MIN_ONE_NOTES: dict[str, str] = {
     "epochs": " or None (forever)",
     "lookahead": " or None (from memory_budget)",
@@ -146,6 +147,17 @@ class PrefetchConfig(BaseModel):
                                   "`TimeoutError` naming what the decoder was busy with")
     max_file_failures: int = Field(3, description="with `on_error=\"skip\"`: failures after "
                                    "which a file is dropped for the run")
+    frame_rate: float | None = Field(
+        None, description="None: clips count frames; a rate: clips over each file's time grid "
+        "`t_first + j / frame_rate` (see Clips in time)")
+    stream_index: int | None = Field(
+        None, description="the video stream to read; None: ffmpeg's best video stream")
+    autorotate: bool = Field(True, description="apply the display matrix (frames as a player "
+                             "shows them); False gives frames as stored")
+    progress: bool = Field(False, description="a progress bar while the files are indexed")
+    index_timeout: float | None = Field(
+        300.0, description="seconds one file may take to index before it counts as failed; "
+        "None: no limit")
 
     @model_validator(mode="before")
     @classmethod
@@ -223,6 +235,31 @@ class PrefetchConfig(BaseModel):
         if value is not None and not (math.isfinite(value) and value > 0):
             raise invalid_value("timeout", value, "finite numbers of seconds > 0, or None "
                                 "(forever)")
+        return value
+
+    @field_validator("index_timeout")
+    @classmethod
+    def _index_timeout(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise invalid_value("index_timeout", value, "finite numbers of seconds > 0, or None "
+                                "(no limit)")
+        return value
+
+    @field_validator("frame_rate", mode="before")
+    @classmethod
+    def _frame_rate(cls, value: Any) -> Any:
+        value = reject_bool("frame_rate", value, "numbers > 0 (per second) or None")
+        if value is not None and isinstance(value, (int, float)) and not (
+                math.isfinite(value) and value > 0):
+            raise invalid_value("frame_rate", value, "finite numbers > 0 (per second) or None")
+        return value
+
+    @field_validator("stream_index")
+    @classmethod
+    def _stream_index(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            raise invalid_value("stream_index", value, "integers >= 0 (a stream of the file) or "
+                                "None (ffmpeg's best video stream)")
         return value
 
     @field_validator("processing", mode="before")

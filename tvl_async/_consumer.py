@@ -153,7 +153,7 @@ class Consumer:
 
     def stats(self, pool: DecodePool | None, queue: janus.Queue[Item] | None, *,
               frames_per_sample: int, queue_depth: int, lookahead: int, sample_bytes: int,
-              decode_threads: int) -> PrefetchStats:
+              decode_threads: int, unindexed_files: list[str]) -> PrefetchStats:
         """``Prefetcher.stats()``: counts as of the last item received, plus the pool's rate."""
         decoded = round(self.progress.frames_decoded)
         busy = pool.busy_seconds if pool else 0.0
@@ -176,4 +176,5 @@ class Consumer:
             dropped_files=dropped, fallback_files=fallback, lookahead=lookahead,
             memory_bound_bytes=lookahead * sample_bytes, peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
-            decode_threads=decode_threads, epoch_start_waits=list(self.epoch_waits))
+            decode_threads=decode_threads, epoch_start_waits=list(self.epoch_waits),
+            unindexed_files=unindexed_files)

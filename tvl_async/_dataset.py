@@ -1,10 +1,12 @@
 """The sample space: :class:`VideoDataset`, NVVL's index of clips over many files.
 
 Sample ``i`` is NVVL's clip: ``seq_len`` frames ``start, start+stride, …`` of one file, with every
-valid start ``step`` frames apart, files concatenated in the order given. Files too short for one
-clip are skipped with one warning; the sample ids of the other files stay consistent. Sample →
-(file, start) lookups are vectorised so that datasets of 10^7 samples cost a few arrays, built
-lazily.
+valid start ``step`` frames apart, files concatenated in the order given. With ``frame_rate``, the
+same over each file's time grid ``t_first + j / frame_rate`` (grid point ``j``: the frame shown at
+that time), so clips have a fixed time between frames on files of any (or variable) rate. Files too
+short for one clip are skipped with one warning; the sample ids of the other files stay consistent.
+Sample → (file, start) lookups are vectorised so that datasets of 10^7 samples cost a few arrays,
+built lazily.
 
 This module knows nothing of decoding (``tvl_async._clips.VideoClipDataset`` decodes samples
 for a plain ``DataLoader``). Nothing here starts a thread; everything blocks only on index
@@ -13,6 +15,7 @@ loading. The order samples are read in is ``tvl_async._sampling``'s.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tvl_async._checks import invalid_type, invalid_value
-from tvl_async._index import VideoIndex, load_index
+from tvl_async._index import INDEX_TIMEOUT, IndexFailure, VideoIndex, load_indexes
 
 IntArray = npt.NDArray[np.int64]
 PathLike = str | os.PathLike[str]
@@ -41,6 +44,26 @@ def check_int(name: str, value: object, minimum: int) -> int:
 def _readonly(a: IntArray) -> IntArray:
     a.flags.writeable = False
     return a
+
+
+def check_frame_rate(value: object) -> float | None:
+    """``frame_rate`` as a float, or None; raises naming the value and what is allowed."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or float(value) <= 0:
+        raise ValueError(f"Invalid frame_rate ({value!r}). Supported values are numbers > 0 "
+                         f"(grid points per second) or None (every frame)")
+    return float(value)
+
+
+def time_grid(index: VideoIndex, frame_rate: float) -> IntArray:
+    """Frame shown at each grid time ``t_first + j / frame_rate`` (the last frame whose
+    presentation time is <= it), for every ``j`` before the end of the last frame."""
+    n = max(math.ceil(index.duration * frame_rate - 1e-6), 1)
+    t = index.times[0] + np.arange(n, dtype=np.float64) / frame_rate
+    frames = np.searchsorted(index.times, t + 1e-9, side="right").astype(np.int64) - 1
+    return _readonly(np.clip(frames, 0, index.n_frames - 1))
 
 
 def expand_runs(starts: IntArray, lengths: IntArray) -> IntArray:
@@ -65,10 +88,25 @@ class VideoDataset:
         step: frame distance between consecutive clip starts of a file, >= 1.
         get_label: optional ``get_label(path) -> label`` for :meth:`label`.
         indexes: optional pre-built :class:`VideoIndex` per file, aligned with ``files``; by
-            default each file is indexed with :func:`load_index` (blocks; uses the disk cache).
+            default the files are indexed in parallel (blocks; uses the disk cache).
+        frame_rate: None: clips count frames. A rate (grid points per second): each file is
+            sampled on its time grid ``t_first + j / frame_rate`` (``t_first``: its first
+            frame's time), grid point ``j`` being the last frame whose time is <= it; then
+            ``seq_len``, ``stride``, ``step`` and :meth:`locate`'s start count grid points, and
+            :meth:`clip_frames` gives the frames used (repeated where the file's rate is lower).
+        stream_index: the video stream of every file (None: ffmpeg's best video stream).
+        autorotate: frames in displayed orientation (True) or as stored (False).
+        on_error: ``"raise"``: a file that cannot be indexed raises (the message names it);
+            ``"skip"``: it is left out of :attr:`files` with one warning naming it and the
+            cause, and listed in :attr:`unindexed_files`.
+        progress: a tqdm progress bar while indexing (needs tqdm).
+        index_timeout: seconds one file may take to index (None: no limit); a file over it
+            counts as failed (``TimeoutError``).
 
     Raises:
         ValueError: no files, bad sizes, ``indexes`` of the wrong length, or no file holds a clip.
+        FileNotFoundError, VideoOpenError, TimeoutError...: with ``on_error="raise"``, the
+            first file that cannot be indexed.
 
     Warns:
         UserWarning: once, naming every file too short for one clip (its frame count and the
@@ -79,20 +117,40 @@ class VideoDataset:
 
     def __init__(self, files: PathLike | Iterable[PathLike], seq_len: int, *, stride: int = 1,
                  step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 indexes: Sequence[VideoIndex] | None = None) -> None:
+                 indexes: Sequence[VideoIndex] | None = None, frame_rate: float | None = None,
+                 stream_index: int | None = None, autorotate: bool = True,
+                 on_error: str = "raise", progress: bool = False,
+                 index_timeout: float | None = INDEX_TIMEOUT) -> None:
         paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) \
             else [os.fspath(f) for f in files]
         if not paths:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
+        rate = check_frame_rate(frame_rate)
+        self._unindexed: list[tuple[str, str]] = []
         if indexes is None:
-            idx = [load_index(p) for p in paths]
+            found = load_indexes(paths, stream_index=stream_index, autorotate=autorotate,
+                                 on_error=on_error, progress=progress, timeout=index_timeout)
+            idx = [r for r in found if isinstance(r, VideoIndex)]
+            for r in found:
+                if isinstance(r, IndexFailure):
+                    self._unindexed.append((r.path, r.cause))
+                    warnings.warn(f"leaving out '{r.path}': it cannot be indexed ({r.cause})",
+                                  UserWarning, stacklevel=2)
+            paths = [p for p, r in zip(paths, found, strict=True) if isinstance(r, VideoIndex)]
+            if not paths:
+                raise ValueError(f"none of the {len(found)} file(s) could be indexed; the "
+                                 f"first: '{self._unindexed[0][0]}' ({self._unindexed[0][1]})")
         else:
             idx = list(indexes)
             if len(idx) != len(paths):
                 raise ValueError(f"indexes has {len(idx)} entries for {len(paths)} files; "
                                  f"give one VideoIndex per file, in the same order")
-        self._setup(paths, [i.n_frames for i in idx], [i.seek_key for i in idx], idx,
-                    seq_len, stride, step, get_label)
+        self._frame_rate = rate
+        self._grids = None if rate is None else [time_grid(i, rate) for i in idx]
+        lengths = [i.n_frames for i in idx] if self._grids is None \
+            else [len(g) for g in self._grids]
+        self._setup(paths, lengths, [i.seek_key for i in idx], idx, seq_len, stride, step,
+                    get_label)
 
     @classmethod
     def from_frame_counts(cls, frame_counts: Sequence[int], seq_len: int, *, stride: int = 1,
@@ -114,6 +172,7 @@ class VideoDataset:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
         keys = [np.arange(n, dtype=np.int64) // (gop or max(n, 1)) for n in counts]
         obj = cls.__new__(cls)
+        obj._frame_rate, obj._grids, obj._unindexed = None, None, []
         obj._setup(paths, counts, keys, None, seq_len, stride, step, get_label)
         return obj
 
@@ -141,9 +200,11 @@ class VideoDataset:
             named = ", ".join(f"'{paths[k]}' ({frames[k]} frames)"
                               for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS])
             more = len(self._skipped) - _MAX_NAMED_SKIPS
+            unit = "frames" if self._frame_rate is None else \
+                f"grid points at {self._frame_rate:g}/s"
             warnings.warn(
                 f"skipping {len(self._skipped)} file(s) too short for one clip of seq_len="
-                f"{self._seq_len}, stride={self._stride} (a clip spans {span} frames): {named}"
+                f"{self._seq_len}, stride={self._stride} (a clip spans {span} {unit}): {named}"
                 + (f" and {more} more" if more > 0 else ""), UserWarning, stacklevel=3)
         if self._len == 0:
             raise ValueError(f"no file holds a clip spanning {span} frames (seq_len="
@@ -176,6 +237,24 @@ class VideoDataset:
     def files(self) -> list[str]:
         """All files as given (skipped ones included); ``file_index`` values index this list."""
         return list(self._paths)
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Grid points per second of the time grid, or None (clips count frames)."""
+        return self._frame_rate
+
+    @property
+    def unindexed_files(self) -> list[tuple[str, str]]:
+        """``(path, cause)`` of each file left out because it could not be indexed
+        (``on_error="skip"``); they are not in :attr:`files`."""
+        return list(self._unindexed)
+
+    def grid(self, file_index: int) -> IntArray:
+        """``[n_points]`` frame index at each grid point of file ``file_index`` (read-only);
+        without ``frame_rate``, every frame (``arange(n_frames)``)."""
+        if self._grids is None:
+            return _readonly(np.arange(int(self._n_frames[file_index]), dtype=np.int64))
+        return self._grids[file_index]
 
     @property
     def skipped_files(self) -> list[str]:
@@ -236,9 +315,13 @@ class VideoDataset:
         return f, (a - self._offsets[f]) * self._step
 
     def clip_frames(self, i: int) -> list[int]:
-        """Presentation indices of the ``seq_len`` frames of sample ``i`` in its file."""
-        _, start = self.locate(i)
-        return list(range(start, start + self.span, self._stride))
+        """Presentation indices of the ``seq_len`` frames of sample ``i`` in its file (with
+        ``frame_rate``: the frames at its grid points, repeats included)."""
+        f, start = self.locate(i)
+        points = range(start, start + self.span, self._stride)
+        if self._grids is None:
+            return list(points)
+        return self._grids[f][list(points)].tolist()  # type: ignore[no-any-return]
 
     def file_of(self, i: int) -> str:
         """Path (as given) of the file holding sample ``i``."""
@@ -247,7 +330,8 @@ class VideoDataset:
     def gop_of(self, i: int) -> int:
         """GOP id (keyframe-table entry, ``seek_key``) of the first frame of sample ``i``."""
         f, start = self.locate(i)
-        return int(self._seek_keys[f][start])
+        frame = start if self._grids is None else int(self._grids[f][start])
+        return int(self._seek_keys[f][frame])
 
     def label(self, i: int) -> Any:
         """``get_label(path)`` for the file of sample ``i``, or None without ``get_label``."""
@@ -269,10 +353,14 @@ class VideoDataset:
         """``[N]`` GOP id (within its file) of each sample's first frame; read-only, built once."""
         if self._gops is None:
             parts = [np.asarray(self._seek_keys[f], dtype=np.int64)[
-                np.arange(int(c), dtype=np.int64) * self._step]
+                self._first_frames(f, np.arange(int(c), dtype=np.int64) * self._step)]
                 for f, c in enumerate(self._counts) if c > 0]
             self._gops = _readonly(np.concatenate(parts))
         return self._gops
+
+    def _first_frames(self, f: int, starts: IntArray) -> IntArray:
+        """Frame index of clip starts ``starts`` (frames, or grid points) of file ``f``."""
+        return starts if self._grids is None else self._grids[f][starts]
 
     def check_uniform_size(self) -> tuple[int, int]:
         """``(height, width)`` in pixels shared by every file that owns samples.

@@ -27,7 +27,7 @@ from tvl_async._backends.base import READ_MODES, Backend, ReadMode
 from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError, DecodeError
-from tvl_async._index import VideoIndex, load_index
+from tvl_async._index import INDEX_TIMEOUT, VideoIndex, load_indexes
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LAYOUTS = ("TCHW", "THWC")
@@ -43,10 +43,22 @@ class VideoLoader:
         dtype: ``torch.uint8`` (0–255) or a float dtype (values in [0, 1]).
         backend: ``"auto"`` (NVDEC on a CUDA device when available, else PyAV), ``"pyav"`` or
             ``"nvdec"``.
+        stream_index: the video stream to read, as an index among all the file's streams
+            (``ffprobe``'s numbering); None: ffmpeg's best video stream (the one ``ffmpeg``
+            and players pick).
+        autorotate: frames come out as a player shows them: the display matrix (phone video's
+            "rotate 90", mirrors) is applied, and :attr:`width`/:attr:`height` are the
+            displayed size (as ffmpeg's ``-autorotate``, on by default). False: frames as
+            stored.
+        index_timeout: seconds indexing the file may take before ``TimeoutError`` (None: no
+            limit).
 
     Raises:
         FileNotFoundError, IsADirectoryError, PermissionError: the path cannot be read.
-        VideoOpenError: the file is not a readable video (subclasses name the cause).
+        VideoOpenError: the file is not a readable video, or not a regular file (a FIFO or
+            device is refused without opening it); subclasses name the cause.
+        ValueError: ``stream_index`` is not a video stream (the video streams are listed).
+        TimeoutError: indexing took longer than ``index_timeout``.
     """
 
     def __init__(
@@ -56,6 +68,9 @@ class VideoLoader:
         dtype: torch.dtype = torch.uint8,
         *,
         backend: str = "auto",
+        stream_index: int | None = None,
+        autorotate: bool = True,
+        index_timeout: float | None = INDEX_TIMEOUT,
     ) -> None:
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
@@ -67,7 +82,12 @@ class VideoLoader:
                 f"device (torch.cuda.is_available() is False; torch {torch.__version__})")
         self.dtype = dtype
         self.backend_name = resolve_backend(backend, self.device)
-        self._index = load_index(path)
+        if not isinstance(autorotate, bool):
+            raise TypeError(f"autorotate must be a bool, got {autorotate!r}")
+        found = load_indexes([path], stream_index=stream_index, autorotate=autorotate,
+                             timeout=index_timeout, workers=1)[0]
+        assert isinstance(found, VideoIndex)  # on_error="raise" raised otherwise
+        self._index = found
         self._backend: Backend | None = create_backend(self.backend_name, self.device)
         self._lock = threading.RLock()
         self._position = 0
@@ -103,13 +123,30 @@ class VideoLoader:
 
     @property
     def width(self) -> int:
-        """Frame width in pixels."""
+        """Frame width in pixels (displayed, after the display matrix, unless autorotate is
+        off)."""
         return self._index.width
 
     @property
     def height(self) -> int:
-        """Frame height in pixels."""
+        """Frame height in pixels (displayed, as :attr:`width`)."""
         return self._index.height
+
+    @property
+    def rotation(self) -> int:
+        """Counter-clockwise degrees (0, 90, 180, 270) the file's display matrix turns the
+        picture by for display, as ``ffprobe`` reports it; applied unless ``autorotate=False``."""
+        return self._index.rotation
+
+    @property
+    def mirrored(self) -> bool:
+        """The display matrix also mirrors the picture left-right (after the turn)."""
+        return self._index.mirrored
+
+    @property
+    def stream_index(self) -> int:
+        """Index of the video stream read, among all the file's streams."""
+        return self._index.stream_index
 
     @property
     def timestamps(self) -> torch.Tensor:

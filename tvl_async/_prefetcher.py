@@ -118,7 +118,10 @@ class Prefetcher:
         if dataset is None:
             files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
             dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
-                                   get_label=cfg.get_label)
+                                   get_label=cfg.get_label, frame_rate=cfg.frame_rate,
+                                   stream_index=cfg.stream_index, autorotate=cfg.autorotate,
+                                   on_error=cfg.on_error, progress=cfg.progress,
+                                   index_timeout=cfg.index_timeout)
         self.dataset = dataset
         self._processing = cfg.outputs
         check_output_sizes(self._processing, dataset)
@@ -305,7 +308,8 @@ class Prefetcher:
             self._pool_holder[0] if self._pool_holder else None, self._queue,
             frames_per_sample=len(self._positions), queue_depth=self.config.queue_depth,
             lookahead=self.lookahead, sample_bytes=self._sample_bytes,
-            decode_threads=self.decode_threads)
+            decode_threads=self.decode_threads,
+            unindexed_files=[p for p, _ in self.dataset.unindexed_files])
 
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer (a plain,
@@ -376,7 +380,8 @@ class Prefetcher:
 def _dataset_config(dataset: VideoDataset, config: PrefetchConfig) -> PrefetchConfig:
     """``config`` with the clip options of ``dataset``, which brings its own: refuse different
     ones given explicitly (``config.model_fields_set``), which would otherwise be ignored."""
-    own = {"seq_len": dataset.seq_len, "stride": dataset.stride, "step": dataset.step}
+    own = {"seq_len": dataset.seq_len, "stride": dataset.stride, "step": dataset.step,
+           "frame_rate": dataset.frame_rate}
     for name, value in own.items():
         given = getattr(config, name)
         if name in config.model_fields_set and given != value:

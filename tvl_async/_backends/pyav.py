@@ -29,15 +29,11 @@ from tvl_async._backends.base import (
     plan_runs,
     pts_positions,
 )
+from tvl_async._backends.pyav_convert import FrameConverter
 from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError
 from tvl_async._errors import short_list as _short
-from tvl_async._index import (
-    VideoIndex,
-    first_video_stream,
-    open_container,
-    survive_new_streams,
-)
+from tvl_async._index import VideoIndex, open_container, survive_new_streams
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +46,7 @@ class _OpenFile:
 
     container: Any
     stream: Any
+    convert: FrameConverter
     # For streams without timestamps: the frame iterator and the index of its next frame.
     sequential: Iterator[Any] | None = None
     next_frame: int = 0
@@ -140,17 +137,18 @@ class PyAVBackend:
         start = index.check_frame(start)
         container = open_container(index.path)
         try:
-            stream = first_video_stream(container, index.path)
+            stream = self._stream_of(container, index)
             self._configure(stream)
+            convert = self._converter(index)
             expected = start
             if not index.timestamps_ok:
                 for count, frame in enumerate(survive_new_streams(container.decode(stream))):
                     self.frames_decoded += 1
                     if count >= start:
-                        yield self._to_tensor(frame, size, index, count)
+                        yield self._to_tensor(frame, size, index, count, convert)
                         expected += 1
             else:
-                f = _OpenFile(container, stream)
+                f = _OpenFile(container, stream, convert)
                 key = int(index.seek_key[start])
                 for frame in self._frames_from_key(f, index, key):
                     i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
@@ -161,7 +159,7 @@ class PyAVBackend:
                             f"{index.path}: frame {expected} never came out of the "
                             f"decoder (got frame {i} instead)"
                         )
-                    yield self._to_tensor(frame, size, index, i)
+                    yield self._to_tensor(frame, size, index, i, convert)
                     expected += 1
             if expected != index.n_frames:
                 raise DecodeError(
@@ -199,22 +197,29 @@ class PyAVBackend:
             return f
         container = open_container(index.path)
         try:
-            stream = container.streams[index.stream_index]
-            if stream.type != "video":
-                raise DecodeError(
-                    f"{index.path}: stream {index.stream_index} is not video; "
-                    f"the file changed since it was indexed"
-                )
+            stream = self._stream_of(container, index)
             self._configure(stream)
         except BaseException:
             container.close()
             raise
-        f = _OpenFile(container, stream)
+        f = _OpenFile(container, stream, self._converter(index))
         self._files[index.path] = f
         while len(self._files) > self.max_open_files:
             _, old = self._files.popitem(last=False)
             _close_quietly(old.container)
         return f
+
+    @staticmethod
+    def _stream_of(container: Any, index: VideoIndex) -> Any:
+        """The indexed stream (``index.stream_index``), checked to still be video."""
+        streams = container.streams
+        if index.stream_index >= len(streams) or streams[index.stream_index].type != "video":
+            raise DecodeError(f"{index.path}: stream {index.stream_index} is not video; the "
+                              f"file changed since it was indexed")
+        return streams[index.stream_index]
+
+    def _converter(self, index: VideoIndex) -> FrameConverter:
+        return FrameConverter(index.turns, index.mirror, self.interpolation)
 
     def _forget(self, path: str) -> None:
         f = self._files.pop(path, None)
@@ -225,18 +230,12 @@ class PyAVBackend:
         self,
         frame: Any,
         size: tuple[int, int] | None,
-        index: VideoIndex | None = None,
-        i: int = -1,
+        index: VideoIndex,
+        i: int,
+        convert: FrameConverter,
     ) -> torch.Tensor:
-        if index is not None:
-            size = self._check_frame(frame, size, index, i)
-        if size is None:
-            arr = frame.to_ndarray(format="rgb24")
-        else:
-            arr = frame.to_ndarray(
-                format="rgb24", width=size[0], height=size[1], interpolation=self.interpolation
-            )
-        return torch.from_numpy(arr).permute(2, 0, 1)
+        size = self._check_frame(frame, size, index, i)
+        return torch.from_numpy(convert(frame, size)).permute(2, 0, 1)
 
     def _check_frame(
         self, frame: Any, size: tuple[int, int] | None, index: VideoIndex, i: int
@@ -254,8 +253,9 @@ class PyAVBackend:
                 index.path,
                 i,
             )
-        declared = (index.width, index.height)
-        if size is None and min(declared) > 0 and (frame.width, frame.height) != declared:
+        declared = (index.width, index.height)  # displayed (after the turn)
+        coded = (index.coded_width, index.coded_height)
+        if size is None and min(coded) > 0 and (frame.width, frame.height) != coded:
             if (index.path, "size") not in self._warned:
                 self._warned.add((index.path, "size"))
                 log.warning(
@@ -265,7 +265,7 @@ class PyAVBackend:
                     i,
                     frame.width,
                     frame.height,
-                    *declared,
+                    *coded,
                     *declared,
                 )
             return declared
@@ -309,7 +309,7 @@ class PyAVBackend:
                 if i is None:
                     continue
                 if i in remaining:
-                    got[i] = self._to_tensor(frame, size, index, i)
+                    got[i] = self._to_tensor(frame, size, index, i, f.convert)
                     remaining.discard(i)
                     if not remaining:
                         return
@@ -344,7 +344,7 @@ class PyAVBackend:
             f.next_frame += 1
             self.frames_decoded += 1
             if i in remaining:
-                got[i] = self._to_tensor(frame, size, index, i)
+                got[i] = self._to_tensor(frame, size, index, i, f.convert)
                 remaining.discard(i)
                 if not remaining:
                     return

@@ -1,0 +1,145 @@
+"""Opening a video file for the index and the backends: checks, PyAV open, stream choice.
+
+:func:`check_readable` refuses what is not a readable regular file **without opening it** (a
+FIFO, device or socket named ``x.mp4`` would block the first read forever).
+:func:`select_video_stream` picks the stream the user asked for, or ffmpeg's best video stream.
+Functions here block briefly on file I/O and may run in any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+
+from tvl_async._errors import NoVideoStreamError, VideoOpenError
+
+log = logging.getLogger(__name__)
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    for test, name in _FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_readable(path: str | os.PathLike[str]) -> Path:
+    """Raise the standard exception for a missing, directory, non-regular or unreadable path.
+
+    The path is ``stat``-ed before it is opened: a FIFO, device or socket is refused unopened.
+    Blocks briefly (one ``stat``, one 1-byte read).
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: as their names say.
+        VideoOpenError: not a regular file, or empty.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise FileNotFoundError(2, "No such video file", str(p)) from None  # "...: 'path'"
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(21, "Expected a video file but got a directory", str(p))
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoOpenError(f"{p}: not a regular file ({_kind(st.st_mode)}); refused without "
+                             f"opening it, since reading it could block forever")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1)
+    except PermissionError as e:
+        raise PermissionError(13, "Cannot read video file (permission denied)", str(p)) from e
+    if not head:
+        raise VideoOpenError(f"{p}: the file is empty (0 bytes)")
+    return p.resolve()
+
+
+def open_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
+    """Open ``path`` with PyAV, turning FFmpeg's errors into tvl_async ones naming the file."""
+    p = check_readable(path)
+    try:
+        return av.open(str(p), mode="r", metadata_errors="ignore")
+    except av.FFmpegError as e:
+        raise VideoOpenError(f"{p}: cannot open as a video ({type(e).__name__}: {e})") from e
+
+
+def describe_video_streams(container: av.container.InputContainer) -> str:
+    """``"0 (h264 320x180), 1 (hevc 480x270)"``: the video streams, for error messages."""
+    parts = []
+    for s in container.streams:
+        if s.type == "video":
+            ctx = s.codec_context
+            name = ctx.name if ctx is not None else "unknown codec"
+            size = f"{ctx.width}x{ctx.height}" if ctx is not None else "?x?"
+            parts.append(f"{s.index} ({name} {size})")
+    return ", ".join(parts) or "none"
+
+
+def select_video_stream(container: av.container.InputContainer, path: str,
+                        stream_index: int | None = None) -> av.video.stream.VideoStream:
+    """The video stream to read: ``stream_index`` (an index among all the file's streams), or,
+    when None, ffmpeg's best video stream (``av_find_best_stream``: what ``ffmpeg`` and
+    ``ffprobe`` pick; usually the largest).
+
+    Raises:
+        NoVideoStreamError: the file has no video stream.
+        ValueError: ``stream_index`` is not the index of a video stream (the video streams are
+            listed).
+    """
+    videos = [s for s in container.streams if s.type == "video"]
+    if not videos:
+        kinds = ", ".join(s.type for s in container.streams) or "none"
+        raise NoVideoStreamError(f"{path}: no video stream (streams found: {kinds})")
+    if stream_index is None:
+        try:
+            best = container.streams.best("video")
+        except Exception as e:  # PyAV without best(): the first video stream
+            log.debug("streams.best failed (%s); using the first video stream", e)
+            best = None
+        return best if best is not None else videos[0]
+    if isinstance(stream_index, bool) or not isinstance(stream_index, int):
+        raise TypeError(f"stream_index must be an int or None, got {stream_index!r}")
+    for s in videos:
+        if s.index == stream_index:
+            return s
+    raise ValueError(f"Invalid stream_index ({stream_index}) for '{path}'. Video streams: "
+                     f"{describe_video_streams(container)}")
+
+
+def first_video_stream(container: av.container.InputContainer,
+                       path: str) -> av.video.stream.VideoStream:
+    """ffmpeg's best video stream (kept for callers of the former name)."""
+    return select_video_stream(container, path, None)
+
+
+def survive_new_streams(items: Iterable[Any]) -> Iterator[Any]:
+    """Wrap ``container.demux(...)`` or ``container.decode(...)``: end quietly where PyAV's
+    demuxer fails on a stream that appeared mid-file.
+
+    PyAV (up to at least 18.x) sizes its stream table when the file is opened; when the file adds
+    a stream later (MPEG-TS can), the end-of-stream flush indexes that table out of range and
+    raises ``IndexError``. The flush packets of the streams known at open come first (new streams
+    get higher indices), so every packet and frame of our stream has been delivered by then.
+    """
+    it = iter(items)
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except IndexError as e:
+            log.debug("demuxer hit a stream added mid-file (%s); treating it as the end", e)
+            return
+        yield item
