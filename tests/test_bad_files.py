@@ -293,9 +293,15 @@ def test_prefetcher_reports_open_time_errors(
     with pytest.raises(cls) as loader_error:
         VideoLoader(bad)
     with pytest.raises(cls) as e:
-        Prefetcher([files["good"], bad, files["good2"]], seq_len=2, on_error="skip")
+        Prefetcher([files["good"], bad, files["good2"]], seq_len=2, on_error="raise")
     assert str(e.value) == str(loader_error.value)
     assert str(e.value).startswith(f"{bad}: ")
+    with pytest.warns(UserWarning, match=f"leaving out '{bad}'") as caught:
+        it = Prefetcher([files["good"], bad, files["good2"]], seq_len=2, on_error="skip")
+    assert sum("leaving out" in str(w.message) for w in caught) == 1
+    with it:
+        assert it.stats().unindexed_files == [str(bad)]
+        assert sorted(it.dataset.files) == sorted([str(files["good"]), str(files["good2"])])
 
 
 def test_file_shorter_than_one_clip(files: dict[str, Path]) -> None:
