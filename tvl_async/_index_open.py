@@ -90,8 +90,7 @@ def describe_video_streams(container: av.container.InputContainer) -> str:
 def select_video_stream(container: av.container.InputContainer, path: str,
                         stream_index: int | None = None) -> av.video.stream.VideoStream:
     """The video stream to read: ``stream_index`` (an index among all the file's streams), or,
-    when None, ffmpeg's best video stream (``av_find_best_stream``: what ``ffmpeg`` and
-    ``ffprobe`` pick; usually the largest).
+    when None, the one the ``ffmpeg`` command picks (:func:`best_video_stream`).
 
     Raises:
         NoVideoStreamError: the file has no video stream.
@@ -103,12 +102,7 @@ def select_video_stream(container: av.container.InputContainer, path: str,
         kinds = ", ".join(s.type for s in container.streams) or "none"
         raise NoVideoStreamError(f"{path}: no video stream (streams found: {kinds})")
     if stream_index is None:
-        try:
-            best = container.streams.best("video")
-        except Exception as e:  # PyAV without best(): the first video stream
-            log.debug("streams.best failed (%s); using the first video stream", e)
-            best = None
-        return best if best is not None else videos[0]
+        return best_video_stream(videos)
     if isinstance(stream_index, bool) or not isinstance(stream_index, int):
         raise TypeError(f"stream_index must be an int or None, got {stream_index!r}")
     for s in videos:
@@ -116,6 +110,40 @@ def select_video_stream(container: av.container.InputContainer, path: str,
             return s
     raise ValueError(f"Invalid stream_index ({stream_index}) for '{path}'. Video streams: "
                      f"{describe_video_streams(container)}")
+
+
+def best_video_stream(videos: list[Any]) -> Any:
+    """The video stream the ``ffmpeg`` command reads by default: the largest picture
+    (width x height), a stream marked *default* counting 5,000,000 pixels more, the first one
+    on a tie; cover art (*attached pic*) only when there is nothing else.
+
+    This is fftools' rule (``ffmpeg_opt.c``), not PyAV's ``streams.best("video")``
+    (``av_find_best_stream``), which ignores the size: on a Matroska file with a 320x180 and
+    a 480x270 stream, neither marked default, ffmpeg reads the 480x270 one and
+    ``av_find_best_stream`` the first.
+    """
+    def flags(s: Any) -> int:
+        try:
+            return int(s.disposition)
+        except (AttributeError, TypeError, ValueError):
+            return 0
+
+    def score(s: Any) -> int:
+        ctx = s.codec_context
+        pixels = ctx.width * ctx.height if ctx is not None else 0
+        return pixels + (_DEFAULT_BONUS if flags(s) & _DISPOSITION_DEFAULT else 0)
+
+    movies = [s for s in videos if not flags(s) & _DISPOSITION_ATTACHED_PIC] or videos
+    best = movies[0]
+    for s in movies[1:]:
+        if score(s) > score(best):
+            best = s
+    return best
+
+
+_DISPOSITION_DEFAULT = 1  # AV_DISPOSITION_DEFAULT
+_DISPOSITION_ATTACHED_PIC = 1024  # AV_DISPOSITION_ATTACHED_PIC
+_DEFAULT_BONUS = 5_000_000  # fftools' score for the default disposition
 
 
 def first_video_stream(container: av.container.InputContainer,
