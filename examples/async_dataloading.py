@@ -47,8 +47,9 @@ def uniform_order(dataset: VideoDataset, seed: int) -> np.ndarray:
         return p.sampler.epoch_order(0)
 
 
-def inline_run(files: list[str], seq_len: int, batch_size: int, n_batches: int, seed: int,
-               work_s: float | None) -> tuple[float, float, float, list[list[int]]]:
+def inline_run(
+    files: list[str], seq_len: int, batch_size: int, n_batches: int, seed: int, work_s: float | None
+) -> tuple[float, float, float, list[list[int]]]:
     """Decode each batch in the event loop, then await the work. Returns wall, decode, work
     seconds and the clips read (``[file, start]`` per sample)."""
 
@@ -62,7 +63,7 @@ def inline_run(files: list[str], seq_len: int, batch_size: int, n_batches: int, 
         for b in range(n_batches):
             t1 = time.perf_counter()
             batch = []
-            for sample in order[b * batch_size:(b + 1) * batch_size]:
+            for sample in order[b * batch_size : (b + 1) * batch_size]:
                 f, start = dataset.locate(int(sample))
                 frames = dataset.clip_frames(int(sample))
                 batch.append(loaders[dataset.files[f]].read_frames_at(frames))
@@ -88,16 +89,18 @@ async def heartbeat(stop: asyncio.Event, lags: list[float], period: float = 0.01
         lags.append(loop.time() - t - period)
 
 
-async def async_run(files: list[str], seq_len: int, batch_size: int, n_batches: int, seed: int,
-                    work_s: float) -> dict[str, object]:
+async def async_run(
+    files: list[str], seq_len: int, batch_size: int, n_batches: int, seed: int, work_s: float
+) -> dict[str, object]:
     """``async for`` over a Prefetcher while the work is awaited and a heartbeat ticks."""
     stop = asyncio.Event()
     lags: list[float] = []
     ticker = asyncio.create_task(heartbeat(stop, lags))
     clips: list[list[int]] = []
     checked = wrong = 0
-    prefetcher = Prefetcher(files, seq_len, batch_size=batch_size, seed=seed, decode_threads=1,
-                            lookahead=batch_size)  # files indexed here, as the inline loaders
+    prefetcher = Prefetcher(
+        files, seq_len, batch_size=batch_size, seed=seed, decode_threads=1, lookahead=batch_size
+    )  # files indexed here, as the inline loaders
     t0 = time.perf_counter()
     async with prefetcher as it:
         async for batch in it:
@@ -113,8 +116,14 @@ async def async_run(files: list[str], seq_len: int, batch_size: int, n_batches: 
     wall = time.perf_counter() - t0
     stop.set()
     await ticker
-    return {"wall": wall, "clips": clips, "lags": lags, "stats": stats, "checked": checked,
-            "wrong": wrong}
+    return {
+        "wall": wall,
+        "clips": clips,
+        "lags": lags,
+        "stats": stats,
+        "checked": checked,
+        "wrong": wrong,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batches", type=int, default=None, help="batches to read")
     p.add_argument("--batch-size", type=int, default=None, help="clips per batch")
     p.add_argument("--seq-len", type=int, default=8, help="frames per clip (default 8)")
-    p.add_argument("--work-ms", type=float, default=None,
-                   help="other work per step in ms (default: as long as decoding a batch)")
+    p.add_argument(
+        "--work-ms",
+        type=float,
+        default=None,
+        help="other work per step in ms (default: as long as decoding a batch)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     quick = args.quick
@@ -136,14 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         folder = video_folder(quick)
         print(f"videos: {folder}")
-        size: dict[str, Any] = dict(n_frames=48, width=128, height=96, gop=12) if quick else \
-            dict(n_frames=150, width=320, height=240, gop=30)
+        size: dict[str, Any] = (
+            dict(n_frames=48, width=128, height=96, gop=12)
+            if quick
+            else dict(n_frames=150, width=320, height=240, gop=30)
+        )
         files = [str(f) for f in make_video_set(folder, n_files=4 if quick else 8, **size)]
     seq_len = args.seq_len
     work_s = None if args.work_ms is None else args.work_ms / 1000
 
-    wall_i, decode_i, work_i, clips_i = inline_run(files, seq_len, batch_size, n_batches,
-                                                   args.seed, work_s)
+    wall_i, decode_i, work_i, clips_i = inline_run(
+        files, seq_len, batch_size, n_batches, args.seed, work_s
+    )
     per_step = work_s if work_s is not None else work_i / n_batches
     res = asyncio.run(async_run(files, seq_len, batch_size, n_batches, args.seed, per_step))
     wall_a = float(res["wall"])  # type: ignore[arg-type]
@@ -154,20 +171,32 @@ def main(argv: list[str] | None = None) -> int:
     frac = hidden / decode_i if decode_i > 0 else 0.0
     same = clips_a == clips_i
 
-    print(f"{len(files)} files, {n_batches} batches of {batch_size} clips x {seq_len} frames; "
-          f"other work {per_step * 1000:.0f} ms per step")
-    print(f"inline : decode {decode_i:6.2f} s + other work {work_i:6.2f} s -> {wall_i:6.2f} s "
-          f"wall (the event loop is blocked while decoding)")
-    print(f"async  : other work {work_a:6.2f} s, decoding in the service thread  -> "
-          f"{wall_a:6.2f} s wall")
+    print(
+        f"{len(files)} files, {n_batches} batches of {batch_size} clips x {seq_len} frames; "
+        f"other work {per_step * 1000:.0f} ms per step"
+    )
+    print(
+        f"inline : decode {decode_i:6.2f} s + other work {work_i:6.2f} s -> {wall_i:6.2f} s "
+        f"wall (the event loop is blocked while decoding)"
+    )
+    print(
+        f"async  : other work {work_a:6.2f} s, decoding in the service thread  -> "
+        f"{wall_a:6.2f} s wall"
+    )
     median, worst = (float(np.median(lags)), float(lags.max())) if len(lags) else (0.0, 0.0)
-    print(f"heartbeat coroutine: {len(lags)} ticks while iterating; event loop lag median "
-          f"{median:.1f} ms, worst {worst:.1f} ms")
-    print(f"decoding overlapped with the other work: {hidden:.2f} s of {decode_i:.2f} s "
-          f"({100 * frac:.0f}%); speed-up {wall_i / wall_a:.2f}x")
-    print(f"same clips in the same order as inline: {'yes' if same else 'NO'}; frame check: "
-          f"{int(res['checked']) - int(res['wrong'])}/{res['checked']} clips "  # type: ignore[call-overload]
-          f"end on the frame asked for")
+    print(
+        f"heartbeat coroutine: {len(lags)} ticks while iterating; event loop lag median "
+        f"{median:.1f} ms, worst {worst:.1f} ms"
+    )
+    print(
+        f"decoding overlapped with the other work: {hidden:.2f} s of {decode_i:.2f} s "
+        f"({100 * frac:.0f}%); speed-up {wall_i / wall_a:.2f}x"
+    )
+    print(
+        f"same clips in the same order as inline: {'yes' if same else 'NO'}; frame check: "
+        f"{int(res['checked']) - int(res['wrong'])}/{res['checked']} clips "  # type: ignore[call-overload]
+        f"end on the frame asked for"
+    )
     return 0 if same and res["wrong"] == 0 else 1
 
 

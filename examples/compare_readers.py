@@ -71,6 +71,7 @@ def tvl_reader(mode: str) -> Reader:
         with VideoLoader(path) as video:
             t_open = time.perf_counter() - t0
             return t_open, video.read_frames_at(indices, layout=layout, mode=mode)  # type: ignore[arg-type]
+
     return read
 
 
@@ -123,6 +124,7 @@ def torchcodec_reader() -> Reader | str:
         decoder = VideoDecoder(path, dimension_order=order)
         t_open = time.perf_counter() - t0
         return t_open, decoder.get_frames_at(list(indices)).data
+
     return read
 
 
@@ -138,14 +140,16 @@ def decord_reader() -> Reader | str:
         t_open = time.perf_counter() - t0
         thwc = torch.from_numpy(vr.get_batch(list(indices)).asnumpy())
         return t_open, to_layout(thwc, layout)
+
     return read
 
 
 # ---------------------------------------------------------------------------------- bench
 
 
-def bench(read: Reader, path: str, indices: Sequence[int], layout: str,
-          passes: int, check: bool) -> tuple[list[float], list[float], str]:
+def bench(
+    read: Reader, path: str, indices: Sequence[int], layout: str, passes: int, check: bool
+) -> tuple[list[float], list[float], str]:
     read(path, indices, layout)  # warm-up (page cache, index cache, decoder libraries)
     opens, reads = [], []
     ok = "n/a"
@@ -186,12 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     requests = {"10..19": list(range(10, 20)), "10,20..190": list(range(10, 200, 10))}
     readers: dict[str, Reader | str] = {
-        "tvl seek": tvl_reader("seek"), "tvl stream": tvl_reader("stream"),
-        "tvl auto": tvl_reader("auto"), "pyav": pyav_read,
-        "torchcodec": torchcodec_reader(), "decord": decord_reader(),
+        "tvl seek": tvl_reader("seek"),
+        "tvl stream": tvl_reader("stream"),
+        "tvl auto": tvl_reader("auto"),
+        "pyav": pyav_read,
+        "torchcodec": torchcodec_reader(),
+        "decord": decord_reader(),
     }
-    print(f"file: {path} ({info}, mean GOP {gop:.1f} frames); {passes} passes after 1 warm-up; "
-          f"torch threads {torch.get_num_threads()}")
+    print(
+        f"file: {path} ({info}, mean GOP {gop:.1f} frames); {passes} passes after 1 warm-up; "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'reader':<11} {'frames':<11} {'layout':<6} {'open ms':>16} {'read ms':>16}  exact")
     failures = 0
     for name, reader in readers.items():
@@ -202,8 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             for layout in ("THWC", "TCHW"):
                 opens, reads, ok = bench(reader, str(path), indices, layout, passes, check)
                 failures += ok.startswith("NO")
-                print(f"{name:<11} {req:<11} {layout:<6} {fmt(opens):>16} {fmt(reads):>16}  {ok}",
-                      flush=True)
+                print(
+                    f"{name:<11} {req:<11} {layout:<6} {fmt(opens):>16} {fmt(reads):>16}  {ok}",
+                    flush=True,
+                )
     return 1 if failures else 0
 
 

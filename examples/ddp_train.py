@@ -63,8 +63,7 @@ def example_videos(quick: bool) -> list[str]:
     n_files, frames = (2, 24) if quick else (6, 96)
     done = folder / ".complete"
     if int(os.environ.get("RANK", "0")) == 0:
-        paths = make_video_set(folder, n_files=n_files, n_frames=frames, width=64, height=48,
-                               gop=8)
+        paths = make_video_set(folder, n_files=n_files, n_frames=frames, width=64, height=48, gop=8)
         done.touch()
         return [str(p) for p in paths]
     import time
@@ -79,11 +78,21 @@ def example_videos(quick: bool) -> list[str]:
 
 def make_prefetcher(files: list[str], args: argparse.Namespace) -> tvl.Prefetcher:
     """The Prefetcher; rank and world size from the environment (torchrun) when not told."""
-    processing = tvl.ProcessDesc(scale_width=SIZE[0], scale_height=SIZE[1], dtype=torch.float32,
-                                 normalized=True)
-    return tvl.Prefetcher(files, seq_len=4, step=2, batch_size=args.batch_size,
-                          seed=args.seed, epochs=args.epochs, device=args.device,
-                          processing=processing, decode_threads=1, timeout=60.0)
+    processing = tvl.ProcessDesc(
+        scale_width=SIZE[0], scale_height=SIZE[1], dtype=torch.float32, normalized=True
+    )
+    return tvl.Prefetcher(
+        files,
+        seq_len=4,
+        step=2,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        epochs=args.epochs,
+        device=args.device,
+        processing=processing,
+        decode_threads=1,
+        timeout=60.0,
+    )
 
 
 def init_distributed(device: torch.device) -> bool:
@@ -130,8 +139,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
             trained.append([batch.epoch, batch.sample_ids.tolist()])
             if args.stop_after is not None and len(trained) == args.stop_after:
                 assert ckpt is not None, "--stop-after needs --out (where to save)"
-                torch.save({"prefetcher": prefetcher.state_dict(), "model": model.state_dict(),
-                            "optim": opt.state_dict()}, ckpt)
+                torch.save(
+                    {
+                        "prefetcher": prefetcher.state_dict(),
+                        "model": model.state_dict(),
+                        "optim": opt.state_dict(),
+                    },
+                    ckpt,
+                )
                 stopped = True
                 break
     checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
@@ -140,10 +155,15 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         sums = [None] * world
         dist.all_gather_object(sums, checksum)
         dist.destroy_process_group()
-    report = {"rank": rank, "world_size": world, "samples_per_epoch": len(prefetcher.sampler),
-              "epoch_orders": [prefetcher.sampler.epoch_order(e).tolist()
-                               for e in range(args.epochs)],
-              "trained": trained, "stopped": stopped, "checksums": sums}
+    report = {
+        "rank": rank,
+        "world_size": world,
+        "samples_per_epoch": len(prefetcher.sampler),
+        "epoch_orders": [prefetcher.sampler.epoch_order(e).tolist() for e in range(args.epochs)],
+        "trained": trained,
+        "stopped": stopped,
+        "checksums": sums,
+    }
     if out is not None:
         (out / f"rank{rank}.json").write_text(json.dumps(report))
     return report
@@ -165,8 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     r = train(args)
     n = sum(len(ids) for _, ids in r["trained"])
-    print(f"rank {r['rank']}/{r['world_size']}: {len(r['trained'])} batches, {n} samples "
-          f"({r['samples_per_epoch']} per epoch)" + (", stopped and saved" if r["stopped"] else ""))
+    print(
+        f"rank {r['rank']}/{r['world_size']}: {len(r['trained'])} batches, {n} samples "
+        f"({r['samples_per_epoch']} per epoch)" + (", stopped and saved" if r["stopped"] else "")
+    )
     if r["rank"] == 0:
         same = len(set(r["checksums"])) == 1
         print(f"parameters identical on all {r['world_size']} ranks: {'yes' if same else 'NO'}")

@@ -61,9 +61,17 @@ class VideoDataModule(L.LightningDataModule):
         decode_threads: CPU decode threads per Prefetcher.
     """
 
-    def __init__(self, train_files: Sequence[str], val_files: Sequence[str], *, seq_len: int = 4,
-                 step: int = 4, batch_size: int = 4, seed: int = 0,
-                 decode_threads: int = 1) -> None:
+    def __init__(
+        self,
+        train_files: Sequence[str],
+        val_files: Sequence[str],
+        *,
+        seq_len: int = 4,
+        step: int = 4,
+        batch_size: int = 4,
+        seed: int = 0,
+        decode_threads: int = 1,
+    ) -> None:
         super().__init__()
         self.train_files, self.val_files = list(train_files), list(val_files)
         self.classes = sorted({label_from_parent(f) for f in self.train_files + self.val_files})
@@ -79,18 +87,27 @@ class VideoDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         """Index the videos once (Lightning calls this for fit, validate, ...)."""
         if self.train_set is None:
-            self.train_set = tvl.VideoDataset(self.train_files, self.seq_len, step=self.step,
-                                              get_label=self.class_of)
-            self.val_set = tvl.VideoDataset(self.val_files, self.seq_len, step=self.step,
-                                            get_label=self.class_of)
+            self.train_set = tvl.VideoDataset(
+                self.train_files, self.seq_len, step=self.step, get_label=self.class_of
+            )
+            self.val_set = tvl.VideoDataset(
+                self.val_files, self.seq_len, step=self.step, get_label=self.class_of
+            )
 
     def _prefetcher(self, dataset: tvl.VideoDataset | None, shuffle: bool) -> tvl.Prefetcher:
         assert dataset is not None, "setup() runs before the dataloaders are asked for"
-        processing = tvl.ProcessDesc(scale_width=SIZE[0], scale_height=SIZE[1],
-                                     dtype=torch.float32, normalized=True)
-        p = tvl.Prefetcher(dataset, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
-                           processing=processing, decode_threads=self.decode_threads,
-                           timeout=60.0)
+        processing = tvl.ProcessDesc(
+            scale_width=SIZE[0], scale_height=SIZE[1], dtype=torch.float32, normalized=True
+        )
+        p = tvl.Prefetcher(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            seed=self.seed,
+            processing=processing,
+            decode_threads=self.decode_threads,
+            timeout=60.0,
+        )
         self.loaders.append(p)
         return p
 
@@ -160,25 +177,49 @@ class InterruptAfter(L.Callback):
     def __init__(self, k: int, path: Path) -> None:
         self.k, self.path, self.seen = k, path, 0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
-                           outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         self.seen += 1
         if self.seen == self.k:
             trainer.save_checkpoint(self.path, weights_only=False)  # loops and loaders too
             raise Interrupted(f"stopped after batch {self.k}")
 
 
-def make_trainer(root: Path, max_epochs: int, callbacks: list[L.Callback] | None = None,
-                 progress: bool = False) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", devices=1, max_epochs=max_epochs,
-                     default_root_dir=str(root), logger=False, enable_checkpointing=False,
-                     enable_model_summary=False, enable_progress_bar=progress,
-                     num_sanity_val_steps=0, log_every_n_steps=1, callbacks=callbacks or [])
+def make_trainer(
+    root: Path, max_epochs: int, callbacks: list[L.Callback] | None = None, progress: bool = False
+) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=max_epochs,
+        default_root_dir=str(root),
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        log_every_n_steps=1,
+        callbacks=callbacks or [],
+    )
 
 
-def fit(files: tuple[list[str], list[str]], root: Path, *, max_epochs: int = 2, seed: int = 0,
-        interrupt_after: int | None = None, ckpt_path: Path | None = None,
-        progress: bool = False, **dm_options: Any) -> tuple[TinyVideoNet, VideoDataModule]:
+def fit(
+    files: tuple[list[str], list[str]],
+    root: Path,
+    *,
+    max_epochs: int = 2,
+    seed: int = 0,
+    interrupt_after: int | None = None,
+    ckpt_path: Path | None = None,
+    progress: bool = False,
+    **dm_options: Any,
+) -> tuple[TinyVideoNet, VideoDataModule]:
     """One ``Trainer.fit``: interrupted after batch ``interrupt_after`` (its checkpoint at
     ``root/interrupted.ckpt``), or resumed from ``ckpt_path``. Returns the model (with what it
     saw) and the data module."""
@@ -206,7 +247,7 @@ def expected_order(dm: VideoDataModule, epochs: int) -> list[tuple[int, list[int
     out = []
     for epoch in range(epochs):
         order = probe.sampler.epoch_order(epoch).tolist()
-        out += [(epoch, order[i:i + dm.batch_size]) for i in range(0, len(order), dm.batch_size)]
+        out += [(epoch, order[i : i + dm.batch_size]) for i in range(0, len(order), dm.batch_size)]
     probe.close()
     return out
 
@@ -215,7 +256,7 @@ def expected_val_order(dm: VideoDataModule) -> list[list[int]]:
     """The sample ids of each validation batch (sequential order)."""
     assert dm.val_set is not None
     ids = list(range(len(dm.val_set)))
-    return [ids[i:i + dm.batch_size] for i in range(0, len(ids), dm.batch_size)]
+    return [ids[i : i + dm.batch_size] for i in range(0, len(ids), dm.batch_size)]
 
 
 def example_videos(quick: bool) -> tuple[list[str], list[str]]:
@@ -228,8 +269,15 @@ def example_videos(quick: bool) -> tuple[list[str], list[str]]:
     train: list[str] = []
     val: list[str] = []
     for k, name in enumerate(("cats", "dogs")):
-        paths = make_video_set(root / name, n_files=n, n_frames=frames, width=64, height=48,
-                               gop=8, texture=0.1 + 0.4 * k)
+        paths = make_video_set(
+            root / name,
+            n_files=n,
+            n_frames=frames,
+            width=64,
+            height=48,
+            gop=8,
+            texture=0.1 + 0.4 * k,
+        )
         train += [str(p) for p in paths[:-1]]
         val.append(str(paths[-1]))
     return train, val
@@ -258,21 +306,25 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # 1-2. fit for --epochs epochs, then validate
-        model, dm = fit(files, root, max_epochs=args.epochs, seed=args.seed,
-                        progress=not args.quick, **opts)
+        model, dm = fit(
+            files, root, max_epochs=args.epochs, seed=args.seed, progress=not args.quick, **opts
+        )
         order = expected_order(dm, args.epochs)
         per_epoch = len(order) // args.epochs
-        print(f"fit: {args.epochs} epochs x {per_epoch} batches of {args.batch_size} clips "
-              f"({len(files[0])} train files, {len(files[1])} val files)")
+        print(
+            f"fit: {args.epochs} epochs x {per_epoch} batches of {args.batch_size} clips "
+            f"({len(files[0])} train files, {len(files[1])} val files)"
+        )
         in_order = model.trained == order
-        print(f"training batches in the sampler's order, epoch by epoch: "
-              f"{'yes' if in_order else 'NO'}")
+        print(
+            f"training batches in the sampler's order, epoch by epoch: "
+            f"{'yes' if in_order else 'NO'}"
+        )
         firsts = {tuple(ids) for _, ids in order[::per_epoch]}
         print(f"each epoch in its own order: {'yes' if len(firsts) == args.epochs else 'NO'}")
         val_order = expected_val_order(dm) * args.epochs
         val_in_order = model.validated == val_order  # before validate() adds its own
-        print(f"validation after each epoch, in order: "
-              f"{'yes' if val_in_order else 'NO'}")
+        print(f"validation after each epoch, in order: {'yes' if val_in_order else 'NO'}")
         trainer = make_trainer(root, args.epochs)
         metrics = trainer.validate(model, datamodule=dm, verbose=False)[0]
         dm.close()
@@ -280,20 +332,33 @@ def main(argv: list[str] | None = None) -> int:
         # 3. interrupt mid-epoch, resume from the checkpoint
         k = per_epoch + per_epoch // 2 if args.epochs > 1 else per_epoch // 2
         k = max(k, 1)
-        before, _ = fit(files, root, max_epochs=args.epochs, seed=args.seed,
-                        interrupt_after=k, **opts)
+        before, _ = fit(
+            files, root, max_epochs=args.epochs, seed=args.seed, interrupt_after=k, **opts
+        )
         if not (root / "interrupted.ckpt").exists():
-            print(f"interrupted after batch {k}: NO, the run ended after "
-                  f"{len(before.trained)} batches")
+            print(
+                f"interrupted after batch {k}: NO, the run ended after "
+                f"{len(before.trained)} batches"
+            )
             return 1
-        after, _ = fit(files, root, max_epochs=args.epochs, seed=args.seed,
-                       ckpt_path=root / "interrupted.ckpt", **opts)
-        print(f"interrupted after batch {k} (epoch {before.trained[-1][0]}), resumed from its "
-              f"checkpoint: {len(after.trained)} batches more")
-        exact = before.trained + after.trained == order and after.trained[:1] == order[k:k + 1]
-        print(f"resumed at the exact next sample: {'yes' if exact else 'NO'} (last before: "
-              f"{before.trained[-1][1][-1]}, first after: "
-              f"{after.trained[0][1][0] if after.trained else None})")
+        after, _ = fit(
+            files,
+            root,
+            max_epochs=args.epochs,
+            seed=args.seed,
+            ckpt_path=root / "interrupted.ckpt",
+            **opts,
+        )
+        print(
+            f"interrupted after batch {k} (epoch {before.trained[-1][0]}), resumed from its "
+            f"checkpoint: {len(after.trained)} batches more"
+        )
+        exact = before.trained + after.trained == order and after.trained[:1] == order[k : k + 1]
+        print(
+            f"resumed at the exact next sample: {'yes' if exact else 'NO'} (last before: "
+            f"{before.trained[-1][1][-1]}, first after: "
+            f"{after.trained[0][1][0] if after.trained else None})"
+        )
         ok = in_order and val_in_order and len(firsts) == args.epochs and exact
     return 0 if ok else 1
 

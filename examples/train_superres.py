@@ -58,17 +58,20 @@ class VSRNet(nn.Module):
         super().__init__()
         self.frames = frames
         self.body = nn.Sequential(
-            nn.Conv2d(3 * frames, width, 9, padding=4), nn.ReLU(inplace=True),
-            nn.Conv2d(width, width // 2, 5, padding=2), nn.ReLU(inplace=True),
+            nn.Conv2d(3 * frames, width, 9, padding=4),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, width // 2, 5, padding=2),
+            nn.ReLU(inplace=True),
             nn.Conv2d(width // 2, 3, 5, padding=2),
         )
 
     def forward(self, clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """``clip``: ``[B, F, 3, h, w]`` low-resolution frames -> ``[B, 3, H, W]``."""
         b, f, c, h, w = clip.shape
-        up = F.interpolate(clip.reshape(b * f, c, h, w), size=size, mode="bilinear",
-                           align_corners=False).reshape(b, f * c, *size)
-        middle = up[:, (f // 2) * c:(f // 2 + 1) * c]
+        up = F.interpolate(
+            clip.reshape(b * f, c, h, w), size=size, mode="bilinear", align_corners=False
+        ).reshape(b, f * c, *size)
+        middle = up[:, (f // 2) * c : (f // 2 + 1) * c]
         out: torch.Tensor = middle + self.body(up)
         return out
 
@@ -101,8 +104,14 @@ def prepare(quick: bool, verbose: bool = True) -> tuple[list[Path], Path, dict[s
     s = settings(quick)
     root = data_root(quick)
     t0 = time.perf_counter()
-    videos = make_video_set(root / "videos", n_files=s["n_files"], n_frames=s["n_frames"],
-                            width=s["width"], height=s["height"], gop=s["gop"])
+    videos = make_video_set(
+        root / "videos",
+        n_files=s["n_files"],
+        n_frames=s["n_frames"],
+        width=s["width"],
+        height=s["height"],
+        gop=s["gop"],
+    )
     t1 = time.perf_counter()
     png_dir = root / "png"
     png_bytes = 0
@@ -110,10 +119,20 @@ def prepare(quick: bool, verbose: bool = True) -> tuple[list[Path], Path, dict[s
         png_bytes += extract(v, png_dir, quiet=True)[1]
     t2 = time.perf_counter()
     if verbose:
-        print(f"data: {root} ({len(videos)} videos of {s['n_frames']} frames "
-              f"{s['width']}x{s['height']})")
-    return videos, png_dir, {"mp4_bytes": sum(v.stat().st_size for v in videos),
-                             "png_bytes": png_bytes, "prep_s": t2 - t0, "extract_s": t2 - t1}
+        print(
+            f"data: {root} ({len(videos)} videos of {s['n_frames']} frames "
+            f"{s['width']}x{s['height']})"
+        )
+    return (
+        videos,
+        png_dir,
+        {
+            "mp4_bytes": sum(v.stat().st_size for v in videos),
+            "png_bytes": png_bytes,
+            "prep_s": t2 - t0,
+            "extract_s": t2 - t1,
+        },
+    )
 
 
 class PngClips(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -124,22 +143,32 @@ class PngClips(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.samples: list[list[Path]] = []
         for folder in sorted(p for p in png_dir.iterdir() if p.is_dir()):
             files = sorted(folder.glob("frame_*.png"))
-            self.samples += [files[i:i + frames] for i in range(len(files) - frames + 1)]
+            self.samples += [files[i : i + frames] for i in range(len(files) - frames + 1)]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        clip = torch.stack([torch.from_numpy(read_png(p)).permute(2, 0, 1)
-                            for p in self.samples[i]]).float().div_(255)
+        clip = (
+            torch.stack([torch.from_numpy(read_png(p)).permute(2, 0, 1) for p in self.samples[i]])
+            .float()
+            .div_(255)
+        )
         h, w = clip.shape[-2:]
-        small = F.interpolate(clip, size=(h // 2, w // 2), mode="bilinear", antialias=True,
-                              align_corners=False)
+        small = F.interpolate(
+            clip, size=(h // 2, w // 2), mode="bilinear", antialias=True, align_corners=False
+        )
         return small.to(self.dtype), clip[self.frames // 2].to(self.dtype)
 
 
-def tvl_batches(videos: list[Path], frames: int, batch_size: int, device: torch.device,
-                dtype: torch.dtype, lookahead: int) -> Any:
+def tvl_batches(
+    videos: list[Path],
+    frames: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    lookahead: int,
+) -> Any:
     """Endless (input, target) batches from a Prefetcher: two outputs from one decode."""
     from tvl_async import Prefetcher, ProcessDesc, load_index
 
@@ -147,27 +176,48 @@ def tvl_batches(videos: list[Path], frames: int, batch_size: int, device: torch.
     index_map = [-1] * frames
     index_map[frames // 2] = 0
     processing = {
-        "input": ProcessDesc(scale_width=ix.width // 2, scale_height=ix.height // 2,
-                             dtype=dtype, normalized=True),
+        "input": ProcessDesc(
+            scale_width=ix.width // 2, scale_height=ix.height // 2, dtype=dtype, normalized=True
+        ),
         "target": ProcessDesc(index_map=index_map, dtype=dtype, normalized=True),
     }
     # lookahead bounds the finished samples held for reordering (memory: lookahead x one
     # sample's outputs); with epochs=None the default (from a 2 GiB budget) would hold up to
     # 16384 samples, which only costs memory and a slow first batch on a dataset this small
-    with Prefetcher(videos, seq_len=frames, batch_size=batch_size, device=device,
-                    processing=processing, epochs=None, seed=0, drop_last=True,
-                    lookahead=lookahead) as it:
+    with Prefetcher(
+        videos,
+        seq_len=frames,
+        batch_size=batch_size,
+        device=device,
+        processing=processing,
+        epochs=None,
+        seed=0,
+        drop_last=True,
+        lookahead=lookahead,
+    ) as it:
         for batch in it:
             yield batch["input"], batch["target"][:, 0]
 
 
-def png_batches(png_dir: Path, frames: int, batch_size: int, device: torch.device,
-                dtype: torch.dtype, workers: int) -> Any:
+def png_batches(
+    png_dir: Path,
+    frames: int,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    workers: int,
+) -> Any:
     """Endless (input, target) batches from PNG files through a standard DataLoader."""
     dataset = PngClips(png_dir, frames, dtype)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0))
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),
+    )
     while True:
         for x, y in loader:
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -226,20 +276,45 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     steady = data_times[1:] or data_times
     return {
-        "loader": args.loader, "iters": iters, "batch_size": batch_size, "frames": args.frames,
-        "dtype": args.dtype, "device": str(device), "input": list(x.shape),
-        "target": list(y.shape), "data_ms": 1000 * sum(steady) / len(steady),
-        "first_data_ms": 1000 * data_times[0], "step_ms": 1000 * sum(step_times) / iters,
-        "wall_s": wall, "cpu_load": cpu / wall, "maxrss_mb": me / 1024,
-        "workers_maxrss_mb": kids / 1024, "workers": args.workers if args.loader == "png" else 0,
-        "psnr_first": first_psnr, "psnr_last": last_psnr,
+        "loader": args.loader,
+        "iters": iters,
+        "batch_size": batch_size,
+        "frames": args.frames,
+        "dtype": args.dtype,
+        "device": str(device),
+        "input": list(x.shape),
+        "target": list(y.shape),
+        "data_ms": 1000 * sum(steady) / len(steady),
+        "first_data_ms": 1000 * data_times[0],
+        "step_ms": 1000 * sum(step_times) / iters,
+        "wall_s": wall,
+        "cpu_load": cpu / wall,
+        "maxrss_mb": me / 1024,
+        "workers_maxrss_mb": kids / 1024,
+        "workers": args.workers if args.loader == "png" else 0,
+        "psnr_first": first_psnr,
+        "psnr_last": last_psnr,
     }
 
 
 def run_child(args: argparse.Namespace, loader: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--loader", loader, "--json", "--frames", str(args.frames),
-           "--dtype", args.dtype, "--device", args.device, "--workers", str(args.workers),
-           "--lookahead", str(args.lookahead)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--loader",
+        loader,
+        "--json",
+        "--frames",
+        str(args.frames),
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--workers",
+        str(args.workers),
+        "--lookahead",
+        str(args.lookahead),
+    ]
     for flag, value in (("--iters", args.iters), ("--batch-size", args.batch_size)):
         if value:
             cmd += [flag, str(value)]
@@ -254,11 +329,15 @@ def run_child(args: argparse.Namespace, loader: str) -> dict[str, Any]:
 
 def print_table(rows: list[dict[str, Any]], costs: dict[str, float]) -> None:
     r0 = rows[0]
-    print(f"{r0['iters']} iterations, batch {r0['batch_size']}, {r0['frames']} frames in "
-          f"{tuple(r0['input'][-2:])} -> 1 out {tuple(r0['target'][-2:])}, {r0['dtype']} on "
-          f"{r0['device']}")
-    head = (f"{'loader':<24} {'data ms/iter':>12} {'step ms':>8} {'CPU load':>9} "
-            f"{'peak host MB':>16} {'disk MB':>8} {'PSNR dB':>13}")
+    print(
+        f"{r0['iters']} iterations, batch {r0['batch_size']}, {r0['frames']} frames in "
+        f"{tuple(r0['input'][-2:])} -> 1 out {tuple(r0['target'][-2:])}, {r0['dtype']} on "
+        f"{r0['device']}"
+    )
+    head = (
+        f"{'loader':<24} {'data ms/iter':>12} {'step ms':>8} {'CPU load':>9} "
+        f"{'peak host MB':>16} {'disk MB':>8} {'PSNR dB':>13}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
@@ -268,12 +347,17 @@ def print_table(rows: list[dict[str, Any]], costs: dict[str, float]) -> None:
         else:
             name, disk = f"DataLoader+PNG ({r['workers']} wkr)", costs["png_bytes"]
             mem = f"{r['maxrss_mb']:.0f} + {r['workers']}x{r['workers_maxrss_mb']:.0f}"
-        print(f"{name:<24} {r['data_ms']:12.2f} {r['step_ms']:8.1f} {r['cpu_load']:9.2f} "
-              f"{mem:>16} {disk / 1e6:8.2f} {r['psnr_first']:5.1f}->{r['psnr_last']:5.1f}")
-    print("data ms/iter: mean wait for a batch after the first (first batch: "
-          + ", ".join(f"{r['loader']} {r['first_data_ms']:.0f} ms" for r in rows) + "); "
-          f"CPU load: CPU s / wall s of the process and its workers; PNG extraction took "
-          f"{costs['extract_s']:.1f} s once")
+        print(
+            f"{name:<24} {r['data_ms']:12.2f} {r['step_ms']:8.1f} {r['cpu_load']:9.2f} "
+            f"{mem:>16} {disk / 1e6:8.2f} {r['psnr_first']:5.1f}->{r['psnr_last']:5.1f}"
+        )
+    print(
+        "data ms/iter: mean wait for a batch after the first (first batch: "
+        + ", ".join(f"{r['loader']} {r['first_data_ms']:.0f} ms" for r in rows)
+        + "); "
+        f"CPU load: CPU s / wall s of the process and its workers; PNG extraction took "
+        f"{costs['extract_s']:.1f} s once"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -286,8 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="fp32", choices=list(DTYPES))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for --loader png")
-    p.add_argument("--lookahead", type=int, default=64,
-                   help="Prefetcher lookahead in samples for --loader tvl (default 64)")
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        default=64,
+        help="Prefetcher lookahead in samples for --loader tvl (default 64)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = p.parse_args(argv)
     if args.loader != "both":

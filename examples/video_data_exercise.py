@@ -47,8 +47,7 @@ from tvl_async.cli.synthetic import frame_index_of, make_video_set
 ROWS: list[tuple[str, str, str, str, str, str]] = []
 
 
-def row(q: str, what: str, setting: str, rate: float | str, cost: float | str,
-        exact: str) -> None:
+def row(q: str, what: str, setting: str, rate: float | str, cost: float | str, exact: str) -> None:
     rate_s = f"{rate:9.1f}" if isinstance(rate, float) else f"{rate:>9}"
     cost_s = f"{cost:8.2f}" if isinstance(cost, float) else f"{cost:>8}"
     ROWS.append((q, what, setting, rate_s, cost_s, exact))
@@ -80,8 +79,9 @@ class PyAVSeekDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int, int]]):
         with av.open(self.files[f]) as container:
             stream = container.streams.video[0]
             rate = stream.average_rate or Fraction(25)
-            target = (stream.start_time or 0) + round(Fraction(frame_index) / rate
-                                                      / stream.time_base)
+            target = (stream.start_time or 0) + round(
+                Fraction(frame_index) / rate / stream.time_base
+            )
             container.seek(target, stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts is not None and frame.pts >= target:
@@ -90,12 +90,18 @@ class PyAVSeekDataset(torch.utils.data.Dataset[tuple[torch.Tensor, int, int]]):
         raise IndexError(f"{self.files[f]}: frame {frame_index} not found")
 
 
-def baseline(files: list[str], dataset: VideoDataset, batch: int, n_batches: int,
-             workers: int) -> None:
+def baseline(
+    files: list[str], dataset: VideoDataset, batch: int, n_batches: int, workers: int
+) -> None:
     counts = [ix.n_frames for ix in dataset.indexes]
     ds = PyAVSeekDataset(files, counts)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
-                                         generator=torch.Generator().manual_seed(0))
+    loader = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+    )
     images = decoded = wrong = 0
     t0 = time.perf_counter()
     for k, (imgs, fs, idx) in enumerate(loader):
@@ -109,15 +115,22 @@ def baseline(files: list[str], dataset: VideoDataset, batch: int, n_batches: int
             break
     dt = time.perf_counter() - t0
     del loader
-    row("(1)", "DataLoader + PyAV seek", f"{workers} workers, batch {batch}", images / dt,
-        decoded / images, "yes" if wrong == 0 else f"NO ({wrong})")
+    row(
+        "(1)",
+        "DataLoader + PyAV seek",
+        f"{workers} workers, batch {batch}",
+        images / dt,
+        decoded / images,
+        "yes" if wrong == 0 else f"NO ({wrong})",
+    )
 
 
 # ---------------------------------------------------------------------------------- (2)-(4)
 
 
-def run_prefetcher(files: list[str], q: str, what: str, setting: str, n_images: int,
-                   **kwargs: Any) -> float:
+def run_prefetcher(
+    files: list[str], q: str, what: str, setting: str, n_images: int, **kwargs: Any
+) -> float:
     """Iterate a Prefetcher for ``n_images`` images; print a row; return images/s."""
     images = wrong = 0
     t0 = time.perf_counter()
@@ -131,8 +144,14 @@ def run_prefetcher(files: list[str], q: str, what: str, setting: str, n_images: 
                 break
         stats = it.stats()
     rate = images / (time.perf_counter() - t0)
-    row(q, what, setting, rate, stats.decoded_per_delivered,
-        "yes" if wrong == 0 else f"NO ({wrong})")
+    row(
+        q,
+        what,
+        setting,
+        rate,
+        stats.decoded_per_delivered,
+        "yes" if wrong == 0 else f"NO ({wrong})",
+    )
     return rate
 
 
@@ -167,20 +186,27 @@ def bias_table(dataset: VideoDataset, batch: int, chunk: int, buffer: int) -> No
     _, file_sizes = np.unique(files, return_counts=True)
     iid_gop = pairs * float(np.sum((gop_sizes / n) ** 2))
     iid_file = pairs * float(np.sum((file_sizes / n) ** 2))
-    print(f"{'sampling':<26} {'same-GOP pairs/batch':>21} {'x i.i.d.':>9} "
-          f"{'same-file pairs/batch':>22} {'x i.i.d.':>9}")
+    print(
+        f"{'sampling':<26} {'same-GOP pairs/batch':>21} {'x i.i.d.':>9} "
+        f"{'same-file pairs/batch':>22} {'x i.i.d.':>9}"
+    )
     print(f"{'i.i.d. (expected)':<26} {iid_gop:21.2f} {1.0:9.1f} {iid_file:22.2f} {1.0:9.1f}")
     variants: tuple[tuple[str, dict[str, Any]], ...] = (
-        ("uniform", {}), (f"chunked (chunk {chunk})", {"chunk_size": chunk}),
-        (f"gop_shuffle (buffer {buffer})", {"shuffle_buffer": buffer}), ("sequential", {}))
+        ("uniform", {}),
+        (f"chunked (chunk {chunk})", {"chunk_size": chunk}),
+        (f"gop_shuffle (buffer {buffer})", {"shuffle_buffer": buffer}),
+        ("sequential", {}),
+    )
     for name, kw in variants:
         sampling = name.split()[0]
         orders = [epoch_order(dataset, sampling, s, **kw) for s in range(3)]
         g = float(np.mean([same_group_pairs(o, gop_key, batch) for o in orders]))
         f = float(np.mean([same_group_pairs(o, files, batch) for o in orders]))
         print(f"{name:<26} {g:21.2f} {g / iid_gop:9.1f} {f:22.2f} {f / iid_file:9.1f}")
-    print(f"({n} samples, {len(gop_sizes)} GOPs in {len(file_sizes)} files, batch {batch}: "
-          f"{pairs:.0f} pairs per batch; each order is a whole epoch, mean of 3 seeds)")
+    print(
+        f"({n} samples, {len(gop_sizes)} GOPs in {len(file_sizes)} files, batch {batch}: "
+        f"{pairs:.0f} pairs per batch; each order is a whole epoch, mean of 3 seeds)"
+    )
 
 
 # ---------------------------------------------------------------------------------- (5), (6)
@@ -211,18 +237,29 @@ FORK_PROBE = textwrap.dedent("""
 def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -> None:
     header("(5) GPU decoding while a model runs")
     if not have_cuda:
-        print("    skipped: no CUDA device on this machine. With one, this section trains a small "
-              "model on batches\n    that tvl_async decodes on the GPU, and shows a forked "
-              "worker failing with CUDA_ERROR_NOT_INITIALIZED.")
+        print(
+            "    skipped: no CUDA device on this machine. With one, this section trains a small "
+            "model on batches\n    that tvl_async decodes on the GPU, and shows a forked "
+            "worker failing with CUDA_ERROR_NOT_INITIALIZED."
+        )
     else:
         backend = "nvdec" if nvdec_available() else "pyav"
-        model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(),
-                                    torch.nn.Conv2d(32, 3, 3, padding=1)).cuda()
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(32, 3, 3, padding=1),
+        ).cuda()
         opt = torch.optim.SGD(model.parameters(), lr=1e-3)
         images, t0 = 0, time.perf_counter()
-        with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
-                        epochs=None, processing=ProcessDesc(dtype=torch.float32,
-                                                            normalized=True)) as it:
+        with Prefetcher(
+            files,
+            1,
+            batch_size=batch,
+            device="cuda",
+            backend=backend,
+            epochs=None,
+            processing=ProcessDesc(dtype=torch.float32, normalized=True),
+        ) as it:
             for b in it:
                 x = b["default"][:, 0]  # on the GPU already
                 loss = (model(x) - x).square().mean()
@@ -233,29 +270,41 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
                 if images >= n_images:
                     break
         torch.cuda.synchronize()
-        row("(5)", f"GPU decode ({backend}) + model", f"batch {batch}, cuda",
-            images / (time.perf_counter() - t0), "-", "-")
-        r = subprocess.run([sys.executable, "-c", FORK_PROBE], capture_output=True, text=True,
-                           timeout=120)
+        row(
+            "(5)",
+            f"GPU decode ({backend}) + model",
+            f"batch {batch}, cuda",
+            images / (time.perf_counter() - t0),
+            "-",
+            "-",
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", FORK_PROBE], capture_output=True, text=True, timeout=120
+        )
         for line in (r.stdout + r.stderr).strip().splitlines()[-3:]:
             print(f"    {line}")
-    print("    why: the CUDA driver's state does not survive fork(). A DataLoader worker is a "
-          "forked copy of a\n    process that already initialised CUDA, so the decoder's first "
-          "driver call there fails\n    (CUDA_ERROR_NOT_INITIALIZED; torch says 'Cannot "
-          "re-initialize CUDA in forked subprocess').\n    tvl_async forks nothing: one service "
-          "thread in the training process creates the decoders and\n    uses the context that "
-          "process initialised, once.")
+    print(
+        "    why: the CUDA driver's state does not survive fork(). A DataLoader worker is a "
+        "forked copy of a\n    process that already initialised CUDA, so the decoder's first "
+        "driver call there fails\n    (CUDA_ERROR_NOT_INITIALIZED; torch says 'Cannot "
+        "re-initialize CUDA in forked subprocess').\n    tvl_async forks nothing: one service "
+        "thread in the training process creates the decoders and\n    uses the context that "
+        "process initialised, once."
+    )
 
     header("(6) host/GPU copies")
     if not have_cuda:
-        print("    skipped: no CUDA device on this machine. With one, this section counts the "
-              "host-to-device copies\n    per batch with torch.profiler.")
+        print(
+            "    skipped: no CUDA device on this machine. With one, this section counts the "
+            "host-to-device copies\n    per batch with torch.profiler."
+        )
     else:
         from torch.profiler import ProfilerActivity, profile
 
         for backend in ["nvdec", "pyav"] if nvdec_available() else ["pyav"]:
-            with Prefetcher(files, 1, batch_size=batch, device="cuda", backend=backend,
-                            epochs=None) as it:
+            with Prefetcher(
+                files, 1, batch_size=batch, device="cuda", backend=backend, epochs=None
+            ) as it:
                 next(it)
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
                     for _ in range(3):
@@ -263,10 +312,12 @@ def gpu_sections(files: list[str], batch: int, n_images: int, have_cuda: bool) -
                     torch.cuda.synchronize()
             h2d = [e for e in prof.events() if "HtoD" in e.name]
             print(f"    {backend}: {len(h2d) / 3:.1f} host-to-device copies per batch of {batch}")
-    print("    plan: decoded frames stay where they are decoded; with NVDEC they never leave "
-          "the GPU; with CPU\n    decoding each clip crosses once, as uint8, after resize/crop "
-          "and before the float conversion\n    (4x fewer bytes than float32). The consumer's "
-          "stream waits on an event: no host sync.")
+    print(
+        "    plan: decoded frames stay where they are decoded; with NVDEC they never leave "
+        "the GPU; with CPU\n    decoding each clip crosses once, as uint8, after resize/crop "
+        "and before the float conversion\n    (4x fewer bytes than float32). The consumer's "
+        "stream waits on an event: no host sync."
+    )
 
 
 # ---------------------------------------------------------------------------------- main
@@ -294,9 +345,12 @@ def main(argv: Iterable[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny settings (seconds)")
     p.add_argument("--files", type=int, default=None, help="generated files (default 200)")
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 32)")
-    p.add_argument("--batches", type=int, default=None,
-                   help="batches for (1) and (2) (default 20; the later rows read 4x their "
-                   "lookahead)")
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=None,
+        help="batches for (1) and (2) (default 20; the later rows read 4x their lookahead)",
+    )
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers in (1)")
     args = p.parse_args(None if argv is None else list(argv))
     batch = args.batch_size or (8 if args.quick else 32)
@@ -306,39 +360,83 @@ def main(argv: Iterable[str] | None = None) -> int:
     dataset = VideoDataset(files, 1)  # indexes every file once (cached on disk)
     gop = float(np.mean(np.concatenate([ix.gop_lengths() for ix in dataset.indexes])))
     have_cuda = torch.cuda.is_available()
-    print(f"{len(files)} files, {len(dataset)} frames, mean GOP {gop:.1f} frames; "
-          f"{n_batches} batches of {batch} images per row; {os.cpu_count()} CPU cores; "
-          f"GPU: {torch.cuda.get_device_name() if have_cuda else 'none'}")
-    print("dec/img: frames decoded per image delivered (a seek decodes from the GOP's keyframe "
-          "to the frame)")
+    print(
+        f"{len(files)} files, {len(dataset)} frames, mean GOP {gop:.1f} frames; "
+        f"{n_batches} batches of {batch} images per row; {os.cpu_count()} CPU cores; "
+        f"GPU: {torch.cuda.get_device_name() if have_cuda else 'none'}"
+    )
+    print(
+        "dec/img: frames decoded per image delivered (a seek decodes from the GOP's keyframe "
+        "to the frame)"
+    )
     print(f"{'#':<5} {'what':<34} {'setting':<30} {'images/s':>9} {'dec/img':>8}  exact")
 
     baseline(files, dataset, batch, n_batches, args.workers)
-    run_prefetcher(files, "(2)", f"tvl_async, {len(files)} files, uniform",
-                   "lookahead 1 batch", n_images, batch_size=batch, lookahead=batch)
+    run_prefetcher(
+        files,
+        "(2)",
+        f"tvl_async, {len(files)} files, uniform",
+        "lookahead 1 batch",
+        n_images,
+        batch_size=batch,
+        lookahead=batch,
+    )
     # planning ahead pays once the window holds several samples of a GOP; the rows below run
     # 4x the window so that frames decoded for samples still in the window weigh little
     ahead = 64 if args.quick else 1024
     n_images = max(n_images, 4 * ahead)
-    run_prefetcher(files, "(3)", "same batch, plan ahead",
-                   f"lookahead {ahead} samples", n_images, batch_size=batch, lookahead=ahead)
+    run_prefetcher(
+        files,
+        "(3)",
+        "same batch, plan ahead",
+        f"lookahead {ahead} samples",
+        n_images,
+        batch_size=batch,
+        lookahead=ahead,
+    )
     chunk = max(2, min(int(gop), batch) // 4)
-    run_prefetcher(files, "(4)", "relaxed: chunked", f"chunk {chunk}, lookahead {ahead}",
-                   n_images, batch_size=batch, sampling="chunked", chunk_size=chunk,
-                   lookahead=ahead)
+    run_prefetcher(
+        files,
+        "(4)",
+        "relaxed: chunked",
+        f"chunk {chunk}, lookahead {ahead}",
+        n_images,
+        batch_size=batch,
+        sampling="chunked",
+        chunk_size=chunk,
+        lookahead=ahead,
+    )
     buffer = max(4 * batch, min(1024, len(dataset) // 4))
-    run_prefetcher(files, "(4)", "relaxed: gop_shuffle", f"buffer {buffer}, lookahead {ahead}",
-                   n_images, batch_size=batch, sampling="gop_shuffle", shuffle_buffer=buffer,
-                   lookahead=ahead)
-    run_prefetcher(files, "(4)", "sequential reading", "shuffle=False",
-                   n_images, batch_size=batch, shuffle=False, lookahead=ahead)
+    run_prefetcher(
+        files,
+        "(4)",
+        "relaxed: gop_shuffle",
+        f"buffer {buffer}, lookahead {ahead}",
+        n_images,
+        batch_size=batch,
+        sampling="gop_shuffle",
+        shuffle_buffer=buffer,
+        lookahead=ahead,
+    )
+    run_prefetcher(
+        files,
+        "(4)",
+        "sequential reading",
+        "shuffle=False",
+        n_images,
+        batch_size=batch,
+        shuffle=False,
+        lookahead=ahead,
+    )
 
     header("(4.1) how far relaxed sampling is from i.i.d. (measured on the samplers)")
     bias_table(dataset, batch, chunk, buffer)
     gpu_sections(files, batch, n_images, have_cuda)
     speedup = float(ROWS[2][3]) / max(float(ROWS[0][3]), 1e-9)
-    print(f"\nplan-ahead tvl_async vs the PyAV-seek DataLoader: {speedup:.1f}x images/s "
-          f"(same batch size, same uniform sampling, exact frames); see docs/exercise.md")
+    print(
+        f"\nplan-ahead tvl_async vs the PyAV-seek DataLoader: {speedup:.1f}x images/s "
+        f"(same batch size, same uniform sampling, exact frames); see docs/exercise.md"
+    )
     ok = all(r[5] in ("yes", "-") for r in ROWS)
     return 0 if ok and math.isfinite(speedup) else 1
 

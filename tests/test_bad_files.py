@@ -242,8 +242,9 @@ def test_unreadable_file_emulated(files: dict[str, Path], monkeypatch: pytest.Mo
         return builtins.open(path, *args, **kwargs)
 
     monkeypatch.setattr(index_module, "open", fake_open, raising=False)
-    with pytest.raises(PermissionError,
-                       match=r"Cannot read video file \(permission denied\): '.*good2\.mp4'"):
+    with pytest.raises(
+        PermissionError, match=r"Cannot read video file \(permission denied\): '.*good2\.mp4'"
+    ):
         VideoLoader(target)
     with pytest.raises(PermissionError, match=r"good2\.mp4"):
         Prefetcher([files["good"], target], seq_len=2)
@@ -254,8 +255,9 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
     p = small(tmp_path / "locked.mp4", n=24)
     p.chmod(0)
     try:
-        with pytest.raises(PermissionError,
-                           match=r"Cannot read video file \(permission denied\): '.*locked\.mp4'"):
+        with pytest.raises(
+            PermissionError, match=r"Cannot read video file \(permission denied\): '.*locked\.mp4'"
+        ):
             VideoLoader(p)
     finally:
         p.chmod(0o644)
@@ -421,8 +423,9 @@ def test_truncated_faststart_mid_gop(
     ]
 
 
-def test_truncated_faststart_gpu_packets_stop_before_the_cut(files: dict[str, Path],
-                                                              tmp_path: Path) -> None:
+def test_truncated_faststart_gpu_packets_stop_before_the_cut(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
     """The NVDEC backend's demuxing (``nvdec_packets.PacketSource``, no GPU needed) shares the
     CPU backend's keyframe positioning: it yields exactly the indexed packets, never the cut
     one that the index left out."""

@@ -28,8 +28,12 @@ N_FILES, N_FRAMES, GOP = 4, 60, 15
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     folder = tmp_path_factory.mktemp("bench_tiny")
-    return [str(p) for p in make_video_set(folder, n_files=N_FILES, n_frames=N_FRAMES,
-                                           width=128, height=96, gop=GOP)]
+    return [
+        str(p)
+        for p in make_video_set(
+            folder, n_files=N_FILES, n_frames=N_FRAMES, width=128, height=96, gop=GOP
+        )
+    ]
 
 
 def _batches(files: list[str], **kw: Any) -> tuple[list[Any], Any]:
@@ -78,8 +82,9 @@ def test_default_lookahead_follows_the_memory_budget(tiny: list[str]) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_slow_consumer_never_waits_after_the_first_batch(tiny: list[str],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_consumer_never_waits_after_the_first_batch(
+    tiny: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Decoding made to cost 3 ms per decoded frame (as at full HD), so that a batch costs
     10-100 ms to decode; the consumer takes 0.2 s per batch: after the first batch it must find
     every batch ready (the decode threads work ahead while it is busy)."""
@@ -94,8 +99,16 @@ def test_slow_consumer_never_waits_after_the_first_batch(tiny: list[str],
 
     monkeypatch.setattr(PyAVBackend, "decode", slow_decode)
     desc = ProcessDesc(width=64, height=64, random_resized_crop=(0.08, 1.0))
-    with Prefetcher(tiny, batch_size=8, lookahead=64, processing=desc, seed=1,
-                    decode_threads=2, epochs=None, queue_depth=2) as it:
+    with Prefetcher(
+        tiny,
+        batch_size=8,
+        lookahead=64,
+        processing=desc,
+        seed=1,
+        decode_threads=2,
+        epochs=None,
+        queue_depth=2,
+    ) as it:
         for _ in range(20):
             next(it)
             time.sleep(0.2)
@@ -131,12 +144,16 @@ def png_size(data: bytes) -> tuple[int, int]:
 def test_plot_is_a_matplotlib_chart(tmp_path: Path) -> None:
     from tvl_async.cli.bench.report import write_plot
 
-    report = {"machine": {"cpu_count": 2}, "videos": {"width": 128, "height": 96},
-              "results": [{"name": "baseline", "images_per_s": 10.0},
-                          {"name": "uniform L=64", "images_per_s": 42.5},
-                          {"name": "uniform slow consumer", "images_per_s": 9.0,
-                           "consumer_s": 0.5},
-                          {"name": "broken", "error": "exit code 1"}]}
+    report = {
+        "machine": {"cpu_count": 2},
+        "videos": {"width": 128, "height": 96},
+        "results": [
+            {"name": "baseline", "images_per_s": 10.0},
+            {"name": "uniform L=64", "images_per_s": 42.5},
+            {"name": "uniform slow consumer", "images_per_s": 9.0, "consumer_s": 0.5},
+            {"name": "broken", "error": "exit code 1"},
+        ],
+    }
     path = tmp_path / "chart.png"
     write_plot(report, path)
     data = path.read_bytes()
@@ -145,9 +162,27 @@ def test_plot_is_a_matplotlib_chart(tmp_path: Path) -> None:
     assert b"Software" in data and b"matplotlib" in data
 
 
-BENCH_TINY = ("--files", "2", "--size", "64x48", "--seconds", "1", "--batches", "1",
-              "--batch-size", "4", "--crop", "16", "--lookaheads", "1", "--chunks", "",
-              "--no-slow", "--only", "uniform")
+BENCH_TINY = (
+    "--files",
+    "2",
+    "--size",
+    "64x48",
+    "--seconds",
+    "1",
+    "--batches",
+    "1",
+    "--batch-size",
+    "4",
+    "--crop",
+    "16",
+    "--lookaheads",
+    "1",
+    "--chunks",
+    "",
+    "--no-slow",
+    "--only",
+    "uniform",
+)
 
 
 @pytest.mark.timeout(120)
@@ -155,9 +190,22 @@ def test_bench_shows_a_progress_bar_and_plots(tmp_path: Path) -> None:
     """``tvl-async bench`` in a fresh process (stderr a pipe): a tqdm bar over the batches of
     every configuration, and ``--plot`` writes a matplotlib PNG."""
     plot = tmp_path / "chart.png"
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "bench", *BENCH_TINY,
-                        "--cache-dir", str(tmp_path / "videos"), "--plot", str(plot)],
-                       capture_output=True, text=True, timeout=110)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tvl_async.cli.main",
+            "bench",
+            *BENCH_TINY,
+            "--cache-dir",
+            str(tmp_path / "videos"),
+            "--plot",
+            str(plot),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
     assert r.returncode == 0, r.stderr
     assert re.search(r"uniform L=1: +\d+%\|.*\| *\d+/\d+ \[[^]]*batch/s\]", r.stderr), r.stderr
     assert "| uniform L=1 |" in r.stdout
@@ -172,10 +220,23 @@ def test_plot_without_matplotlib_is_one_line(tmp_path: Path) -> None:
     shim.mkdir(parents=True)
     (shim / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shim"), str(ROOT)])}
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "bench", *BENCH_TINY,
-                        "--cache-dir", str(tmp_path / "videos"), "--plot",
-                        str(tmp_path / "c.png")], capture_output=True, text=True, timeout=60,
-                       env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tvl_async.cli.main",
+            "bench",
+            *BENCH_TINY,
+            "--cache-dir",
+            str(tmp_path / "videos"),
+            "--plot",
+            str(tmp_path / "c.png"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
@@ -190,16 +251,44 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
     out = tmp_path / "bench.json"
     plot = tmp_path / "bench.png"
-    code = main(["--files", "4", "--size", "128x96", "--seconds", "2", "--batches", "2",
-                 "--batch-size", "16", "--crop", "32", "--lookaheads", "1,default",
-                 "--cache-dir", str(tmp_path / "videos"), "--json", str(out), "--plot",
-                 str(plot), "--quiet"])
+    code = main(
+        [
+            "--files",
+            "4",
+            "--size",
+            "128x96",
+            "--seconds",
+            "2",
+            "--batches",
+            "2",
+            "--batch-size",
+            "16",
+            "--crop",
+            "32",
+            "--lookaheads",
+            "1,default",
+            "--cache-dir",
+            str(tmp_path / "videos"),
+            "--json",
+            str(out),
+            "--plot",
+            str(plot),
+            "--quiet",
+        ]
+    )
     assert code == 0
     report = json.loads(out.read_text())
     names = [r["name"] for r in report["results"]]
     assert names[0] == "baseline" and names[-1] == "ceiling"
-    expected = {"uniform L=1", "chunked k=4", "chunked k=8", "chunked k=16", "gop_shuffle",
-                "uniform slow consumer", "gop_shuffle slow consumer"}
+    expected = {
+        "uniform L=1",
+        "chunked k=4",
+        "chunked k=8",
+        "chunked k=16",
+        "gop_shuffle",
+        "uniform slow consumer",
+        "gop_shuffle slow consumer",
+    }
     assert expected <= set(names)
     assert any(n.startswith("uniform L=") and n.endswith("(default)") for n in names)
     for r in report["results"]:
@@ -218,7 +307,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         # it runs past the first lookahead window and reports the wait after it
         assert slow["timed_batches"] > slow["window_batches"]
         assert slow["wait_after_window_s"] == pytest.approx(
-            sum(slow["waits_s"][slow["window_batches"] + 1:]))
+            sum(slow["waits_s"][slow["window_batches"] + 1 :])
+        )
     assert report["videos"]["n_files"] == 4 and report["machine"]["cpu_count"] >= 1
     width, height = png_size(plot.read_bytes())  # the fast configurations, one bar each
     assert (width, height) == (900, round(100 * (0.4 * (len(names) - 2) + 1.2)))

@@ -26,14 +26,27 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Small videos: two plain, one with audio in a subfolder, one at a variable rate."""
     root = tmp_path_factory.mktemp("cli")
     make_video_set(root / "set", n_files=2, n_frames=24, width=64, height=48, gop=8)
-    write_video(root / "set" / "sub" / "audio.mp4", n_frames=20, width=64, height=48, gop=10,
-                audio_first=True)
+    write_video(
+        root / "set" / "sub" / "audio.mp4",
+        n_frames=20,
+        width=64,
+        height=48,
+        gop=10,
+        audio_first=True,
+    )
     pts, t = [], 0
     for i in range(30):
         pts.append(t)
         t += 20 + (i * 37) % 51
-    write_video(root / "set" / "vfr.mkv", n_frames=30, width=64, height=48, gop=10,
-                time_base=Fraction(1, 1000), pts=pts)
+    write_video(
+        root / "set" / "vfr.mkv",
+        n_frames=30,
+        width=64,
+        height=48,
+        gop=10,
+        time_base=Fraction(1, 1000),
+        pts=pts,
+    )
     (root / "notavideo.mp4").write_bytes(b"hello, not a video")
     return root
 
@@ -84,31 +97,43 @@ def test_help_of_each_command(capsys: pytest.CaptureFixture[str], name: str) -> 
 
 
 def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
-    assert_one_line_error(*run_cli(capsys, "demo", "--batch-size", "0")[::2], "--batch-size",
-                          ">= 1")
+    assert_one_line_error(
+        *run_cli(capsys, "demo", "--batch-size", "0")[::2], "--batch-size", ">= 1"
+    )
     assert_one_line_error(*run_cli(capsys, "nosuchcommand")[::2], "invalid choice")
     assert_one_line_error(*run_cli(capsys, "transcode", "x.mp4")[::2], "--output")
     assert_one_line_error(*run_cli(capsys)[::2], "required")
 
 
 def test_runtime_errors_are_one_line(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
-    assert_one_line_error(*run_cli(capsys, "probe", str(folder / "missing.mp4"))[::2],
-                          "tvl-async probe: error:", "missing.mp4")
-    assert_one_line_error(*run_cli(capsys, "probe", str(folder / "notavideo.mp4"))[::2],
-                          "notavideo.mp4")
+    assert_one_line_error(
+        *run_cli(capsys, "probe", str(folder / "missing.mp4"))[::2],
+        "tvl-async probe: error:",
+        "missing.mp4",
+    )
+    assert_one_line_error(
+        *run_cli(capsys, "probe", str(folder / "notavideo.mp4"))[::2], "notavideo.mp4"
+    )
     # a pydantic validation error (several lines in its own words) folds into one line
-    assert_one_line_error(*run_cli(capsys, "demo", str(folder / "set"), "--device", "tpu",
-                                   "--quiet")[::2], "device")
-    assert_one_line_error(*run_cli(capsys, "play", str(folder / "missing.mp4"))[::2],
-                          "missing.mp4")
-    assert_one_line_error(*run_cli(capsys, "play", str(folder / "notavideo.mp4"))[::2],
-                          "tvl-async play: error:", "notavideo.mp4")
+    assert_one_line_error(
+        *run_cli(capsys, "demo", str(folder / "set"), "--device", "tpu", "--quiet")[::2], "device"
+    )
+    assert_one_line_error(*run_cli(capsys, "play", str(folder / "missing.mp4"))[::2], "missing.mp4")
+    assert_one_line_error(
+        *run_cli(capsys, "play", str(folder / "notavideo.mp4"))[::2],
+        "tvl-async play: error:",
+        "notavideo.mp4",
+    )
 
 
 def test_installed_entry_point_error(folder: Path) -> None:
     """The real command in a fresh process: exit code 2, one line, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "index",
-                        str(folder / "nothing-here")], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tvl_async.cli.main", "index", str(folder / "nothing-here")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert_one_line_error(r.returncode, r.stderr, "tvl-async index: error:", "nothing-here")
     assert r.stdout == ""
 
@@ -117,15 +142,26 @@ def test_installed_entry_point_error(folder: Path) -> None:
 
 
 def test_demo_on_a_folder(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
-    code, out, _ = run_cli(capsys, "demo", str(folder / "set"), "--seq-len", "3",
-                           "--batch-size", "4", "--sampling", "chunked", "--quiet")
+    code, out, _ = run_cli(
+        capsys,
+        "demo",
+        str(folder / "set"),
+        "--seq-len",
+        "3",
+        "--batch-size",
+        "4",
+        "--sampling",
+        "chunked",
+        "--quiet",
+    )
     assert code == 0, out
     assert "4 files" in out and "sampling chunked" in out
     assert "throughput:" in out and "frames/s" in out
 
 
-def test_demo_writes_and_checks_its_own_set(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_writes_and_checks_its_own_set(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # demo writes 8 clips of 120 frames where none exist; smaller ones written here first
     # (make_video_set keeps existing files) keep the test fast
     make_video_set(tmp_path, n_files=8, n_frames=16, width=64, height=48, gop=8)
@@ -151,8 +187,18 @@ def test_index(capsys: pytest.CaptureFixture[str], folder: Path) -> None:
 
 def test_transcode(capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
-    code, out, err = run_cli(capsys, "transcode", str(folder / "set"), "-o", str(out_dir),
-                             "--gop", "4", "--width", "32", "--quiet")
+    code, out, err = run_cli(
+        capsys,
+        "transcode",
+        str(folder / "set"),
+        "-o",
+        str(out_dir),
+        "--gop",
+        "4",
+        "--width",
+        "32",
+        "--quiet",
+    )
     assert code == 0, err
     assert "transcoded 4 files (98 frames" in out
     src = folder / "set"
@@ -169,36 +215,68 @@ def test_transcode(capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: P
             for i in (0, 5, b.n_frames - 1):
                 assert frame_index_of(v.select_frame(i)) == i
     # a second run skips what exists; a broken input is one line and exit code 2
-    code, out, _ = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(out_dir),
-                           "--quiet")
+    code, out, _ = run_cli(
+        capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(out_dir), "--quiet"
+    )
     assert code == 0 and "skipped" in out
-    code, out, err = run_cli(capsys, "transcode", str(folder / "notavideo.mp4"), "-o",
-                             str(out_dir), "--quiet")
+    code, out, err = run_cli(
+        capsys, "transcode", str(folder / "notavideo.mp4"), "-o", str(out_dir), "--quiet"
+    )
     assert_one_line_error(code, err, "notavideo.mp4")
     assert not list(out_dir.glob(".*part*")), "no half-written file is left behind"
     code, _, err = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(src))
     assert_one_line_error(code, err, "overwrite its input")
-    code, _, err = run_cli(capsys, "transcode", str(src / "clip_000.mp4"), "-o", str(out_dir),
-                           "--codec", "vp9", "--format", "mov")
+    code, _, err = run_cli(
+        capsys,
+        "transcode",
+        str(src / "clip_000.mp4"),
+        "-o",
+        str(out_dir),
+        "--codec",
+        "vp9",
+        "--format",
+        "mov",
+    )
     assert_one_line_error(code, err, "--format mov: cannot hold codec 'vp9'")
 
 
-def test_play_without_display(capsys: pytest.CaptureFixture[str], folder: Path,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_play_without_display(
+    capsys: pytest.CaptureFixture[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     code, _, err = run_cli(capsys, "play", str(folder / "set" / "clip_000.mp4"))
     assert_one_line_error(code, err, "no display")
 
 
-@pytest.mark.skipif(shutil.which("xvfb-run") is None,
-                    reason="xvfb-run is not installed (apt-get install xvfb; .ci/run does this)")
+@pytest.mark.skipif(
+    shutil.which("xvfb-run") is None,
+    reason="xvfb-run is not installed (apt-get install xvfb; .ci/run does this)",
+)
 def test_play_opens_the_player(folder: Path) -> None:
     """``tvl-async play`` under a virtual display plays the file to its end and exits."""
     clip = folder / "set" / "clip_001.mp4"
-    r = subprocess.run(["xvfb-run", "-a", sys.executable, "-m", "tvl_async.cli.main", "play",
-                        str(clip), "--frame", "20", "--play", "--speed", "2x", "--exit-at-end",
-                        "--report"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            "xvfb-run",
+            "-a",
+            sys.executable,
+            "-m",
+            "tvl_async.cli.main",
+            "play",
+            str(clip),
+            "--frame",
+            "20",
+            "--play",
+            "--speed",
+            "2x",
+            "--exit-at-end",
+            "--report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     shown = [int(line.split()[1]) for line in r.stdout.splitlines() if line.startswith("shown")]
     assert shown == [20, 21, 22, 23]
@@ -208,25 +286,29 @@ def test_play_opens_the_player(folder: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_bad_options_fail_before_any_work(capsys: pytest.CaptureFixture[str], folder: Path,
-                                          tmp_path: Path) -> None:
+def test_bad_options_fail_before_any_work(
+    capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: Path
+) -> None:
     """Settings that would fail on every file (or only after minutes of encoding) are one line
     and exit code 2 at once, naming the option."""
     clip = str(folder / "set" / "clip_000.mp4")
     out = str(tmp_path / "out")
-    for extra, needle in ((["--crf", "-5"], "--crf -5: out of range for libx264; allowed: 0..51"),
-                          (["--crf", "99999"], "--crf 99999"),
-                          (["--preset", "nonsense"], "--preset 'nonsense': not a libx264 preset"),
-                          (["--pix-fmt", "foo"], "--pix-fmt 'foo'"),
-                          (["--codec", "mpeg4", "--bframes", "2", "--gop", "16"],
-                           "multiple of bframes + 1 = 3")):
+    for extra, needle in (
+        (["--crf", "-5"], "--crf -5: out of range for libx264; allowed: 0..51"),
+        (["--crf", "99999"], "--crf 99999"),
+        (["--preset", "nonsense"], "--preset 'nonsense': not a libx264 preset"),
+        (["--pix-fmt", "foo"], "--pix-fmt 'foo'"),
+        (["--codec", "mpeg4", "--bframes", "2", "--gop", "16"], "multiple of bframes + 1 = 3"),
+    ):
         code, _, err = run_cli(capsys, "transcode", clip, "-o", out, "--quiet", *extra)
         assert_one_line_error(code, err, needle)
     assert not (tmp_path / "out").exists()
-    for extra, needle in ((["--lookaheads", "abc"], "--lookaheads: invalid value 'abc'"),
-                          (["--chunks", "x"], "--chunks: invalid value 'x'"),
-                          (["--seconds", "-1"], "--seconds: invalid value '-1'"),
-                          (["--size", "foo"], "--size")):
+    for extra, needle in (
+        (["--lookaheads", "abc"], "--lookaheads: invalid value 'abc'"),
+        (["--chunks", "x"], "--chunks: invalid value 'x'"),
+        (["--seconds", "-1"], "--seconds: invalid value '-1'"),
+        (["--size", "foo"], "--size"),
+    ):
         code, _, err = run_cli(capsys, "bench", "--quiet", *extra)
         assert_one_line_error(code, err, needle)
     for device in ("foo", "cuda:7"):  # checked before a window opens (it would never close)
@@ -234,8 +316,9 @@ def test_bad_options_fail_before_any_work(capsys: pytest.CaptureFixture[str], fo
         assert_one_line_error(code, err, f"--device: invalid value '{device}'")
 
 
-def test_index_with_the_cache_off(capsys: pytest.CaptureFixture[str], folder: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_index_with_the_cache_off(
+    capsys: pytest.CaptureFixture[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TVL_ASYNC_CACHE", "off")
     code, out, _ = run_cli(capsys, "index", str(folder / "set"), "--quiet")
     assert code == 0 and "cache: off (TVL_ASYNC_CACHE=off): nothing was stored" in out
@@ -244,17 +327,29 @@ def test_index_with_the_cache_off(capsys: pytest.CaptureFixture[str], folder: Pa
 def test_warnings_are_one_line_each(folder: Path) -> None:
     """In a fresh process (pytest captures warnings itself): every file is too short, so a
     one-line warning about the skipped files comes before the one-line error."""
-    r = subprocess.run([sys.executable, "-m", "tvl_async.cli.main", "demo", str(folder / "set"),
-                        "--seq-len", "31", "--quiet"], capture_output=True, text=True,
-                       timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tvl_async.cli.main",
+            "demo",
+            str(folder / "set"),
+            "--seq-len",
+            "31",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and lines[-1].startswith("tvl-async demo: error:"), r.stderr
-    assert lines[:-1] and all(x.startswith("tvl-async demo: warning:") for x in lines[:-1]), \
+    assert lines[:-1] and all(x.startswith("tvl-async demo: warning:") for x in lines[:-1]), (
         r.stderr
+    )
 
 
-def test_demo_on_files_of_several_sizes(capsys: pytest.CaptureFixture[str],
-                                        tmp_path: Path) -> None:
+def test_demo_on_files_of_several_sizes(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     write_video(tmp_path / "small.mp4", n_frames=12, width=64, height=48, gop=6)
     write_video(tmp_path / "big.mp4", n_frames=12, width=96, height=72, gop=6)
     code, _, err = run_cli(capsys, "demo", str(tmp_path), "--quiet")
@@ -272,14 +367,25 @@ TQDM_BAR = re.compile(r"\|\s*\d+/\d+ \[[\d:]+<[\d:?]+, +[\d.?]+ *(s/)?[a-z]*(/s)
 
 def run_command(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``tvl-async ARGV`` in a fresh process, stderr a pipe (not a terminal)."""
-    return subprocess.run([sys.executable, "-m", "tvl_async.cli.main", *argv],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tvl_async.cli.main", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def bar_units(stderr: str) -> set[str]:
     """The units of the tqdm bars found in ``stderr`` (``batch``, ``file``, ``frame``...)."""
-    return {m.group(0).rsplit(",", 1)[1].strip(" ]").lstrip("0123456789.?").removesuffix("/s")
-            .removeprefix("s/") for m in TQDM_BAR.finditer(stderr)}
+    return {
+        m.group(0)
+        .rsplit(",", 1)[1]
+        .strip(" ]")
+        .lstrip("0123456789.?")
+        .removesuffix("/s")
+        .removeprefix("s/")
+        for m in TQDM_BAR.finditer(stderr)
+    }
 
 
 @pytest.mark.timeout(180)
@@ -293,21 +399,26 @@ def test_long_steps_show_progress_bars(folder: Path, tmp_path: Path) -> None:
     r = run_command("index", str(folder / "set"))
     assert r.returncode == 0, r.stderr
     assert "file" in bar_units(r.stderr) and "4/4" in r.stderr, r.stderr
-    r = run_command("transcode", str(folder / "set" / "clip_000.mp4"), "-o", str(tmp_path),
-                    "--width", "32")
+    r = run_command(
+        "transcode", str(folder / "set" / "clip_000.mp4"), "-o", str(tmp_path), "--width", "32"
+    )
     assert r.returncode == 0, r.stderr
     assert "frame" in bar_units(r.stderr) and "clip_000.mp4" in r.stderr, r.stderr
-    for argv in (("demo", str(folder / "set"), "--batch-size", "4", "--quiet"),
-                 ("index", str(folder / "set"), "--quiet")):
+    for argv in (
+        ("demo", str(folder / "set"), "--batch-size", "4", "--quiet"),
+        ("index", str(folder / "set"), "--quiet"),
+    ):
         r = run_command(*argv)
         assert r.returncode == 0 and not TQDM_BAR.search(r.stderr), r.stderr
 
 
 def test_the_library_draws_no_progress_bar(folder: Path) -> None:
-    code = ("import tvl_async as tvl\n"
-            f"with tvl.Prefetcher({str(folder / 'set')!r}, batch_size=4) as it:\n"
-            "    n = sum(1 for _ in it)\n"
-            "print(n)\n")
+    code = (
+        "import tvl_async as tvl\n"
+        f"with tvl.Prefetcher({str(folder / 'set')!r}, batch_size=4) as it:\n"
+        "    n = sum(1 for _ in it)\n"
+        "print(n)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and int(r.stdout) > 0, r.stderr
     assert not TQDM_BAR.search(r.stderr) and "it/s" not in r.stderr, r.stderr

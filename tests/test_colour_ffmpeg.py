@@ -27,22 +27,77 @@ X265 = ["-x265-params", "log-level=error"]
 # name -> (file, encoder options, (pix_fmt, AVColorSpace value, full range) as decoded);
 # AVColorSpace: 1 BT.709, 6 SMPTE 170M (BT.601), 9 BT.2020 non-constant
 SOURCES: dict[str, tuple[str, list[str], tuple[str, int, bool]]] = {
-    "bt601_8": ("bt601_8.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-colorspace",
-                                "smpte170m", "-color_range", "tv"], ("yuv420p", 6, False)),
-    "bt709_8": ("bt709_8.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-colorspace", "bt709",
-                                "-color_range", "tv"], ("yuv420p", 1, False)),
-    "bt709_8_full": ("bt709_8_full.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p",
-                                          "-colorspace", "bt709", "-color_range", "pc"],
-                     ("yuvj420p", 1, True)),
-    "bt709_10": ("bt709_10.mkv", ["-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-colorspace",
-                                  "bt709", "-color_range", "tv"], ("yuv420p10le", 1, False)),
-    "bt2020_10": ("bt2020_10.mkv", ["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-colorspace",
-                                    "bt2020nc", "-color_primaries", "bt2020", "-color_trc",
-                                    "bt2020-10", "-color_range", "tv", *X265],
-                  ("yuv420p10le", 9, False)),
-    "bt709_10_full": ("bt709_10_full.mkv", ["-c:v", "libx264", "-pix_fmt", "yuv420p10le",
-                                            "-colorspace", "bt709", "-color_range", "pc"],
-                      ("yuv420p10le", 1, True)),
+    "bt601_8": (
+        "bt601_8.mp4",
+        [
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-colorspace",
+            "smpte170m",
+            "-color_range",
+            "tv",
+        ],
+        ("yuv420p", 6, False),
+    ),
+    "bt709_8": (
+        "bt709_8.mp4",
+        ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_range", "tv"],
+        ("yuv420p", 1, False),
+    ),
+    "bt709_8_full": (
+        "bt709_8_full.mp4",
+        ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_range", "pc"],
+        ("yuvj420p", 1, True),
+    ),
+    "bt709_10": (
+        "bt709_10.mkv",
+        [
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-colorspace",
+            "bt709",
+            "-color_range",
+            "tv",
+        ],
+        ("yuv420p10le", 1, False),
+    ),
+    "bt2020_10": (
+        "bt2020_10.mkv",
+        [
+            "-c:v",
+            "libx265",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-colorspace",
+            "bt2020nc",
+            "-color_primaries",
+            "bt2020",
+            "-color_trc",
+            "bt2020-10",
+            "-color_range",
+            "tv",
+            *X265,
+        ],
+        ("yuv420p10le", 9, False),
+    ),
+    "bt709_10_full": (
+        "bt709_10_full.mkv",
+        [
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p10le",
+            "-colorspace",
+            "bt709",
+            "-color_range",
+            "pc",
+        ],
+        ("yuv420p10le", 1, True),
+    ),
 }
 TEN_BIT = [k for k, v in SOURCES.items() if v[2][0].endswith("10le")]
 
@@ -53,17 +108,46 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = {}
     for name, (fname, opts, _) in SOURCES.items():
         p = folder / fname
-        subprocess.run([str(FFMPEG), "-v", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc2=size={W}x{H}:rate=25", "-frames:v", str(N), *opts, str(p)],
-                       check=True)
+        subprocess.run(
+            [
+                str(FFMPEG),
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                f"testsrc2=size={W}x{H}:rate=25",
+                "-frames:v",
+                str(N),
+                *opts,
+                str(p),
+            ],
+            check=True,
+        )
         out[name] = p
     return out
 
 
 def cli_rgb(path: Path, *extra: str) -> np.ndarray:
     """``[N, H, W, 3]`` frames as the ffmpeg CLI converts them."""
-    raw = subprocess.run([str(FFMPEG), "-v", "error", *extra, "-i", str(path), "-pix_fmt",
-                          "rgb24", "-f", "rawvideo", "-"], capture_output=True, check=True).stdout
+    raw = subprocess.run(
+        [
+            str(FFMPEG),
+            "-v",
+            "error",
+            *extra,
+            "-i",
+            str(path),
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "rawvideo",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, H, W, 3)
 
 
@@ -87,8 +171,9 @@ def test_random_access_equals_ffmpeg_cli(sources: dict[str, Path], name: str) ->
 
 
 @pytest.mark.parametrize("name", ["bt709_10", "bt2020_10", "bt601_8"])
-def test_sequential_reading_and_prefetcher_equal_ffmpeg_cli(sources: dict[str, Path],
-                                                            name: str) -> None:
+def test_sequential_reading_and_prefetcher_equal_ffmpeg_cli(
+    sources: dict[str, Path], name: str
+) -> None:
     ref = cli_rgb(sources[name])
     with VideoLoader(sources[name]) as v:
         seq = np.stack([f.permute(1, 2, 0).numpy() for f in v.read_all_frames()])

@@ -94,7 +94,8 @@ def test_scaled_and_output_size() -> None:
     assert ProcessDesc(scale_width=10, scale_height=20).scaled_size(7, 9) == (20, 10)
     assert ProcessDesc(width=16).output_size(48, 64) == (48, 16)
     assert ProcessDesc(random_resized_crop=(0.5, 1), width=8, height=9).output_size(48, 64) == (
-        9, 8,
+        9,
+        8,
     )
     with pytest.raises(ValueError, match=r"crop 50x64 .* larger than the scaled frame 48x64"):
         ProcessDesc(height=50).output_size(48, 64)
@@ -119,15 +120,23 @@ def test_scaled_and_output_size() -> None:
         ({"index_map": [-1, -1]}, ["index_map", "[-1, -1]", "0..N-1"]),
         ({"index_map": [0, 0]}, ["index_map", "[0, 0]", "each once"]),
         ({"index_map": [0, 2]}, ["index_map", "[0, 2]", "0..N-1"]),
-        ({"random_resized_crop": (0.0, 0.5), "width": 4, "height": 4},
-         ["random_resized_crop", "(0.0, 0.5)", "0 < min <= max <= 1"]),
-        ({"random_resized_crop": (0.6, 0.5), "width": 4, "height": 4},
-         ["random_resized_crop", "(0.6, 0.5)", "0 < min <= max <= 1"]),
+        (
+            {"random_resized_crop": (0.0, 0.5), "width": 4, "height": 4},
+            ["random_resized_crop", "(0.0, 0.5)", "0 < min <= max <= 1"],
+        ),
+        (
+            {"random_resized_crop": (0.6, 0.5), "width": 4, "height": 4},
+            ["random_resized_crop", "(0.6, 0.5)", "0 < min <= max <= 1"],
+        ),
         ({"random_resized_crop": (0.5, 1.0)}, ["random_resized_crop", "width=None", "both"]),
-        ({"random_resized_crop": (0.5, 1.0), "width": 4, "height": 4, "scale_width": 8},
-         ["random_resized_crop", "scale_width=8", "without scale_width"]),
-        ({"random_resized_crop": (0.5, 1.0), "width": 4, "height": 4, "random_crop": True},
-         ["random_crop", "True", "one of the two"]),
+        (
+            {"random_resized_crop": (0.5, 1.0), "width": 4, "height": 4, "scale_width": 8},
+            ["random_resized_crop", "scale_width=8", "without scale_width"],
+        ),
+        (
+            {"random_resized_crop": (0.5, 1.0), "width": 4, "height": 4, "random_crop": True},
+            ["random_crop", "True", "one of the two"],
+        ),
         ({"random_resized_ratio": (2.0, 1.0)}, ["random_resized_ratio", "(2.0, 1.0)", "min <="]),
         ({"random_crop": True}, ["random_crop", "True", "width and/or height"]),
         ({"normalized": True}, ["normalized", "True", "uint8", "float dtype"]),
@@ -135,8 +144,10 @@ def test_scaled_and_output_size() -> None:
         ({"std": 2.0}, ["std", "(2.0,)", "float dtype"]),
         ({"dtype": "float32", "std": (1.0, 0.0, 1.0)}, ["std", "(1.0, 0.0, 1.0)", "> 0"]),
         ({"dtype": "float32", "mean": (1.0, 2.0)}, ["mean", "(1.0, 2.0)", "1 or 3 values"]),
-        ({"dtype": "float32", "color_space": "gray", "std": (1.0, 2.0, 3.0)},
-         ["std", "(1.0, 2.0, 3.0)", "Supported values are 1 value", "gray"]),
+        (
+            {"dtype": "float32", "color_space": "gray", "std": (1.0, 2.0, 3.0)},
+            ["std", "(1.0, 2.0, 3.0)", "Supported values are 1 value", "gray"],
+        ),
         ({"dtype": "float32", "mean": (math.nan,)}, ["mean", "nan", "finite"]),
         ({"scale_width": 32, "width": 40}, ["width", "40", "scale_width=32"]),
         ({"scale_height": 32, "height": 33}, ["height", "33", "scale_height=32"]),
@@ -165,8 +176,15 @@ def test_prefetch_config_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("given", "stored"),
-    [("cpu", "cpu"), (" CPU ", "cpu"), ("cuda", "cuda"), ("CUDA:01", "cuda:1"),
-     ("cuda:3", "cuda:3"), (torch.device("cuda", 2), "cuda:2"), (torch.device("cpu"), "cpu")],
+    [
+        ("cpu", "cpu"),
+        (" CPU ", "cpu"),
+        ("cuda", "cuda"),
+        ("CUDA:01", "cuda:1"),
+        ("cuda:3", "cuda:3"),
+        (torch.device("cuda", 2), "cuda:2"),
+        (torch.device("cpu"), "cpu"),
+    ],
 )
 def test_device_normalised(given: Any, stored: str) -> None:
     assert PrefetchConfig(device=given).device == stored
@@ -182,9 +200,18 @@ def test_processing_forms() -> None:
 
 
 def test_accepted_values() -> None:
-    c = PrefetchConfig(seq_len=5, sampling="GOP_SHUFFLE", backend="PyAV", on_error="skip",
-                       epochs=None, rank=1, world_size=2, timeout=2.5, lookahead=16,
-                       decode_threads=3)
+    c = PrefetchConfig(
+        seq_len=5,
+        sampling="GOP_SHUFFLE",
+        backend="PyAV",
+        on_error="skip",
+        epochs=None,
+        rank=1,
+        world_size=2,
+        timeout=2.5,
+        lookahead=16,
+        decode_threads=3,
+    )
     assert (c.sampling, c.backend, c.on_error, c.epochs) == ("gop_shuffle", "pyav", "skip", None)
     assert (c.rank, c.world_size, c.timeout, c.lookahead, c.decode_threads) == (1, 2, 2.5, 16, 3)
 
@@ -202,9 +229,13 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "fragments"),
     [
-        ({"sampling": "foo"},
-         ["Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, "
-          "gop_shuffle."]),
+        (
+            {"sampling": "foo"},
+            [
+                "Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, "
+                "gop_shuffle."
+            ],
+        ),
         ({"backend": "ffmpeg"}, ["backend", "'ffmpeg'", "auto, pyav, nvdec"]),
         ({"on_error": "ignore"}, ["on_error", "'ignore'", "raise, skip"]),
         ({"device": "gpu"}, ["device", "'gpu'", "'cpu', 'cuda', 'cuda:N'"]),
@@ -237,8 +268,10 @@ def test_prefetch_config_is_frozen_and_replace_validates() -> None:
         ({"processing": {}}, ["processing", "{}", "non-empty"]),
         ({"processing": [ProcessDesc()]}, ["processing", "a ProcessDesc"]),
         ({"processing": {"x": {"dtype": "int8"}}}, ["dtype", "'int8'", "float32"]),
-        ({"seq_len": 2, "processing": {"x": {"index_map": [0, 1, 2]}}},
-         ["processing['x']: Invalid index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"]),
+        (
+            {"seq_len": 2, "processing": {"x": {"index_map": [0, 1, 2]}}},
+            ["processing['x']: Invalid index_map", "[0, 1, 2]", "seq_len=2", "at most seq_len"],
+        ),
         ({"seq_len": "abc"}, ["seq_len", "abc"]),
     ],
 )
@@ -280,8 +313,10 @@ def test_choice_tuples_come_from_the_literals() -> None:
     assert _config.BACKENDS == ("auto", "pyav", "nvdec")
     assert get_args(fields["on_error"].annotation) == _config.ON_ERROR
     assert _config.ON_ERROR == ("raise", "skip")
-    assert get_args(
-        ProcessDesc.model_fields["interpolation"].annotation) == _process_desc._INTERPOLATIONS
+    assert (
+        get_args(ProcessDesc.model_fields["interpolation"].annotation)
+        == _process_desc._INTERPOLATIONS
+    )
     with pytest.raises(pydantic.ValidationError, match=r"Supported values are RGB, YCbCr, gray"):
         ProcessDesc(color_space="HSV")
 
@@ -305,10 +340,18 @@ def two_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def test_prefetcher_forwards_options_to_prefetch_config(two_files: list[str]) -> None:
     from tvl_async import Prefetcher
 
-    with Prefetcher(two_files, 3, batch_size=4, shuffle=False, decode_threads=1,
-                    device=torch.device("cpu"), sampling="SEQUENTIAL") as it:
-        assert it.config == PrefetchConfig(seq_len=3, batch_size=4, shuffle=False,
-                                           decode_threads=1, sampling="sequential")
+    with Prefetcher(
+        two_files,
+        3,
+        batch_size=4,
+        shuffle=False,
+        decode_threads=1,
+        device=torch.device("cpu"),
+        sampling="SEQUENTIAL",
+    ) as it:
+        assert it.config == PrefetchConfig(
+            seq_len=3, batch_size=4, shuffle=False, decode_threads=1, sampling="sequential"
+        )
         sizes = [len(b.sample_ids) for b in it]
     assert sizes == [4, 4, 4]  # 8 + 4 clips of 3 frames
 

@@ -43,8 +43,7 @@ def _gpu_problem() -> str | None:
 
 PROBLEM = _gpu_problem()
 if PROBLEM is not None and not REQUIRE:
-    pytest.skip(f"GPU tests need a CUDA GPU and PyNvVideoCodec: {PROBLEM}",
-                allow_module_level=True)
+    pytest.skip(f"GPU tests need a CUDA GPU and PyNvVideoCodec: {PROBLEM}", allow_module_level=True)
 
 pytestmark = pytest.mark.cuda
 
@@ -74,11 +73,15 @@ def gpu_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Video]:
         "vp9_webm": ("vp9.webm", spec("libvpx-vp9")),
         "av1_mkv": ("av1.mkv", spec("libsvtav1")),
         "av1_10_mkv": ("av1_10.mkv", spec("libsvtav1", pix_fmt="yuv420p10le")),
-        "h264_big_mkv": ("h264_big.mkv", VideoSpec(codec="libx264", width=320, height=240,
-                                                   n_frames=24, gop=8)),
+        "h264_big_mkv": (
+            "h264_big.mkv",
+            VideoSpec(codec="libx264", width=320, height=240, n_frames=24, gop=8),
+        ),
         # odd width: NVDEC's 4:2:0 output rows are one sample longer (GetWidth() is even)
-        "vp9_odd_webm": ("vp9_odd.webm", VideoSpec(codec="libvpx-vp9", width=W + 1,
-                                                   height=H + 1, n_frames=48, gop=12)),
+        "vp9_odd_webm": (
+            "vp9_odd.webm",
+            VideoSpec(codec="libvpx-vp9", width=W + 1, height=H + 1, n_frames=48, gop=12),
+        ),
     }
     out = {k: Video(write_video(root / f, s), s.n_frames) for k, (f, s) in specs.items()}
     edit = root / "edit.mp4"
@@ -105,8 +108,18 @@ def _require_support(backend: Any, name: str, index: Any) -> None:
     pytest.skip(f"this GPU does not decode {name}: {ok}")
 
 
-ALL = ["h264_mp4", "h264_mkv", "h264_ts", "hevc_mp4", "hevc10_mkv", "vp9_webm", "av1_mkv",
-       "av1_10_mkv", "edit_mp4", "vp9_odd_webm"]
+ALL = [
+    "h264_mp4",
+    "h264_mkv",
+    "h264_ts",
+    "hevc_mp4",
+    "hevc10_mkv",
+    "vp9_webm",
+    "av1_mkv",
+    "av1_10_mkv",
+    "edit_mp4",
+    "vp9_odd_webm",
+]
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -116,22 +129,29 @@ def test_exact_frames(backend: Any, gpu_videos: dict[str, Video], name: str) -> 
     _require_support(backend, name, index)
     n = index.n_frames
     rng = random.Random(0)
-    requests = [list(range(n)), list(reversed(range(n))), rng.sample(range(n), 20),
-                [7, 7, 0, n - 1, 7, 30, 30], [n - 1]]
+    requests = [
+        list(range(n)),
+        list(reversed(range(n))),
+        rng.sample(range(n), 20),
+        [7, 7, 0, n - 1, 7, 30, 30],
+        [n - 1],
+    ]
     for wanted in requests:
         for mode in ("auto", "seek", "stream"):
             result = backend.decode(index, wanted, mode=mode)
-            assert all(t.is_cuda and t.shape == (3, index.height, index.width)
-                       and t.dtype == torch.uint8 for t in result.frames)
+            assert all(
+                t.is_cuda and t.shape == (3, index.height, index.width) and t.dtype == torch.uint8
+                for t in result.frames
+            )
             got = [frame_index_of(t) - v.offset for t in result.frames]
             assert got == wanted, (name, mode, wanted)
-    assert [frame_index_of(t) - v.offset for t in backend.stream(index, n - 6)] == \
-        list(range(n - 6, n))
+    assert [frame_index_of(t) - v.offset for t in backend.stream(index, n - 6)] == list(
+        range(n - 6, n)
+    )
 
 
 @pytest.mark.parametrize("spec", COLOUR_SPECS, ids=lambda s: "-".join(map(str, s)))
-def test_colour_matches_cpu(backend: Any, tmp_path: Path, spec: tuple[str, str, str, bool]
-                            ) -> None:
+def test_colour_matches_cpu(backend: Any, tmp_path: Path, spec: tuple[str, str, str, bool]) -> None:
     from tvl_async._backends.pyav import PyAVBackend
 
     index = load_index(write_colour_video(tmp_path / "colour.mkv", *spec, n_frames=8))
@@ -276,8 +296,11 @@ def test_service_thread_handoff_under_a_slow_consumer() -> None:
 
 def _files(gpu_videos: dict[str, Video], backend: Any) -> list[Path]:
     names = ["h264_mp4", "h264_mkv", "hevc_mp4", "vp9_webm"]
-    return [gpu_videos[n].path for n in names
-            if backend.supports(load_index(gpu_videos[n].path)) is True]
+    return [
+        gpu_videos[n].path
+        for n in names
+        if backend.supports(load_index(gpu_videos[n].path)) is True
+    ]
 
 
 def _check_batch(batch: Any, x: torch.Tensor) -> None:
@@ -288,14 +311,14 @@ def _check_batch(batch: Any, x: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("decoder", ["nvdec", "pyav"])
-def test_prefetcher_cuda_batches(backend: Any, gpu_videos: dict[str, Video], decoder: str
-                                 ) -> None:
+def test_prefetcher_cuda_batches(backend: Any, gpu_videos: dict[str, Video], decoder: str) -> None:
     import tvl_async
 
     files = _files(gpu_videos, backend)
     n = 0
-    with tvl_async.Prefetcher(files, seq_len=4, batch_size=3, device="cuda:0", backend=decoder,
-                              seed=3) as it:
+    with tvl_async.Prefetcher(
+        files, seq_len=4, batch_size=3, device="cuda:0", backend=decoder, seed=3
+    ) as it:
         for batch in it:
             x = batch["default"]
             assert x.is_cuda and x.dtype == torch.uint8 and x.shape[1:] == (4, 3, H, W)
@@ -304,16 +327,23 @@ def test_prefetcher_cuda_batches(backend: Any, gpu_videos: dict[str, Video], dec
     assert n > 0
 
 
-def test_prefetcher_cuda_handoff_slow_consumer(backend: Any, gpu_videos: dict[str, Video]
-                                               ) -> None:
+def test_prefetcher_cuda_handoff_slow_consumer(backend: Any, gpu_videos: dict[str, Video]) -> None:
     """Slow consumer on the default stream, fast producer: every batch intact, even after the
     producer has made many more (record_stream keeps the memory from being recycled)."""
     import tvl_async
 
     files = _files(gpu_videos, backend)
     kept = []
-    with tvl_async.Prefetcher(files, seq_len=6, batch_size=4, device="cuda:0", backend="nvdec",
-                              queue_depth=4, seed=5, epochs=2) as it:
+    with tvl_async.Prefetcher(
+        files,
+        seq_len=6,
+        batch_size=4,
+        device="cuda:0",
+        backend="nvdec",
+        queue_depth=4,
+        seed=5,
+        epochs=2,
+    ) as it:
         for batch in it:
             torch.cuda._sleep(20_000_000)  # the training step, on the default stream
             x = batch["default"]

@@ -157,8 +157,7 @@ def test_service_stream_on_cuda(fake_cuda: dict[str, Any]) -> None:
     assert fake_cuda["set_device"][-1] == torch.device("cuda", 1)
 
 
-def test_hand_over_waits_once_per_device_and_marks_every_tensor(fake_cuda: dict[str, Any]
-                                                                ) -> None:
+def test_hand_over_waits_once_per_device_and_marks_every_tensor(fake_cuda: dict[str, Any]) -> None:
     event = FakeEvent()
     a, b, c = FakeCudaTensor(0), FakeCudaTensor(0), FakeCudaTensor(1)
     cpu = torch.zeros(2)
@@ -175,8 +174,7 @@ def test_hand_over_without_event_touches_nothing(fake_cuda: dict[str, Any]) -> N
     assert a.recorded == [] and fake_cuda["current"] == {}
 
 
-def test_to_device_async_pins_then_copies_on_the_service_stream(fake_cuda: dict[str, Any]
-                                                                ) -> None:
+def test_to_device_async_pins_then_copies_on_the_service_stream(fake_cuda: dict[str, Any]) -> None:
     service = ServiceStream("cuda:0")
     log: list[tuple[str, Any]] = []
     out = to_device_async(FakeHostTensor(log), "cuda:0", service)  # type: ignore[arg-type]
@@ -209,8 +207,9 @@ def caller_on_gpu_2(monkeypatch: pytest.MonkeyPatch) -> None:
     main = threading.get_ident()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setattr(torch.cuda, "current_device",
-                        lambda: 2 if threading.get_ident() == main else 0)
+    monkeypatch.setattr(
+        torch.cuda, "current_device", lambda: 2 if threading.get_ident() == main else 0
+    )
 
 
 def test_resolve_device_pins_bare_cuda_to_the_callers_gpu(caller_on_gpu_2: None) -> None:
@@ -222,8 +221,7 @@ def test_resolve_device_pins_bare_cuda_to_the_callers_gpu(caller_on_gpu_2: None)
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-def test_resolve_device_without_a_gpu_leaves_cuda_alone(monkeypatch: pytest.MonkeyPatch
-                                                        ) -> None:
+def test_resolve_device_without_a_gpu_leaves_cuda_alone(monkeypatch: pytest.MonkeyPatch) -> None:
     from tvl_async._devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -231,7 +229,8 @@ def test_resolve_device_without_a_gpu_leaves_cuda_alone(monkeypatch: pytest.Monk
 
 
 def test_prefetcher_and_loader_resolve_cuda_where_they_are_built(
-        caller_on_gpu_2: None, videos: dict[str, Any]) -> None:
+    caller_on_gpu_2: None, videos: dict[str, Any]
+) -> None:
     """A Prefetcher built after ``set_device(2)`` decodes on cuda:2, not on the service
     thread's default GPU 0; so does a VideoLoader."""
     import tvl_async

@@ -25,8 +25,7 @@ def _worker(rank: int, world_size: int, port: int) -> None:
     """Body of each spawned rank; an AssertionError here fails the test via spawn()."""
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=60))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
     try:
         ds = VideoDataset.from_frame_counts([37, 20, 45], 3, stride=2, gop_size=6)  # 90 samples
         n = len(ds)
@@ -41,8 +40,11 @@ def _worker(rank: int, world_size: int, port: int) -> None:
                 dist.all_gather_object(gathered, mine)
                 shards = [set(g or []) for g in gathered]
                 assert shards[0].isdisjoint(shards[1]), (sampling, epoch)
-                assert set().union(*shards) == set(sampler.global_order(epoch).tolist()) \
-                    == set(range(n)), (sampling, epoch)
+                assert (
+                    set().union(*shards)
+                    == set(sampler.global_order(epoch).tolist())
+                    == set(range(n))
+                ), (sampling, epoch)
         default = make_sampler(ds)
         order = default.epoch_order(1).tolist()
         gathered_default: list[list[int] | None] = [None] * world_size

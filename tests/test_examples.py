@@ -25,8 +25,14 @@ import extract_frames  # noqa: E402
 
 def run_example(name: str, *args: str, timeout: float = 120) -> str:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert r.returncode == 0, f"{name} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}"
     assert "Traceback" not in r.stderr, r.stderr
     return r.stdout
@@ -35,8 +41,9 @@ def run_example(name: str, *args: str, timeout: float = 120) -> str:
 def test_async_dataloading() -> None:
     out = run_example("async_dataloading.py", "--quick")
     assert re.search(r"inline : decode +[\d.]+ s \+ other work", out), out
-    assert re.search(r"decoding overlapped with the other work: [\d.]+ s of [\d.]+ s \(\d+%\)",
-                     out), out
+    assert re.search(
+        r"decoding overlapped with the other work: [\d.]+ s of [\d.]+ s \(\d+%\)", out
+    ), out
     assert "heartbeat coroutine:" in out
     assert "same clips in the same order as inline: yes" in out
     assert "frame check: 20/20 clips end on the frame asked for" in out
@@ -47,14 +54,24 @@ def test_train_superres_both_loaders() -> None:
     assert "4 iterations, batch 2, 5 frames in (24, 32) -> 1 out (48, 64), fp32" in out, out
     for label in ("tvl_async (mp4)", "DataLoader+PNG (2 wkr)"):
         line = next(x for x in out.splitlines() if x.startswith(label))
-        data_ms, step_ms, cpu_load = (float(v) for v in line[len(label):].split()[:3])
+        data_ms, step_ms, cpu_load = (float(v) for v in line[len(label) :].split()[:3])
         assert data_ms >= 0 and step_ms > 0 and cpu_load > 0
     assert "data ms/iter" in out and "CPU load" in out and "disk MB" in out
 
 
 def test_train_superres_bf16_three_frames() -> None:
-    out = run_example("train_superres.py", "--quick", "--loader", "tvl", "--dtype", "bf16",
-                      "--frames", "3", "--iters", "2")
+    out = run_example(
+        "train_superres.py",
+        "--quick",
+        "--loader",
+        "tvl",
+        "--dtype",
+        "bf16",
+        "--frames",
+        "3",
+        "--iters",
+        "2",
+    )
     assert "2 iterations, batch 2, 3 frames in (24, 32) -> 1 out (48, 64), bf16" in out, out
     assert "tvl_async (mp4)" in out
 
@@ -62,15 +79,19 @@ def test_train_superres_bf16_three_frames() -> None:
 def test_video_data_exercise() -> None:
     out = run_example("video_data_exercise.py", "--quick")
     for q in ("(1)", "(2)", "(3)", "(4)"):
-        assert any(line.startswith(q) and line.rstrip().endswith("yes")
-                   for line in out.splitlines()), f"row {q} missing or inexact:\n{out}"
+        assert any(
+            line.startswith(q) and line.rstrip().endswith("yes") for line in out.splitlines()
+        ), f"row {q} missing or inexact:\n{out}"
     assert "sequential reading" in out and "gop_shuffle" in out and "chunked" in out
     assert "(4.1)" in out and "i.i.d. (expected)" in out
     assert "(5) GPU decoding" in out and "CUDA_ERROR_NOT_INITIALIZED" in out
     assert "(6) host/GPU copies" in out
     # the samplers' bias: uniform is i.i.d.-like, chunked clusters GOPs far more
-    ratios = {line.split()[0]: float(line.split()[-3]) for line in out.splitlines()
-              if line.split() and line.split()[0] in ("uniform", "chunked")}
+    ratios = {
+        line.split()[0]: float(line.split()[-3])
+        for line in out.splitlines()
+        if line.split() and line.split()[0] in ("uniform", "chunked")
+    }
     assert ratios["uniform"] < 2 < ratios["chunked"], ratios
 
 
@@ -83,8 +104,11 @@ def test_compare_readers() -> None:
         assert all(x.rstrip().endswith("yes") and "±" in x for x in rows), rows
     for optional in ("torchcodec", "decord"):
         rows = [x for x in lines if x.startswith(optional)]
-        assert rows and ("not installed" in rows[0] or "unusable" in rows[0]
-                         or all(x.rstrip().endswith("yes") for x in rows)), rows
+        assert rows and (
+            "not installed" in rows[0]
+            or "unusable" in rows[0]
+            or all(x.rstrip().endswith("yes") for x in rows)
+        ), rows
 
 
 def test_video_player_help() -> None:
@@ -112,8 +136,12 @@ def test_png_reader_sub_filter() -> None:
     import zlib
 
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
 
     rng = np.random.default_rng(1)
     a = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
@@ -121,10 +149,12 @@ def test_png_reader_sub_filter() -> None:
     sub = rows.copy()
     sub[:, 3:] = rows[:, 3:] - rows[:, :-3]
     raw = np.concatenate([np.ones((4, 1), np.int16), sub], axis=1) % 256
-    png = (extract_frames.PNG_SIGNATURE
-           + chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 4, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw.astype(np.uint8).tobytes()))
-           + chunk(b"IEND", b""))
+    png = (
+        extract_frames.PNG_SIGNATURE
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 5, 4, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw.astype(np.uint8).tobytes()))
+        + chunk(b"IEND", b"")
+    )
     assert np.array_equal(extract_frames.decode_png(png), a)
 
 
@@ -178,10 +208,16 @@ def _tvl_imports(path: Path) -> list[tuple[int, str, str | None]]:
     out: list[tuple[int, str, str | None]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name, None) for a in node.names
-                    if a.name.split(".")[0] == "tvl_async"]
-        elif isinstance(node, ast.ImportFrom) and node.module \
-                and node.module.split(".")[0] == "tvl_async":
+            out += [
+                (node.lineno, a.name, None)
+                for a in node.names
+                if a.name.split(".")[0] == "tvl_async"
+            ]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.split(".")[0] == "tvl_async"
+        ):
             out += [(node.lineno, node.module, a.name) for a in node.names]
     return out
 
@@ -209,10 +245,14 @@ def test_examples_and_tools_import_only_public_names() -> None:
                 continue
             package = importlib.import_module(module)
             public = getattr(package, "__all__", None)
-            is_module = importlib.util.find_spec(f"{module}.{name}") is not None \
-                if hasattr(package, "__path__") else False
-            if name.startswith("_") or (public is not None and name not in public
-                                        and not is_module):
+            is_module = (
+                importlib.util.find_spec(f"{module}.{name}") is not None
+                if hasattr(package, "__path__")
+                else False
+            )
+            if name.startswith("_") or (
+                public is not None and name not in public and not is_module
+            ):
                 bad.append(where)
     assert checked > 10  # the scan found the imports
     assert not bad, "private names imported:\n" + "\n".join(bad)

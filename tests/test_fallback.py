@@ -37,13 +37,20 @@ class FakeGpu:
     def unsupported_reason(self, index: VideoIndex) -> str | None:
         return "hevc is not supported by this GPU" if index.codec == "hevc" else None
 
-    def decode(self, index: VideoIndex, frames: Sequence[int], *,
-               size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
+    def decode(
+        self,
+        index: VideoIndex,
+        frames: Sequence[int],
+        *,
+        size: tuple[int, int] | None = None,
+        mode: ReadMode = "auto",
+    ) -> DecodeResult:
         self.calls.append(index.path)
         return self.inner.decode(index, frames, size=size, mode=mode)
 
-    def stream(self, index: VideoIndex, start: int = 0, *,
-               size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+    def stream(
+        self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
         self.calls.append(index.path)
         return self.inner.stream(index, start, size=size)
 
@@ -52,8 +59,9 @@ class FakeGpu:
         self.inner.close()
 
 
-def test_unsupported_file_falls_back_once(videos: dict[str, Video],
-                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_unsupported_file_falls_back_once(
+    videos: dict[str, Video], caplog: pytest.LogCaptureFixture
+) -> None:
     gpu = FakeGpu()
     seen: list[tuple[str, str]] = []
     backend = FallbackBackend(gpu, PyAVBackend(), lambda p, r: seen.append((p, r)))
@@ -76,23 +84,29 @@ def test_unsupported_file_falls_back_once(videos: dict[str, Video],
 
 
 @pytest.fixture
-def gpu_fallback(fake_nvc: Any, monkeypatch: pytest.MonkeyPatch  # noqa: F811
-                 ) -> Iterator[tuple[FallbackBackend, list[tuple[str, str]]]]:
+def gpu_fallback(
+    fake_nvc: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[FallbackBackend, list[tuple[str, str]]]]:
     """create_backend's nvdec stack: NvdecBackend (emulated) with the PyAV fallback; CPU frames
     stay on the CPU here (the upload to the GPU is an identity)."""
     from tvl_async import _devices
 
     monkeypatch.setattr(_devices, "to_device_async", lambda t, device, stream=None: t)
     seen: list[tuple[str, str]] = []
-    backend = FallbackBackend(NvdecBackend("cuda:0"), PyAVBackend(),
-                              lambda p, r: seen.append((p, r)))
+    backend = FallbackBackend(
+        NvdecBackend("cuda:0"), PyAVBackend(), lambda p, r: seen.append((p, r))
+    )
     yield backend, seen
     backend.close()
 
 
 def test_nvdec_rejecting_a_stream_at_decode_time_falls_back(
-        gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]], fake_nvc: Any,  # noqa: F811
-        big_videos: dict[str, Video], caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]],
+    fake_nvc: Any,
+    big_videos: dict[str, Video],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """``Decode`` raising PyNvVCExceptionUnsupported ("Resolution not supported", as NVDEC does
     when it meets the sequence header) moves the file to the CPU: exact frames, listed once in
     fallback_files, never sent to NVDEC again; other files stay on the GPU."""
@@ -120,8 +134,10 @@ def test_nvdec_rejecting_a_stream_at_decode_time_falls_back(
 
 
 def test_nvdec_rejecting_a_stream_in_stream_mode_falls_back(
-        gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]], fake_nvc: Any,  # noqa: F811
-        big_videos: dict[str, Video]) -> None:  # noqa: F811
+    gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]],
+    fake_nvc: Any,
+    big_videos: dict[str, Video],
+) -> None:
     backend, seen = gpu_fallback
     fake_nvc.log["reject"].append("HEVC")
     hevc = load_index(big_videos["hevc"].path)
@@ -130,16 +146,19 @@ def test_nvdec_rejecting_a_stream_in_stream_mode_falls_back(
 
 
 def test_decode_time_refusal_without_fallback_is_unsupported_codec_error(
-        fake_nvc: Any, big_videos: dict[str, Video]) -> None:  # noqa: F811
+    fake_nvc: Any, big_videos: dict[str, Video]
+) -> None:
     from tvl_async._errors import UnsupportedCodecError
 
     fake_nvc.log["reject"].append("HEVC")
     hevc = load_index(big_videos["hevc"].path)
     gpu = NvdecBackend("cuda:0")
     try:
-        with pytest.raises(UnsupportedCodecError,
-                           match=r"hevc.mp4: NVDEC rejected the stream \(PyNvVCExceptionUnsupported"
-                                 r": Resolution not supported.*decode it on the CPU"):
+        with pytest.raises(
+            UnsupportedCodecError,
+            match=r"hevc.mp4: NVDEC rejected the stream \(PyNvVCExceptionUnsupported"
+            r": Resolution not supported.*decode it on the CPU",
+        ):
             gpu.decode(hevc, [3])
     finally:
         gpu.close()
@@ -147,22 +166,47 @@ def test_decode_time_refusal_without_fallback_is_unsupported_codec_error(
 
 def interlace(src: Path, dst: Path, top: int) -> Path:
     """Re-encode ``src`` as interlaced H.264 (``-flags +ilme+ildct``, top field first or not)."""
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c:v", "libx264",
-                    "-flags", "+ilme+ildct", "-top", str(top), "-g", "8", "-bf", "0",
-                    "-x264-params", "log-level=error", "-an", str(dst)], check=True)
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-y",
+            "-i",
+            str(src),
+            "-c:v",
+            "libx264",
+            "-flags",
+            "+ilme+ildct",
+            "-top",
+            str(top),
+            "-g",
+            "8",
+            "-bf",
+            "0",
+            "-x264-params",
+            "log-level=error",
+            "-an",
+            str(dst),
+        ],
+        check=True,
+    )
     return dst
 
 
 @pytest.fixture(scope="module")
-def interlaced(big_videos: dict[str, Video], tmp_path_factory: pytest.TempPathFactory  # noqa: F811
-               ) -> dict[str, Path]:
+def interlaced(
+    big_videos: dict[str, Video],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("interlaced")
     src = big_videos["hevc"].path  # 256x192, 36 frames
     return {"tt": interlace(src, root / "tff.mp4", 1), "bb": interlace(src, root / "bff.mkv", 0)}
 
 
-def test_index_records_the_field_order(interlaced: dict[str, Path],
-                                       big_videos: dict[str, Video]) -> None:  # noqa: F811
+def test_index_records_the_field_order(
+    interlaced: dict[str, Path], big_videos: dict[str, Video]
+) -> None:
     assert load_index(interlaced["tt"]).field_order == "tt"
     assert load_index(interlaced["bb"]).field_order == "bb"
     assert load_index(big_videos["h264"].path).field_order == "progressive"
@@ -171,8 +215,11 @@ def test_index_records_the_field_order(interlaced: dict[str, Path],
 
 
 def test_interlaced_files_are_decoded_on_the_cpu(
-        gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]], fake_nvc: Any,  # noqa: F811
-        interlaced: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    gpu_fallback: tuple[FallbackBackend, list[tuple[str, str]]],
+    fake_nvc: Any,
+    interlaced: dict[str, Path],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """NVDEC would deinterlace them: both field orders go to the CPU (logged, listed), frames
     exact, and NVDEC never sees a packet of them."""
     backend, seen = gpu_fallback

@@ -21,22 +21,32 @@ LINT = "from importlinter.cli import lint_imports_command; lint_imports_command(
 
 
 def _copy(tmp_path: Path) -> Path:
-    shutil.copytree(ROOT / "tvl_async", tmp_path / "tvl_async",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(
+        ROOT / "tvl_async",
+        tmp_path / "tvl_async",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
 
 
 def _lint(root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    return subprocess.run([sys.executable, "-c", LINT, "--no-cache"], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", LINT, "--no-cache"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _add_import(root: Path, module: str, imported: str) -> None:
     path = root / module
-    path.write_text(path.read_text(encoding="utf-8") + f"\nimport {imported}  # noqa\n",
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8") + f"\nimport {imported}  # noqa\n", encoding="utf-8"
+    )
 
 
 def test_contracts_are_kept(tmp_path: Path) -> None:

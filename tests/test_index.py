@@ -58,8 +58,9 @@ def test_cache_hit_skips_scan(videos: dict[str, Video], monkeypatch: pytest.Monk
     path = videos["h264_mkv"].path
     first = load_index(path)
     calls = []
-    monkeypatch.setattr(index_mod, "build_index",
-                        lambda p, *a: calls.append(p) or build_index(p, *a))
+    monkeypatch.setattr(
+        index_mod, "build_index", lambda p, *a: calls.append(p) or build_index(p, *a)
+    )
     second = load_index(path)
     assert calls == []
     assert np.array_equal(first.pts, second.pts) and second.codec == first.codec
@@ -106,7 +107,8 @@ def test_frame_at_time(videos: dict[str, Video]) -> None:
 
 
 def test_unreadable_cache_folder_indexes_without_it(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     """A cache folder that cannot be read (mode 000 for a non-root user; emulated here, since
     root reads anything): the file is indexed anyway, with a warning, never a PermissionError."""
     path = write_video(tmp_path / "v.mp4", n_frames=12)
@@ -120,20 +122,27 @@ def test_unreadable_cache_folder_indexes_without_it(
         return real_exists(self)
 
     monkeypatch.setattr(Path, "exists", exists)
-    monkeypatch.setattr(cache_mod, "save_entry", lambda index, target: (_ for _ in ()).throw(
-        PermissionError(13, "Permission denied", str(target))))
+    monkeypatch.setattr(
+        cache_mod,
+        "save_entry",
+        lambda index, target: (_ for _ in ()).throw(
+            PermissionError(13, "Permission denied", str(target))
+        ),
+    )
     assert load_index(path).n_frames == 12
     assert "cannot write index cache" in caplog.text
 
 
 def test_threads_indexing_one_file_share_the_cache_quietly(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     import threading
 
     path = write_video(tmp_path / "v.mp4", n_frames=12)
     results: list[int] = []
-    threads = [threading.Thread(target=lambda: results.append(load_index(path).n_frames))
-               for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(load_index(path).n_frames)) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:

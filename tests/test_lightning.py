@@ -35,17 +35,26 @@ META = ("sample_ids", "files", "frame_indices", "timestamps", "epoch", "augment"
 @pytest.fixture(scope="module")
 def two_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("lightning_videos")
-    return [str(write_video(root / f"v{k}.mp4", n_frames=20, width=64, height=48, gop=6))
-            for k in range(2)]
+    return [
+        str(write_video(root / f"v{k}.mp4", n_frames=20, width=64, height=48, gop=6))
+        for k in range(2)
+    ]
 
 
 @pytest.fixture(scope="module")
 def batch(two_files: list[str]) -> tvl.Batch:
     """A real batch, with numeric labels and a crop/flip record, taken from the second epoch."""
     desc = tvl.ProcessDesc(random_flip=True, dtype=torch.float32, normalized=True)
-    with tvl.Prefetcher(two_files, seq_len=3, batch_size=3, seed=4, epochs=2,
-                        get_label=lambda f: int(Path(f).stem[1:]) + 10, processing=desc,
-                        decode_threads=1) as it:
+    with tvl.Prefetcher(
+        two_files,
+        seq_len=3,
+        batch_size=3,
+        seed=4,
+        epochs=2,
+        get_label=lambda f: int(Path(f).stem[1:]) + 10,
+        processing=desc,
+        decode_threads=1,
+    ) as it:
         batches = list(it)
     b = batches[-1]
     assert b.epoch == 1 and isinstance(b.labels, torch.Tensor)
@@ -107,19 +116,24 @@ def test_batch_copies_and_refuses_to_drop_metadata(batch: tvl.Batch) -> None:
     with pytest.raises(TypeError, match="sample_ids"):
         tvl.Batch(OrderedDict(batch.items()))  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="mapping from output name"):
-        tvl.Batch([batch["default"]], sample_ids=batch.sample_ids,  # type: ignore[arg-type]
-                  files=batch.files, frame_indices=batch.frame_indices,
-                  timestamps=batch.timestamps, epoch=0)
+        tvl.Batch(
+            [batch["default"]],
+            sample_ids=batch.sample_ids,  # type: ignore[arg-type]
+            files=batch.files,
+            frame_indices=batch.frame_indices,
+            timestamps=batch.timestamps,
+            epoch=0,
+        )
 
 
 def test_iter_then_load_state_dict_resumes(two_files: list[str]) -> None:
     """Lightning's order of calls: iter() (to check the loader), load_state_dict (the
     checkpoint's loader state), then iteration."""
+
     def ids(bs: list[tvl.Batch]) -> list[int]:
         return [i for b in bs for i in b.sample_ids.tolist()]
 
-    full = ids(list(tvl.Prefetcher(two_files, seq_len=3, batch_size=4, seed=2,
-                                   decode_threads=1)))
+    full = ids(list(tvl.Prefetcher(two_files, seq_len=3, batch_size=4, seed=2, decode_threads=1)))
     with tvl.Prefetcher(two_files, seq_len=3, batch_size=4, seed=2, decode_threads=1) as first:
         it = iter(first)
         next(it), next(it)
@@ -153,11 +167,13 @@ def test_lightning_example_fits_validates_and_resumes(capsys: pytest.CaptureFixt
     assert _example().main(["--quick"]) == 0
     out = capsys.readouterr().out
     assert "fit: 2 epochs x 6 batches of 4 clips (4 train files, 2 val files)" in out, out
-    for line in ("training batches in the sampler's order, epoch by epoch: yes",
-                 "each epoch in its own order: yes",
-                 "validation after each epoch, in order: yes",
-                 "interrupted after batch 9 (epoch 1), resumed from its checkpoint: 3 batches",
-                 "resumed at the exact next sample: yes"):
+    for line in (
+        "training batches in the sampler's order, epoch by epoch: yes",
+        "each epoch in its own order: yes",
+        "validation after each epoch, in order: yes",
+        "interrupted after batch 9 (epoch 1), resumed from its checkpoint: 3 batches",
+        "resumed at the exact next sample: yes",
+    ):
         assert line in out, out
     assert "validate: val_loss " in out
 

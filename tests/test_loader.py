@@ -231,8 +231,7 @@ def test_small_generated_file(tmp_path: Path) -> None:
 def test_bad_arguments_name_the_file(videos: dict[str, Video]) -> None:
     v = videos["h264_mp4"]
     with VideoLoader(v.path) as loader:
-        assert loader.read_frames_at([], layout="THWC").shape == (0, loader.height,
-                                                                   loader.width, 3)
+        assert loader.read_frames_at([], layout="THWC").shape == (0, loader.height, loader.width, 3)
         assert loader.read_frames_at([]).shape == (0, 3, loader.height, loader.width)
         with pytest.raises(ValueError, match=r"h264\.mp4: Invalid seek time \(nan\)"):
             loader.seek(float("nan"))

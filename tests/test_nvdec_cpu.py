@@ -46,8 +46,15 @@ from tvl_async._index import VideoIndex, load_index
 from tvl_async.cli.synthetic import VideoSpec, frame_index_of, write_video
 
 # FFmpeg software decoders standing in for NVDEC, by cudaVideoCodec name.
-SOFTWARE = {"H264": "h264", "HEVC": "hevc", "VP9": "vp9", "AV1": "libdav1d", "VP8": "vp8",
-            "MPEG2": "mpeg2video", "MPEG1": "mpeg1video"}
+SOFTWARE = {
+    "H264": "h264",
+    "HEVC": "hevc",
+    "VP9": "vp9",
+    "AV1": "libdav1d",
+    "VP8": "vp8",
+    "MPEG2": "mpeg2video",
+    "MPEG1": "mpeg1video",
+}
 
 
 def indices_of(frames: list[torch.Tensor]) -> list[int]:
@@ -57,11 +64,14 @@ def indices_of(frames: list[torch.Tensor]) -> list[int]:
 def colourful(height: int, width: int, k: int = 0) -> np.ndarray:
     """A smooth, saturated ``[H, W, 3]`` uint8 image; ``k`` moves the pattern."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.stack([
-        128 + 110 * np.sin(xs / 11 + ys / 23 + k / 5),
-        128 + 110 * np.cos(ys / 9 - k / 7),
-        128 + 110 * np.sin((xs - ys) / 17 + k / 3),
-    ], axis=-1)
+    img = np.stack(
+        [
+            128 + 110 * np.sin(xs / 11 + ys / 23 + k / 5),
+            128 + 110 * np.cos(ys / 9 - k / 7),
+            128 + 110 * np.sin((xs - ys) / 17 + k / 3),
+        ],
+        axis=-1,
+    )
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
@@ -78,12 +88,26 @@ COLOUR_SPECS = [
     ("libx264", "yuv420p", "fcc", True),
 ]
 # matrix -> (AVColorSpace code the file is tagged with, libswscale's name for the matrix)
-COLOUR_TAGS = {"bt709": (1, "itu709"), "bt601": (6, "itu601"), "bt2020": (9, "bt2020"),
-               "smpte240m": (7, "smpte240m"), "fcc": (4, "fcc")}
+COLOUR_TAGS = {
+    "bt709": (1, "itu709"),
+    "bt601": (6, "itu601"),
+    "bt2020": (9, "bt2020"),
+    "smpte240m": (7, "smpte240m"),
+    "fcc": (4, "fcc"),
+}
 
 
-def write_colour_video(path: Path, codec: str, pix_fmt: str, matrix: str, full: bool, *,
-                       n_frames: int = 12, width: int = 256, height: int = 192) -> Path:
+def write_colour_video(
+    path: Path,
+    codec: str,
+    pix_fmt: str,
+    matrix: str,
+    full: bool,
+    *,
+    n_frames: int = 12,
+    width: int = 256,
+    height: int = 192,
+) -> Path:
     """Encode colourful frames tagged with ``matrix`` and range (the index reads the tags)."""
     options = {"x265-params": "log-level=error"} if codec == "libx265" else {}
     with av.open(str(path), "w") as c:
@@ -94,8 +118,9 @@ def write_colour_video(path: Path, codec: str, pix_fmt: str, matrix: str, full: 
         s.codec_context.color_range = 2 if full else 1
         for k in range(n_frames):
             f = av.VideoFrame.from_ndarray(colourful(height, width, k), format="rgb24")
-            f = f.reformat(format=pix_fmt, dst_colorspace=sws,
-                           dst_color_range="JPEG" if full else "MPEG")
+            f = f.reformat(
+                format=pix_fmt, dst_colorspace=sws, dst_color_range="JPEG" if full else "MPEG"
+            )
             f.pts = k
             for p in s.encode(f):
                 c.mux(p)
@@ -145,8 +170,9 @@ class ScriptedDecoder:
     it); ``flush_chunk`` limits how many frames one end-of-stream call returns.
     """
 
-    def __init__(self, delay: int = 3, drop: set[int] | None = None,
-                 flush_chunk: int | None = None) -> None:
+    def __init__(
+        self, delay: int = 3, drop: set[int] | None = None, flush_chunk: int | None = None
+    ) -> None:
         self.delay = delay
         self.drop = drop or set()
         self.flush_chunk = flush_chunk
@@ -213,21 +239,34 @@ def big_videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Video]:
     root = tmp_path_factory.mktemp("nvdec_videos")
     specs = {
         "h264": ("h264.mp4", VideoSpec(codec="libx264", n_frames=36, bframes=3, gop=12)),
-        "h264_big": ("h264_big.mkv", VideoSpec(codec="libx264", n_frames=24, width=320,
-                                               height=240, gop=8)),
-        "hevc": ("hevc.mp4", VideoSpec(codec="libx265", n_frames=36, width=256, height=192,
-                                       bframes=3, gop=12)),
-        "hevc10": ("hevc10.mkv", VideoSpec(codec="libx265", n_frames=24, width=256, height=192,
-                                           pix_fmt="yuv420p10le", gop=8)),
-        "vp9": ("vp9.webm", VideoSpec(codec="libvpx-vp9", n_frames=36, width=256, height=192,
-                                      gop=12)),
-        "av1": ("av1.mkv", VideoSpec(codec="libsvtav1", n_frames=36, width=256, height=192,
-                                     gop=12)),
-        "vp9_odd": ("vp9_odd.webm", VideoSpec(codec="libvpx-vp9", n_frames=24, width=257,
-                                              height=193, gop=8)),
+        "h264_big": (
+            "h264_big.mkv",
+            VideoSpec(codec="libx264", n_frames=24, width=320, height=240, gop=8),
+        ),
+        "hevc": (
+            "hevc.mp4",
+            VideoSpec(codec="libx265", n_frames=36, width=256, height=192, bframes=3, gop=12),
+        ),
+        "hevc10": (
+            "hevc10.mkv",
+            VideoSpec(
+                codec="libx265", n_frames=24, width=256, height=192, pix_fmt="yuv420p10le", gop=8
+            ),
+        ),
+        "vp9": (
+            "vp9.webm",
+            VideoSpec(codec="libvpx-vp9", n_frames=36, width=256, height=192, gop=12),
+        ),
+        "av1": (
+            "av1.mkv",
+            VideoSpec(codec="libsvtav1", n_frames=36, width=256, height=192, gop=12),
+        ),
+        "vp9_odd": (
+            "vp9_odd.webm",
+            VideoSpec(codec="libvpx-vp9", n_frames=24, width=257, height=193, gop=8),
+        ),
     }
-    return {k: Video(write_video(root / f, spec), spec.n_frames) for k, (f, spec) in
-            specs.items()}
+    return {k: Video(write_video(root / f, spec), spec.n_frames) for k, (f, spec) in specs.items()}
 
 
 # ------------------------------------------------------------------ availability errors
@@ -258,8 +297,13 @@ def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_missing_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda name, *a: types.ModuleType(name)
-                        if name == "PyNvVideoCodec" else real_import(name, *a))
+    monkeypatch.setattr(
+        importlib,
+        "import_module",
+        lambda name, *a: (
+            types.ModuleType(name) if name == "PyNvVideoCodec" else real_import(name, *a)
+        ),
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendUnavailableError, match="no CUDA device is visible") as e:
         NvdecBackend("cuda")
@@ -275,8 +319,13 @@ def test_this_machine_without_both() -> None:
 
 def test_missing_device_index_and_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = importlib.import_module
-    monkeypatch.setattr(importlib, "import_module", lambda name, *a: types.ModuleType(name)
-                        if name == "PyNvVideoCodec" else real_import(name, *a))
+    monkeypatch.setattr(
+        importlib,
+        "import_module",
+        lambda name, *a: (
+            types.ModuleType(name) if name == "PyNvVideoCodec" else real_import(name, *a)
+        ),
+    )
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(BackendUnavailableError, match=r"cuda:3 does not exist \(1 CUDA"):
@@ -307,11 +356,18 @@ def test_static_support_rules(videos: dict[str, Video], big_videos: dict[str, Vi
 
 def test_caps_rules(big_videos: dict[str, Video]) -> None:
     index = load_index(big_videos["hevc"].path)  # 256x192
-    ok = {"supported": 1, "width_min": 144, "height_min": 144, "width_max": 8192,
-          "height_max": 8192, "mb_num_max": 1 << 20}
+    ok = {
+        "supported": 1,
+        "width_min": 144,
+        "height_min": 144,
+        "width_max": 8192,
+        "height_max": 8192,
+        "mb_num_max": 1 << 20,
+    }
     assert caps_unsupported_reason(index, ok) is None
-    assert "no NVDEC support for HEVC" in (caps_unsupported_reason(index, {**ok, "supported": 0})
-                                           or "")
+    assert "no NVDEC support for HEVC" in (
+        caps_unsupported_reason(index, {**ok, "supported": 0}) or ""
+    )
     assert "range" in (caps_unsupported_reason(index, {**ok, "width_max": 200}) or "")
     assert "macroblocks" in (caps_unsupported_reason(index, {**ok, "mb_num_max": 10}) or "")
 
@@ -331,11 +387,22 @@ def test_av1_sequence_header_detection(big_videos: dict[str, Video]) -> None:
 # ------------------------------------------------------------------------- demuxing
 
 
-@pytest.mark.parametrize("name", ["h264_mp4", "h264_mkv", "h264_ts", "vp9_webm", "av1_mkv",
-                                  "hevc_mp4", "edit_list_mp4", "vfr_mp4", "start_mp4",
-                                  "audio_first_mp4"])
-def test_packet_source_starts_exactly_at_each_keyframe(videos: dict[str, Video],
-                                                       name: str) -> None:
+@pytest.mark.parametrize(
+    "name",
+    [
+        "h264_mp4",
+        "h264_mkv",
+        "h264_ts",
+        "vp9_webm",
+        "av1_mkv",
+        "hevc_mp4",
+        "edit_list_mp4",
+        "vfr_mp4",
+        "start_mp4",
+        "audio_first_mp4",
+    ],
+)
+def test_packet_source_starts_exactly_at_each_keyframe(videos: dict[str, Video], name: str) -> None:
     index = load_index(videos[name].path)
     src = PacketSource(index)
     try:
@@ -363,9 +430,24 @@ def test_annexb_packets_for_h264_and_hevc(videos: dict[str, Video]) -> None:
 # ----------------------------------------------------------------- exact frames (engine)
 
 
-@pytest.mark.parametrize("name", ["h264_mp4", "h264_mkv", "h264_ts", "hevc_mp4", "vp9_webm",
-                                  "av1_mkv", "vfr_mkv", "vfr_mp4", "start_mp4", "odd_mp4",
-                                  "audio_first_mp4", "edit_list_mp4", "hevc_10bit_mkv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "h264_mp4",
+        "h264_mkv",
+        "h264_ts",
+        "hevc_mp4",
+        "vp9_webm",
+        "av1_mkv",
+        "vfr_mkv",
+        "vfr_mp4",
+        "start_mp4",
+        "odd_mp4",
+        "audio_first_mp4",
+        "edit_list_mp4",
+        "hevc_10bit_mkv",
+    ],
+)
 def test_exact_frames_any_order(videos: dict[str, Video], name: str) -> None:
     v = videos[name]
     index = load_index(v.path)
@@ -406,8 +488,9 @@ def test_size_is_passed_to_conversion(videos: dict[str, Video]) -> None:
     seen: list[Any] = []
 
     class Sized(PyAVDecoder):
-        def to_rgb(self, frame: Any, index: VideoIndex, size: tuple[int, int] | None
-                   ) -> torch.Tensor:
+        def to_rgb(
+            self, frame: Any, index: VideoIndex, size: tuple[int, int] | None
+        ) -> torch.Tensor:
             seen.append(size)
             return super().to_rgb(frame, index, size)
 
@@ -533,7 +616,8 @@ class FakePyNvDecoder:
         self.log["decode"].append(self.kw["codec"])
         if pd.bsl and self.kw["codec"] in self.log["reject"]:  # NVDEC meets the sequence header
             raise PyNvVCExceptionUnsupported(
-                "Resolution not supported on this GPU (NvDecoder::HandleVideoSequence)")
+                "Resolution not supported on this GPU (NvDecoder::HandleVideoSequence)"
+            )
         if pd.bsl == 0:
             assert pd.bsl_data == 0 and pd.decode_flag == 0
             frames = list(self.ctx.decode(None))
@@ -569,11 +653,15 @@ class EmulatedNvDecoder(nvdec._NvDecoder):
     def _surface(self, frame: Any, rows: int, cols: int, fmt: str) -> torch.Tensor:
         f = frame.frame
         if fmt == "NV12":
-            y, uv = (np.frombuffer(p, np.uint8).reshape(p.height, -1)
-                     for p in f.reformat(format="nv12").planes[:2])
+            y, uv = (
+                np.frombuffer(p, np.uint8).reshape(p.height, -1)
+                for p in f.reformat(format="nv12").planes[:2]
+            )
         else:
-            y, uv = (np.frombuffer(p, np.uint16).reshape(p.height, -1)
-                     for p in f.reformat(format="p010le").planes[:2])
+            y, uv = (
+                np.frombuffer(p, np.uint16).reshape(p.height, -1)
+                for p in f.reformat(format="p010le").planes[:2]
+            )
         t = torch.from_numpy(np.concatenate([y[:, :cols], uv[:, :cols]]))
         assert t.shape[0] == rows
         return t if fmt == "NV12" else t.view(torch.int16)
@@ -595,8 +683,13 @@ class FakeStream:
 
 @pytest.fixture
 def fake_nvc(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
-    log: dict[str, list[Any]] = {"create": [], "reconfigure": [], "caps": [], "decode": [],
-                                 "reject": []}
+    log: dict[str, list[Any]] = {
+        "create": [],
+        "reconfigure": [],
+        "caps": [],
+        "decode": [],
+        "reject": [],
+    }
 
     class PacketData:
         def __init__(self) -> None:
@@ -607,8 +700,14 @@ def fake_nvc(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]
 
     def caps(**kw: Any) -> dict[str, int]:
         log["caps"].append(kw)
-        return {"supported": 1, "width_min": 48, "height_min": 16, "width_max": 4096,
-                "height_max": 4096, "mb_num_max": 1 << 20}
+        return {
+            "supported": 1,
+            "width_min": 48,
+            "height_min": 16,
+            "width_max": 4096,
+            "height_max": 4096,
+            "mb_num_max": 1 << 20,
+        }
 
     module = types.SimpleNamespace(
         cudaVideoCodec=types.SimpleNamespace(**{k: k for k in SOFTWARE}),
@@ -633,8 +732,9 @@ def fake_nvc(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]
 
 
 @pytest.mark.parametrize("name", ["h264", "hevc", "hevc10", "vp9", "av1", "vp9_odd"])
-def test_emulated_backend_exact_frames(fake_nvc: Any, big_videos: dict[str, Video],
-                                       name: str) -> None:
+def test_emulated_backend_exact_frames(
+    fake_nvc: Any, big_videos: dict[str, Video], name: str
+) -> None:
     index = load_index(big_videos[name].path)
     backend = NvdecBackend("cuda:0")
     n = index.n_frames
@@ -643,8 +743,10 @@ def test_emulated_backend_exact_frames(fake_nvc: Any, big_videos: dict[str, Vide
         for wanted in ([n - 1, 0, 7, 7, n // 2], list(reversed(range(n)))):
             result = backend.decode(index, wanted)
             assert indices_of(result.frames) == wanted
-            assert all(t.shape == (3, index.height, index.width) and t.dtype == torch.uint8
-                       for t in result.frames)
+            assert all(
+                t.shape == (3, index.height, index.width) and t.dtype == torch.uint8
+                for t in result.frames
+            )
         small = backend.decode(index, [3], size=(64, 48)).frames[0]
         assert small.shape == (3, 48, 64) and frame_index_of(small) == 3
         assert indices_of(list(backend.stream(index, n - 5))) == list(range(n - 5, n))
@@ -656,8 +758,7 @@ def test_emulated_backend_exact_frames(fake_nvc: Any, big_videos: dict[str, Vide
     assert created[0]["codec"] == nvdec.nvdec_codec(index)
 
 
-def test_emulated_backend_colours_match_cpu(fake_nvc: Any, big_videos: dict[str, Video]
-                                            ) -> None:
+def test_emulated_backend_colours_match_cpu(fake_nvc: Any, big_videos: dict[str, Video]) -> None:
     for name, tol in (("h264", 3), ("hevc10", 5)):
         index = load_index(big_videos[name].path)
         backend = NvdecBackend("cuda:0")
@@ -672,8 +773,9 @@ def test_emulated_backend_colours_match_cpu(fake_nvc: Any, big_videos: dict[str,
         assert int(d.max()) <= tol and float(d.float().mean()) <= 2.0, name
 
 
-def test_emulated_decoder_cache(fake_nvc: Any, big_videos: dict[str, Video],
-                                videos: dict[str, Video]) -> None:
+def test_emulated_decoder_cache(
+    fake_nvc: Any, big_videos: dict[str, Video], videos: dict[str, Video]
+) -> None:
     """One decoder per (codec, bit depth, width, height), least recently used out first; a
     size change never reconfigures a decoder (setReconfigParams raises in the stand-in)."""
     log = fake_nvc.log
@@ -712,8 +814,10 @@ def test_size_switches_never_reconfigure(fake_nvc: Any, big_videos: dict[str, Vi
     """Jobs alternate between sizes (even, odd 257x193, larger) on one codec and another: exact
     frames every time, one decoder per size created at that size, none ever reconfigured."""
     log = fake_nvc.log
-    ix = {k: load_index(big_videos[n].path) for k, n in
-          (("a", "vp9"), ("b", "vp9_odd"), ("c", "h264_big"), ("e", "h264"))}
+    ix = {
+        k: load_index(big_videos[n].path)
+        for k, n in (("a", "vp9"), ("b", "vp9_odd"), ("c", "h264_big"), ("e", "h264"))
+    }
     backend = NvdecBackend("cuda:0", max_decoders=4)
     try:
         for k in "abacecabe" * 3:
@@ -722,12 +826,15 @@ def test_size_switches_never_reconfigure(fake_nvc: Any, big_videos: dict[str, Vi
         backend.close()
     assert log["reconfigure"] == []
     sizes = [(c["codec"], c["maxwidth"], c["maxheight"]) for c in log["create"]]
-    assert sizes == [("VP9", 256, 192), ("VP9", 257, 193), ("H264", 320, 240),
-                     ("H264", 128, 96)]  # each created once, at its own (odd) size
+    assert sizes == [
+        ("VP9", 256, 192),
+        ("VP9", 257, 193),
+        ("H264", 320, 240),
+        ("H264", 128, 96),
+    ]  # each created once, at its own (odd) size
 
 
-def test_decoder_caps_asked_once_per_process(fake_nvc: Any, big_videos: dict[str, Video]
-                                             ) -> None:
+def test_decoder_caps_asked_once_per_process(fake_nvc: Any, big_videos: dict[str, Video]) -> None:
     """GetDecoderCaps creates and destroys a CUDA context per call: asked once per process per
     (GPU, codec, chroma, bit depth), whatever the number of backends (one per VideoLoader) and
     threads; another GPU is asked for itself."""
@@ -750,7 +857,9 @@ def test_decoder_caps_asked_once_per_process(fake_nvc: Any, big_videos: dict[str
         t.join(timeout=30)
     use("cuda:0")
     assert sorted((c["gpuid"], c["codec"], c["bitdepth"]) for c in log["caps"]) == [
-        (0, "H264", 8), (0, "HEVC", 10)]
+        (0, "H264", 8),
+        (0, "HEVC", 10),
+    ]
     use("cuda:1")
     assert len(log["caps"]) == 4 and {c["gpuid"] for c in log["caps"][2:]} == {1}
 
@@ -762,12 +871,12 @@ def test_nvdecoder_packet_handling(fake_nvc: Any, big_videos: dict[str, Video]) 
         def Decode(self, pd: Any) -> list[Any]:
             data = ctypes.string_at(pd.bsl_data, pd.bsl) if pd.bsl else b""
             seen.append((data, pd.pts, pd.decode_flag))
-            return [types.SimpleNamespace(getPTS=lambda: 99)] if pd.bsl == 0 and len(seen) == 2 \
-                else []
+            return (
+                [types.SimpleNamespace(getPTS=lambda: 99)] if pd.bsl == 0 and len(seen) == 2 else []
+            )
 
     fake_nvc.CreateDecoder = lambda **kw: Recorder()
-    dec = nvdec._NvDecoder(fake_nvc, torch.device("cuda", 0), FakeStream(), "H264", 64, 48,
-                           64, 48)  # type: ignore[arg-type]
+    dec = nvdec._NvDecoder(fake_nvc, torch.device("cuda", 0), FakeStream(), "H264", 64, 48, 64, 48)  # type: ignore[arg-type]
     payload = np.frombuffer(b"\x00\x00\x00\x01abc", dtype=np.uint8)
     assert dec.feed(EncodedPacket(payload, 1234)) == []
     assert seen[0] == (b"\x00\x00\x00\x01abc", 1234, 0)
@@ -777,8 +886,9 @@ def test_nvdecoder_packet_handling(fake_nvc: Any, big_videos: dict[str, Video]) 
 
 
 @pytest.mark.parametrize("spec", COLOUR_SPECS, ids=lambda s: "-".join(map(str, s)))
-def test_emulated_backend_colour_tags(fake_nvc: Any, tmp_path: Path,
-                                      spec: tuple[str, str, str, bool]) -> None:
+def test_emulated_backend_colour_tags(
+    fake_nvc: Any, tmp_path: Path, spec: tuple[str, str, str, bool]
+) -> None:
     """Matrix and range from the index reach the conversion: agrees with the CPU's rgb24."""
     codec, pix_fmt, matrix, full = spec
     index = load_index(write_colour_video(tmp_path / f"{codec}.mkv", *spec))

@@ -61,8 +61,11 @@ def test_shown_defaults_describe_the_real_default() -> None:
 
 def test_check_mode_catches_a_stale_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert options_table.main(["--check"]) == 0
-    stale = (ROOT / "README.md").read_text(encoding="utf-8").replace("| `batch_size` | 1 |",
-                                                                      "| `batch_size` | 2 |")
+    stale = (
+        (ROOT / "README.md")
+        .read_text(encoding="utf-8")
+        .replace("| `batch_size` | 1 |", "| `batch_size` | 2 |")
+    )
     (tmp_path / "README.md").write_text(stale, encoding="utf-8")
     monkeypatch.setattr(options_table, "README", tmp_path / "README.md")
     assert options_table.main(["--check"]) == 1
@@ -71,7 +74,12 @@ def test_check_mode_catches_a_stale_table(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_script_prints_the_table() -> None:
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "options_table.py")],
-                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "options_table.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    ).stdout
     assert out == options_table.options_table()
     assert out.count("\n") == len(PrefetchConfig.model_fields) + 2

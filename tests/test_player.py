@@ -42,6 +42,7 @@ needs_x = pytest.mark.skipif(
 
 def read_xwd(data: bytes) -> np.ndarray:
     """Decode an XWD screenshot (``xwd -root``: ZPixmap, TrueColor, 24/32 bpp) to [H, W, 3]."""
+
     def be(k: int) -> int:  # header field k: a big-endian uint32
         return int.from_bytes(data[4 * k : 4 * k + 4], "big")
 
@@ -84,8 +85,13 @@ class PlayerProcess:
         env = {**os.environ, "DISPLAY": display}
         self.display = display
         self.proc = subprocess.Popen(
-            [sys.executable, str(PLAYER), *args, "--report"], env=env, cwd=ROOT,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [sys.executable, str(PLAYER), *args, "--report"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -106,8 +112,9 @@ class PlayerProcess:
                 continue
             parts = line.split()
             if parts and parts[0] == "shown":
-                shown = Shown(int(parts[1]), float(parts[2]), float(parts[3]),
-                              *(int(p) for p in parts[4:8]))
+                shown = Shown(
+                    int(parts[1]), float(parts[2]), float(parts[3]), *(int(p) for p in parts[4:8])
+                )
                 if shown.index == index:
                     return shown
         self.stop()
@@ -121,13 +128,23 @@ class PlayerProcess:
         while not self.lines.empty():
             parts = self.lines.get().split()
             if parts and parts[0] == "shown":
-                out.append(Shown(int(parts[1]), float(parts[2]), float(parts[3]),
-                                 *(int(p) for p in parts[4:8])))
+                out.append(
+                    Shown(
+                        int(parts[1]),
+                        float(parts[2]),
+                        float(parts[3]),
+                        *(int(p) for p in parts[4:8]),
+                    )
+                )
         return out
 
     def screenshot_index(self, shown: Shown) -> int:
-        data = subprocess.run(["xwd", "-root", "-silent", "-display", self.display],
-                              check=True, capture_output=True, timeout=20).stdout
+        data = subprocess.run(
+            ["xwd", "-root", "-silent", "-display", self.display],
+            check=True,
+            capture_output=True,
+            timeout=20,
+        ).stdout
         img = read_xwd(data)
         crop = img[shown.y : shown.y + shown.h, shown.x : shown.x + shown.w]
         assert crop.shape == (shown.h, shown.w, 3), f"image outside the screen: {shown}"
@@ -165,7 +182,10 @@ def xdisplay() -> Iterator[str]:
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
         ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write_fd)
     try:
         ready, _, _ = select.select([read_fd], [], [], 20)
@@ -191,8 +211,15 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         t += 20 + (i * 37) % 51
     return {
         "cfr": write_video(folder / "cfr.mp4", n_frames=60, width=160, height=120, gop=12),
-        "vfr": write_video(folder / "vfr.mkv", n_frames=40, width=96, height=64, gop=10,
-                           time_base=Fraction(1, 1000), pts=pts),
+        "vfr": write_video(
+            folder / "vfr.mkv",
+            n_frames=40,
+            width=96,
+            height=64,
+            gop=10,
+            time_base=Fraction(1, 1000),
+            pts=pts,
+        ),
     }
 
 
@@ -206,7 +233,7 @@ def test_frame_to_ppm_round_trip() -> None:
     frame = torch.from_numpy(img).permute(2, 0, 1)
     ppm, w, h = frame_to_ppm(frame)
     assert (w, h) == (64, 48) and ppm.startswith(b"P6\n64 48\n255\n")
-    pixels = np.frombuffer(ppm[len(b"P6\n64 48\n255\n"):], np.uint8).reshape(48, 64, 3).copy()
+    pixels = np.frombuffer(ppm[len(b"P6\n64 48\n255\n") :], np.uint8).reshape(48, 64, 3).copy()
     assert frame_index_of(pixels, layout="hwc") == 1234
     _, w2, h2 = frame_to_ppm(frame.float() / 255, max_width=30)  # subsampled by 3
     assert (w2, h2) == (22, 16)
@@ -239,13 +266,23 @@ def test_player_shows_the_frame_asked_for(xdisplay: str, clips: dict[str, Path])
         if shutil.which("xdotool") is None:
             return
         env = {**os.environ, "DISPLAY": xdisplay}
-        win = subprocess.run(["xdotool", "search", "--sync", "--name", "tvl-async player"],
-                             capture_output=True, text=True, env=env, timeout=20, check=True)
+        win = subprocess.run(
+            ["xdotool", "search", "--sync", "--name", "tvl-async player"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=20,
+            check=True,
+        )
         wid = win.stdout.split()[0]
         # keyboard: Right steps one frame, End goes to the last one
         for keys, expected in ((["Right"], 18), (["Right", "Right", "Left"], 19), (["End"], 59)):
-            subprocess.run(["xdotool", "windowfocus", "--sync", wid, "key", "--delay", "50",
-                            *keys], env=env, timeout=20, check=True)
+            subprocess.run(
+                ["xdotool", "windowfocus", "--sync", wid, "key", "--delay", "50", *keys],
+                env=env,
+                timeout=20,
+                check=True,
+            )
             shown = player.wait_shown(expected)
             assert player.screen_shows(shown) == expected
     finally:
@@ -257,8 +294,9 @@ def test_player_plays_variable_rate_at_its_own_timestamps(
     xdisplay: str, clips: dict[str, Path]
 ) -> None:
     speed = 0.5
-    player = PlayerProcess(xdisplay, str(clips["vfr"]), "--play", "--speed", "0.5x",
-                           "--exit-at-end")
+    player = PlayerProcess(
+        xdisplay, str(clips["vfr"]), "--play", "--speed", "0.5x", "--exit-at-end"
+    )
     try:
         shown = player.all_shown(timeout=60)
     finally:

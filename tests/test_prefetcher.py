@@ -56,8 +56,15 @@ def vdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pts = [0]
     for i in range(15):
         pts.append(pts[-1] + 20 + (i * 37) % 51)
-    write_video(d / "vfr" / "v.mkv", n_frames=16, width=W, height=H, gop=8,
-                time_base=Fraction(1, 1000), pts=pts)
+    write_video(
+        d / "vfr" / "v.mkv",
+        n_frames=16,
+        width=W,
+        height=H,
+        gop=8,
+        time_base=Fraction(1, 1000),
+        pts=pts,
+    )
     return d
 
 
@@ -98,8 +105,7 @@ def check_exact(batch: Batch, dataset: VideoDataset, name: str = "default") -> N
     assert batch.files == [dataset.file_of(int(i)) for i in batch.sample_ids]
 
 
-def patch_decode(monkeypatch: pytest.MonkeyPatch,
-                 hook: Callable[[Any, list[int]], None]) -> None:
+def patch_decode(monkeypatch: pytest.MonkeyPatch, hook: Callable[[Any, list[int]], None]) -> None:
     """Run ``hook(index, frames)`` before every PyAV decode (in the decode threads)."""
     original = PyAVBackend.decode
 
@@ -161,8 +167,9 @@ def test_labels_come_from_get_label(files: list[str], no_new_threads: None) -> N
 
 
 @pytest.mark.timeout(30)
-def test_order_is_reproducible_and_depends_on_the_seed(files: list[str],
-                                                       no_new_threads: None) -> None:
+def test_order_is_reproducible_and_depends_on_the_seed(
+    files: list[str], no_new_threads: None
+) -> None:
     first = run(files, seed=5)
     second = run(files, seed=5)
     other = run(files, seed=6)
@@ -175,8 +182,9 @@ def test_order_is_reproducible_and_depends_on_the_seed(files: list[str],
 
 
 @pytest.mark.timeout(30)
-def test_epochs_each_sample_once_with_fresh_permutations(files: list[str],
-                                                          no_new_threads: None) -> None:
+def test_epochs_each_sample_once_with_fresh_permutations(
+    files: list[str], no_new_threads: None
+) -> None:
     with make(files, epochs=3, seed=1) as it:
         batches = list(it)
         dataset = it.dataset
@@ -208,8 +216,9 @@ def test_sequential_order(files: list[str], opts: dict[str, Any], no_new_threads
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("sampling", ["chunked", "gop_shuffle"])
-def test_relaxed_samplers_deliver_each_sample_once(files: list[str], sampling: str,
-                                                   no_new_threads: None) -> None:
+def test_relaxed_samplers_deliver_each_sample_once(
+    files: list[str], sampling: str, no_new_threads: None
+) -> None:
     with make(files, sampling=sampling, chunk_size=4, shuffle_buffer=8) as it:
         batches = list(it)
         dataset = it.dataset
@@ -261,16 +270,20 @@ def test_replacement_draws_n_samples(files: list[str], no_new_threads: None) -> 
 
 
 @pytest.mark.timeout(30)
-@pytest.mark.parametrize(("batch_size", "drop_last", "sizes"), [
-    (4, False, [4] * 7 + [1]),
-    (4, True, [4] * 7),
-    (5, False, [5] * 5 + [4]),
-    (29, False, [29]),
-    (30, False, [29]),
-    (1, False, [1] * 29),
-])
-def test_batch_size_and_drop_last(files: list[str], batch_size: int, drop_last: bool,
-                                  sizes: list[int], no_new_threads: None) -> None:
+@pytest.mark.parametrize(
+    ("batch_size", "drop_last", "sizes"),
+    [
+        (4, False, [4] * 7 + [1]),
+        (4, True, [4] * 7),
+        (5, False, [5] * 5 + [4]),
+        (29, False, [29]),
+        (30, False, [29]),
+        (1, False, [1] * 29),
+    ],
+)
+def test_batch_size_and_drop_last(
+    files: list[str], batch_size: int, drop_last: bool, sizes: list[int], no_new_threads: None
+) -> None:
     with make(files, batch_size=batch_size, drop_last=drop_last, shuffle=False) as it:
         assert len(it) == len(sizes)
         batches = list(it)
@@ -303,8 +316,9 @@ def test_float_dtypes_and_value_ranges(files: list[str], no_new_threads: None) -
         "f16": ProcessDesc(dtype="float16"),
         "bf16": ProcessDesc(dtype=torch.bfloat16),
         "norm": ProcessDesc(dtype=torch.float32, normalized=True),
-        "ms": ProcessDesc(dtype=torch.float32, normalized=True, mean=(0.5, 0.4, 0.3),
-                          std=(0.25, 0.5, 0.125)),
+        "ms": ProcessDesc(
+            dtype=torch.float32, normalized=True, mean=(0.5, 0.4, 0.3), std=(0.25, 0.5, 0.125)
+        ),
     }
     out = run(files, shuffle=False, processing=descs)
     assert ids(out) == ids(base)
@@ -314,8 +328,11 @@ def test_float_dtypes_and_value_ranges(files: list[str], no_new_threads: None) -
         u8 = ref["default"]
         assert set(b) == set(descs)
         assert torch.equal(b["u8"], u8)
-        for name, dtype in [("f32", torch.float32), ("f16", torch.float16),
-                            ("bf16", torch.bfloat16)]:
+        for name, dtype in [
+            ("f32", torch.float32),
+            ("f16", torch.float16),
+            ("bf16", torch.bfloat16),
+        ]:
             assert b[name].dtype == dtype
             assert torch.equal(b[name].float(), u8.float()), name  # 0..255, exact integers
         assert b["norm"].dtype == torch.float32
@@ -363,8 +380,10 @@ def test_scale_crop_layout_and_colour(files: list[str], no_new_threads: None) ->
 
 @pytest.mark.timeout(30)
 def test_index_map_middle_and_reversed(files: list[str], no_new_threads: None) -> None:
-    descs = {"middle": ProcessDesc(index_map=[-1, -1, 0, -1, -1]),
-             "reversed": ProcessDesc(index_map=[4, 3, 2, 1, 0])}
+    descs = {
+        "middle": ProcessDesc(index_map=[-1, -1, 0, -1, -1]),
+        "reversed": ProcessDesc(index_map=[4, 3, 2, 1, 0]),
+    }
     with make(files, seq_len=5, processing=descs) as it:
         batches = list(it)
         dataset = it.dataset
@@ -388,8 +407,9 @@ def test_index_map_decodes_only_the_needed_frame(files: list[str], no_new_thread
     mp = pytest.MonkeyPatch()
     try:
         patch_decode(mp, hook)
-        with make(files, seq_len=5, shuffle=False, processing=ProcessDesc(
-                index_map=[-1, -1, 0, -1, -1])) as it:
+        with make(
+            files, seq_len=5, shuffle=False, processing=ProcessDesc(index_map=[-1, -1, 0, -1, -1])
+        ) as it:
             batches = list(it)
             stats = it.stats()
     finally:
@@ -401,10 +421,13 @@ def test_index_map_decodes_only_the_needed_frame(files: list[str], no_new_thread
 
 
 @pytest.mark.timeout(30)
-def test_random_crop_and_flip_are_per_clip_and_reported(files: list[str],
-                                                       no_new_threads: None) -> None:
-    descs = {"full": ProcessDesc(),
-             "crop": ProcessDesc(width=40, height=30, random_crop=True, random_flip=True)}
+def test_random_crop_and_flip_are_per_clip_and_reported(
+    files: list[str], no_new_threads: None
+) -> None:
+    descs = {
+        "full": ProcessDesc(),
+        "crop": ProcessDesc(width=40, height=30, random_crop=True, random_flip=True),
+    }
     with make(files, processing=descs, seed=3) as it:
         batches = list(it)
         dataset = it.dataset
@@ -415,7 +438,7 @@ def test_random_crop_and_flip_are_per_clip_and_reported(files: list[str],
         for k, aug in enumerate(b.augment["crop"]):
             top, left, h, w = aug["crop"]
             assert (h, w) == (30, 40) and 0 <= top <= H - 30 and 0 <= left <= W - 40
-            expected = b["full"][k, :, :, top:top + h, left:left + w]
+            expected = b["full"][k, :, :, top : top + h, left : left + w]
             if aug["flip"]:
                 expected = expected.flip(-1)
             # the same crop and flip for every frame of the clip, exactly as reported
@@ -427,8 +450,9 @@ def test_random_crop_and_flip_are_per_clip_and_reported(files: list[str],
 
 @pytest.mark.timeout(30)
 def test_random_resized_crop_shape(files: list[str], no_new_threads: None) -> None:
-    desc = ProcessDesc(width=32, height=32, random_resized_crop=(0.3, 1.0), dtype=torch.float32,
-                       normalized=True)
+    desc = ProcessDesc(
+        width=32, height=32, random_resized_crop=(0.3, 1.0), dtype=torch.float32, normalized=True
+    )
     for b in run(files, processing={"rrc": desc}):
         assert b["rrc"].shape == (b.batch_size, SEQ, 3, 32, 32)
         assert float(b["rrc"].min()) >= 0.0 and float(b["rrc"].max()) <= 1.0
@@ -441,9 +465,18 @@ def test_two_outputs_come_from_one_decode(files: list[str], no_new_threads: None
     with one:
         list(one)
         decoded_one = one.stats().frames_decoded
-    two = make(files, shuffle=False, decode_threads=1, lookahead=1, processing={
-        "rgb": ProcessDesc(), "small": ProcessDesc(scale_width=32, scale_height=24,
-                                                   dtype=torch.float16, normalized=True)})
+    two = make(
+        files,
+        shuffle=False,
+        decode_threads=1,
+        lookahead=1,
+        processing={
+            "rgb": ProcessDesc(),
+            "small": ProcessDesc(
+                scale_width=32, scale_height=24, dtype=torch.float16, normalized=True
+            ),
+        },
+    )
     with two:
         batches = list(two)
         decoded_two = two.stats().frames_decoded
@@ -483,9 +516,9 @@ def test_transform_runs_in_the_service_thread(files: list[str], no_new_threads: 
 
 
 @pytest.mark.timeout(30)
-def test_sizes_differ_without_fixed_output_size(vdir: Path, files: list[str],
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                no_new_threads: None) -> None:
+def test_sizes_differ_without_fixed_output_size(
+    vdir: Path, files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     big = str(vdir / "big" / "c.mp4")
     calls: list[int] = []
     patch_decode(monkeypatch, lambda index, frames: calls.append(1))
@@ -509,8 +542,9 @@ def test_sizes_differ_without_fixed_output_size(vdir: Path, files: list[str],
 
 
 @pytest.mark.timeout(30)
-def test_crop_only_output_size_mixes_sizes(vdir: Path, files: list[str],
-                                           no_new_threads: None) -> None:
+def test_crop_only_output_size_mixes_sizes(
+    vdir: Path, files: list[str], no_new_threads: None
+) -> None:
     big = str(vdir / "big" / "c.mp4")
     with make([files[0], big], shuffle=False, processing=ProcessDesc(width=40, height=30)) as it:
         batches = list(it)
@@ -523,8 +557,9 @@ def test_crop_only_output_size_mixes_sizes(vdir: Path, files: list[str],
 
 
 @pytest.mark.timeout(30)
-def test_crop_larger_than_a_file_fails_before_decoding_naming_it(vdir: Path, files: list[str],
-                                                                 no_new_threads: None) -> None:
+def test_crop_larger_than_a_file_fails_before_decoding_naming_it(
+    vdir: Path, files: list[str], no_new_threads: None
+) -> None:
     tiny = str(vdir / "tiny" / "t.mp4")
     with pytest.raises(ValueError, match="larger than") as info:
         make([files[0], tiny], processing={"crop": ProcessDesc(width=40, height=30)})
@@ -574,8 +609,10 @@ def _same(x: list[Batch], y: list[Batch]) -> None:
             assert torch.equal(a, b)
 
 
-AUGMENT = {"full": ProcessDesc(),
-           "crop": ProcessDesc(width=40, height=30, random_crop=True, random_flip=True)}
+AUGMENT = {
+    "full": ProcessDesc(),
+    "crop": ProcessDesc(width=40, height=30, random_crop=True, random_flip=True),
+}
 
 
 @pytest.mark.timeout(30)
@@ -598,8 +635,9 @@ def test_decode_threads_do_not_change_the_output(files: list[str], no_new_thread
 
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize("k", [0, 3, 8, 9])
-def test_resume_gives_exactly_the_remaining_batches(files: list[str], k: int,
-                                                    no_new_threads: None) -> None:
+def test_resume_gives_exactly_the_remaining_batches(
+    files: list[str], k: int, no_new_threads: None
+) -> None:
     opts: dict[str, Any] = {"seed": 4, "epochs": 2, "processing": AUGMENT, "lookahead": 10}
     full = run(files, **opts)
     assert len(full) == 16
@@ -618,8 +656,9 @@ def test_resume_gives_exactly_the_remaining_batches(files: list[str], k: int,
 
 
 @pytest.mark.timeout(30)
-def test_load_state_dict_and_set_epoch_only_before_start(files: list[str],
-                                                         no_new_threads: None) -> None:
+def test_load_state_dict_and_set_epoch_only_before_start(
+    files: list[str], no_new_threads: None
+) -> None:
     it = make(files)
     with pytest.raises(ValueError, match="sampler"):
         it.load_state_dict({})
@@ -687,9 +726,9 @@ def test_stats(files: list[str], no_new_threads: None) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_decode_error_reaches_the_consumer_in_place(files: list[str],
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    no_new_threads: None) -> None:
+def test_decode_error_reaches_the_consumer_in_place(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     fail_on(monkeypatch, files[0], 9)  # in samples 7, 8 and 9 of a.mp4
     got: list[Batch] = []
     with make(files, shuffle=False) as it, pytest.raises(Boom) as info:
@@ -709,7 +748,8 @@ def test_decode_error_reaches_the_consumer_in_place(files: list[str],
 
 @pytest.mark.timeout(30)
 def test_decode_error_with_shuffle_arrives_after_the_batches_before_it(
-        files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None) -> None:
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     clean = run(files, seed=0)
     bad = {7, 8, 9}
     first_bad = next(k for k, b in enumerate(clean) if bad & set(b.sample_ids.tolist()))
@@ -722,8 +762,9 @@ def test_decode_error_with_shuffle_arrives_after_the_batches_before_it(
 
 
 @pytest.mark.timeout(30)
-def test_file_corrupted_after_indexing(vdir: Path, files: list[str], tmp_path: Path,
-                                       no_new_threads: None) -> None:
+def test_file_corrupted_after_indexing(
+    vdir: Path, files: list[str], tmp_path: Path, no_new_threads: None
+) -> None:
     broken = tmp_path / "broken.mp4"
     broken.write_bytes((vdir / "a.mp4").read_bytes())
     it = make([files[1], str(broken)], shuffle=False)
@@ -747,16 +788,19 @@ def test_get_label_error_arrives_in_its_place(files: list[str], no_new_threads: 
 
     got: list[Batch] = []
     # the whole epoch is planned (and labelled) at once: the error must still wait its turn
-    with pytest.raises(KeyError) as info, make(files, shuffle=False, lookahead=64,
-                                               get_label=get_label) as it:
+    with (
+        pytest.raises(KeyError) as info,
+        make(files, shuffle=False, lookahead=64, get_label=get_label) as it,
+    ):
         got.extend(it)
     assert ids(got) == list(range(16))  # a.mp4's samples 0..15; 16, 17 share a batch with 18
     assert all(b.labels.tolist() == [1] * 4 for b in got)
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert files[1] in notes and "sample 18" in notes
 
-    with make(files, shuffle=False, get_label=get_label, on_error="skip",
-              max_file_failures=100) as it:
+    with make(
+        files, shuffle=False, get_label=get_label, on_error="skip", max_file_failures=100
+    ) as it:
         got = list(it)
         s = it.stats()
     assert ids(got) == list(range(SAMPLES_A))
@@ -765,8 +809,9 @@ def test_get_label_error_arrives_in_its_place(files: list[str], no_new_threads: 
 
 
 @pytest.mark.timeout(30)
-def test_on_error_skip(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                       no_new_threads: None) -> None:
+def test_on_error_skip(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     clean = run(files, seed=3)
     fail_on(monkeypatch, files[0], 0)  # only in sample 0
     with make(files, seed=3, on_error="skip") as it:
@@ -781,7 +826,11 @@ def test_on_error_skip(files: list[str], monkeypatch: pytest.MonkeyPatch,
     assert len(s.skipped) == 1
     skipped = s.skipped[0]
     assert (skipped.epoch, skipped.sample_id, skipped.file, skipped.frames) == (
-        0, 0, files[0], [0, 1, 2])
+        0,
+        0,
+        files[0],
+        [0, 1, 2],
+    )
     assert "Boom" in skipped.error and "frame 0" in skipped.error
     assert s.samples_delivered == N_SAMPLES - 1
     assert s.dropped_files == []
@@ -789,15 +838,17 @@ def test_on_error_skip(files: list[str], monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.timeout(30)
 def test_on_error_skip_gives_up_a_file_after_repeated_failures(
-        files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None) -> None:
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     order = ids(run(files, seed=3))
     fail_on(monkeypatch, files[0], 9)  # samples 7, 8, 9 fail: max_file_failures=3
     with make(files, seed=3, on_error="skip") as it:
         got = ids(list(it))
         s = it.stats()
     third = max(order.index(i) for i in (7, 8, 9))
-    expected = [i for k, i in enumerate(order)
-                if i not in (7, 8, 9) and (i >= SAMPLES_A or k < third)]
+    expected = [
+        i for k, i in enumerate(order) if i not in (7, 8, 9) and (i >= SAMPLES_A or k < third)
+    ]
     assert got == expected
     assert s.dropped_files == [files[0]]
     assert s.samples_skipped == N_SAMPLES - len(expected)
@@ -805,8 +856,9 @@ def test_on_error_skip_gives_up_a_file_after_repeated_failures(
 
 
 @pytest.mark.timeout(30)
-def test_timeout_names_the_file(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                                no_new_threads: None) -> None:
+def test_timeout_names_the_file(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     release = threading.Event()
     patch_decode(monkeypatch, lambda index, frames: release.wait(20))
     it = make(files[:1], decode_threads=1, timeout=0.5)
@@ -823,9 +875,9 @@ def test_timeout_names_the_file(files: list[str], monkeypatch: pytest.MonkeyPatc
 
 
 @pytest.mark.timeout(30)
-def test_slow_decoding_within_the_timeout_is_fine(files: list[str],
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  no_new_threads: None) -> None:
+def test_slow_decoding_within_the_timeout_is_fine(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     patch_decode(monkeypatch, lambda index, frames: time.sleep(0.01))
     with make(files, timeout=5.0, lookahead=2, decode_threads=1) as it:
         batches = list(it)
@@ -900,11 +952,19 @@ def test_interpreter_exit_without_close(files: list[str], tmp_path: Path) -> Non
         "print(next(it).frame_indices.tolist())\n"
     )
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=50, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=50,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
     assert len(json.loads(done.stdout)[0]) == 3
@@ -936,9 +996,9 @@ def test_iteration_after_close_raises(files: list[str], no_new_threads: None) ->
 
 
 @pytest.mark.timeout(30)
-def test_close_from_another_thread_wakes_the_consumer(files: list[str],
-                                                      monkeypatch: pytest.MonkeyPatch,
-                                                      no_new_threads: None) -> None:
+def test_close_from_another_thread_wakes_the_consumer(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     release = threading.Event()
     patch_decode(monkeypatch, lambda index, frames: release.wait(20))
     it = make(files, decode_threads=1)
@@ -961,9 +1021,10 @@ def test_close_from_another_thread_wakes_the_consumer(files: list[str],
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("backend", ["pyav", "auto"])
 def test_cuda_batches_are_exact(files: list[str], backend: str, no_new_threads: None) -> None:
-    descs = {"rgb": ProcessDesc(),
-             "f": ProcessDesc(dtype=torch.float16, normalized=True, scale_width=32,
-                              scale_height=24)}
+    descs = {
+        "rgb": ProcessDesc(),
+        "f": ProcessDesc(dtype=torch.float16, normalized=True, scale_width=32, scale_height=24),
+    }
     with make(files, device="cuda", backend=backend, processing=descs) as it:
         batches = list(it)
         dataset = it.dataset
@@ -979,14 +1040,20 @@ def test_cuda_batches_are_exact(files: list[str], backend: str, no_new_threads: 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(("k", "failed"), [(2, 1), (5, 2)])
-def test_resume_keeps_the_failures_per_file(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                                            k: int, failed: int, no_new_threads: None) -> None:
+def test_resume_keeps_the_failures_per_file(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, k: int, failed: int, no_new_threads: None
+) -> None:
     """on_error="skip": the state carries the failures per file, so a file given up before
     the state was taken stays given up in the resumed run, and one that failed less often
     keeps its count; either way the resumed run equals the rest of the uninterrupted one."""
     fail_on(monkeypatch, files[1], 9)  # 3 clips of b.mkv hold frame 9
-    opts: dict[str, Any] = {"seed": 5, "epochs": 2, "on_error": "skip", "max_file_failures": 2,
-                            "lookahead": 8}
+    opts: dict[str, Any] = {
+        "seed": 5,
+        "epochs": 2,
+        "on_error": "skip",
+        "max_file_failures": 2,
+        "lookahead": 8,
+    }
     full = run(files, **opts)
     with make(files, **opts) as it:
         for _ in range(k):
@@ -1006,12 +1073,20 @@ def test_resume_keeps_the_failures_per_file(files: list[str], monkeypatch: pytes
 
 
 @pytest.mark.timeout(30)
-def test_transform_returning_a_new_batch_keeps_the_resume_point(files: list[str],
-                                                                no_new_threads: None) -> None:
+def test_transform_returning_a_new_batch_keeps_the_resume_point(
+    files: list[str], no_new_threads: None
+) -> None:
     def rebuild(b: Batch) -> Batch:
-        return Batch({"default": b["default"].clone()}, sample_ids=b.sample_ids, files=b.files,
-                     frame_indices=b.frame_indices, timestamps=b.timestamps, labels=b.labels,
-                     epoch=b.epoch, augment=b.augment)
+        return Batch(
+            {"default": b["default"].clone()},
+            sample_ids=b.sample_ids,
+            files=b.files,
+            frame_indices=b.frame_indices,
+            timestamps=b.timestamps,
+            labels=b.labels,
+            epoch=b.epoch,
+            augment=b.augment,
+        )
 
     full = run(files, seed=5)
     with make(files, seed=5, transform=rebuild) as it:
@@ -1026,18 +1101,31 @@ def test_transform_returning_a_new_batch_keeps_the_resume_point(files: list[str]
 
 
 @pytest.mark.timeout(60)
-def test_random_draws_follow_the_global_position(files: list[str],
-                                                 no_new_threads: None) -> None:
+def test_random_draws_follow_the_global_position(files: list[str], no_new_threads: None) -> None:
     """Each rank draws its own crops and flips: the sample at global position p gets the same
     draw whatever the number of ranks, so two ranks never repeat each other's draws."""
     desc = {"crop": AUGMENT["crop"]}
     one = [a for b in run(files, seed=7, processing=desc) for a in b.augment["crop"]]
     for contiguous, sampling in ((False, "uniform"), (True, "chunked")):
-        single = one if not contiguous else [
-            a for b in run(files, seed=7, processing=desc, sampling=sampling)
-            for a in b.augment["crop"]]
-        ranks = [[a for b in run(files, seed=7, processing=desc, sampling=sampling, rank=r,
-                                 world_size=2) for a in b.augment["crop"]] for r in (0, 1)]
+        single = (
+            one
+            if not contiguous
+            else [
+                a
+                for b in run(files, seed=7, processing=desc, sampling=sampling)
+                for a in b.augment["crop"]
+            ]
+        )
+        ranks = [
+            [
+                a
+                for b in run(
+                    files, seed=7, processing=desc, sampling=sampling, rank=r, world_size=2
+                )
+                for a in b.augment["crop"]
+            ]
+            for r in (0, 1)
+        ]
         n = len(ranks[0])
         for r in (0, 1):
             for p, draw in enumerate(ranks[r]):
@@ -1073,8 +1161,12 @@ def test_next_after_the_end_is_stop_iteration(files: list[str], no_new_threads: 
 
 def test_dataset_with_other_clip_options_is_refused(files: list[str]) -> None:
     ds = VideoDataset(files, SEQ, stride=2)
-    for kw, name in (({"stride": 3}, "stride"), ({"step": 2}, "step"),
-                     ({"seq_len": 5}, "seq_len"), ({"get_label": len}, "get_label")):
+    for kw, name in (
+        ({"stride": 3}, "stride"),
+        ({"step": 2}, "step"),
+        ({"seq_len": 5}, "seq_len"),
+        ({"get_label": len}, "get_label"),
+    ):
         with pytest.raises(ValueError, match=name):
             Prefetcher(ds, **kw)
     it = Prefetcher(ds, seq_len=SEQ, stride=2)  # the dataset's own values are fine
@@ -1083,8 +1175,9 @@ def test_dataset_with_other_clip_options_is_refused(files: list[str]) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_batch_files_are_the_paths_as_given(vdir: Path, monkeypatch: pytest.MonkeyPatch,
-                                            no_new_threads: None) -> None:
+def test_batch_files_are_the_paths_as_given(
+    vdir: Path, monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     monkeypatch.chdir(vdir)
     with make(["a.mp4", "b.mkv"], batch_size=32, shuffle=False) as it:
         batch = next(it)
@@ -1101,8 +1194,7 @@ def test_timeout_in_the_transform_says_so(files: list[str], no_new_threads: None
 
     it = make(files, timeout=0.5, transform=stuck)
     try:
-        with pytest.raises(TimeoutError, match=r"busy with: the transform, on samples \[") as e, \
-                it:
+        with pytest.raises(TimeoutError, match=r"busy with: the transform, on samples \[") as e, it:
             next(it)
     finally:
         release.set()

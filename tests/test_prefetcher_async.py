@@ -28,8 +28,10 @@ class Boom(RuntimeError):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     d = tmp_path_factory.mktemp("prefetch_async")
-    return [str(write_video(d / "a.mp4", n_frames=20, width=64, height=48, gop=8)),
-            str(write_video(d / "b.mkv", n_frames=13, width=64, height=48, gop=8))]
+    return [
+        str(write_video(d / "a.mp4", n_frames=20, width=64, height=48, gop=8)),
+        str(write_video(d / "b.mkv", n_frames=13, width=64, height=48, gop=8)),
+    ]
 
 
 def make(files: list[str], **kw: Any) -> Prefetcher:
@@ -61,9 +63,9 @@ def service_threads() -> list[str]:
 
 
 @pytest.mark.timeout(30)
-def test_async_for_while_another_coroutine_runs(files: list[str],
-                                                monkeypatch: pytest.MonkeyPatch,
-                                                no_new_threads: None) -> None:
+def test_async_for_while_another_coroutine_runs(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     with make(files, seed=7) as it:
         reference = list(it)
     # slow decoding: the consumer really waits, and the event loop must keep running meanwhile
@@ -101,8 +103,9 @@ def test_async_for_while_another_coroutine_runs(files: list[str],
 
 
 @pytest.mark.timeout(30)
-def test_async_error_reaches_the_consumer(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                                          no_new_threads: None) -> None:
+def test_async_error_reaches_the_consumer(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     def hook(index: Any, frames: list[int]) -> None:
         if index.path == files[0] and 9 in frames:
             raise Boom("frame 9 is broken")
@@ -129,8 +132,9 @@ def test_async_error_reaches_the_consumer(files: list[str], monkeypatch: pytest.
 
 
 @pytest.mark.timeout(30)
-def test_async_skip_and_stats(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                              no_new_threads: None) -> None:
+def test_async_skip_and_stats(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     def hook(index: Any, frames: list[int]) -> None:
         if index.path == files[1] and 12 in frames:
             raise Boom("last frame")  # only the last clip of b.mkv
@@ -149,8 +153,9 @@ def test_async_skip_and_stats(files: list[str], monkeypatch: pytest.MonkeyPatch,
 
 
 @pytest.mark.timeout(30)
-def test_async_timeout(files: list[str], monkeypatch: pytest.MonkeyPatch,
-                       no_new_threads: None) -> None:
+def test_async_timeout(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     release = threading.Event()
     patch_decode(monkeypatch, lambda index, frames: release.wait(20))
 
@@ -218,8 +223,9 @@ def test_async_exception_in_the_loop_body(files: list[str], no_new_threads: None
 
 
 @pytest.mark.timeout(30)
-def test_async_and_sync_give_the_same_batches(files: list[str], tmp_path: Path,
-                                              no_new_threads: None) -> None:
+def test_async_and_sync_give_the_same_batches(
+    files: list[str], tmp_path: Path, no_new_threads: None
+) -> None:
     with make(files, seed=1, epochs=2) as it:
         sync = list(it)
 

@@ -29,21 +29,33 @@ AUGMENT = {"crop": ProcessDesc(width=32, height=24, random_crop=True, random_fli
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     d = tmp_path_factory.mktemp("epochs")
-    return [str(write_video(d / "a.mp4", n_frames=17, width=64, height=48, gop=6)),
-            str(write_video(d / "b.mkv", n_frames=11, width=64, height=48, gop=5))]
+    return [
+        str(write_video(d / "a.mp4", n_frames=17, width=64, height=48, gop=6)),
+        str(write_video(d / "b.mkv", n_frames=11, width=64, height=48, gop=5)),
+    ]
 
 
 def make(files: list[str], **kw: Any) -> Prefetcher:
-    opts: dict[str, Any] = {"seq_len": SEQ, "batch_size": 4, "decode_threads": 2, "seed": 5,
-                            "processing": AUGMENT}
+    opts: dict[str, Any] = {
+        "seq_len": SEQ,
+        "batch_size": 4,
+        "decode_threads": 2,
+        "seed": 5,
+        "processing": AUGMENT,
+    }
     opts.update(kw)
     return Prefetcher(files, **opts)
 
 
 def key(b: Batch) -> tuple[Any, ...]:
     """Everything that must be identical: epoch, samples, frames, crops, pixels."""
-    return (b.epoch, b.sample_ids.tolist(), b.frame_indices.tolist(), b.augment,
-            b["crop"].sum(dim=(2, 3, 4)).tolist())
+    return (
+        b.epoch,
+        b.sample_ids.tolist(),
+        b.frame_indices.tolist(),
+        b.augment,
+        b["crop"].sum(dim=(2, 3, 4)).tolist(),
+    )
 
 
 def reference(files: list[str], epochs: int, **kw: Any) -> list[tuple[Any, ...]]:
@@ -56,8 +68,9 @@ def tvl_threads() -> set[int]:
 
 
 @pytest.mark.timeout(60)
-def test_two_loops_are_epochs_0_and_1_without_new_threads(files: list[str],
-                                                          no_new_threads: None) -> None:
+def test_two_loops_are_epochs_0_and_1_without_new_threads(
+    files: list[str], no_new_threads: None
+) -> None:
     full = reference(files, epochs=2)
     with make(files) as it:
         assert len(it) == 7  # 26 samples per epoch, batches of 4
@@ -73,8 +86,9 @@ def test_two_loops_are_epochs_0_and_1_without_new_threads(files: list[str],
 
 
 @pytest.mark.timeout(60)
-def test_the_next_epoch_is_prepared_while_this_one_is_consumed(files: list[str],
-                                                               no_new_threads: None) -> None:
+def test_the_next_epoch_is_prepared_while_this_one_is_consumed(
+    files: list[str], no_new_threads: None
+) -> None:
     with make(files, queue_depth=3) as it:
         for _ in it:
             time.sleep(0.02)  # a consumer slower than decoding
@@ -89,8 +103,7 @@ def test_the_next_epoch_is_prepared_while_this_one_is_consumed(files: list[str],
 
 
 @pytest.mark.timeout(60)
-def test_break_then_iterate_starts_the_next_epoch(files: list[str],
-                                                  no_new_threads: None) -> None:
+def test_break_then_iterate_starts_the_next_epoch(files: list[str], no_new_threads: None) -> None:
     full = reference(files, epochs=3)
     with make(files) as it:
         got = []
@@ -105,8 +118,7 @@ def test_break_then_iterate_starts_the_next_epoch(files: list[str],
 
 
 @pytest.mark.timeout(60)
-def test_next_then_for_goes_on_in_the_same_epoch(files: list[str],
-                                                 no_new_threads: None) -> None:
+def test_next_then_for_goes_on_in_the_same_epoch(files: list[str], no_new_threads: None) -> None:
     full = reference(files, epochs=1)
     with make(files) as it:
         head = [key(next(it)), key(next(it))]
@@ -140,8 +152,9 @@ def test_set_epoch_between_loops(files: list[str], no_new_threads: None) -> None
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("k", [3, 7])
-def test_state_saved_in_the_second_loop_resumes_exactly(files: list[str], k: int,
-                                                        no_new_threads: None) -> None:
+def test_state_saved_in_the_second_loop_resumes_exactly(
+    files: list[str], k: int, no_new_threads: None
+) -> None:
     full = reference(files, epochs=4)
     with make(files) as it:
         list(it)
@@ -157,7 +170,7 @@ def test_state_saved_in_the_second_loop_resumes_exactly(files: list[str], k: int
         rest = [key(b) for b in resumed]
         after = [key(b) for b in resumed]
     if k < 7:  # the rest of epoch 1, then epoch 2
-        assert rest == full[7 + k:14] and after == full[14:21]
+        assert rest == full[7 + k : 14] and after == full[14:21]
     else:  # epoch 1 was all delivered: its loop is over, the next one is epoch 2
         assert rest == full[14:21] and after == full[21:28]
 
@@ -203,7 +216,8 @@ def test_start_twice_is_refused(files: list[str], no_new_threads: None) -> None:
 
 @pytest.mark.timeout(30)
 def test_exit_hook_closes_running_prefetchers_and_keeps_none_alive(
-        files: list[str], no_new_threads: None) -> None:
+    files: list[str], no_new_threads: None
+) -> None:
     it = make(files, queue_depth=1)
     next(it)
     _close_at_exit()  # what the interpreter runs at exit
@@ -217,9 +231,9 @@ def test_exit_hook_closes_running_prefetchers_and_keeps_none_alive(
 
 
 @pytest.mark.timeout(30)
-def test_async_exit_does_not_block_the_event_loop(files: list[str],
-                                                  monkeypatch: pytest.MonkeyPatch,
-                                                  no_new_threads: None) -> None:
+def test_async_exit_does_not_block_the_event_loop(
+    files: list[str], monkeypatch: pytest.MonkeyPatch, no_new_threads: None
+) -> None:
     """Closing joins the service thread; with a decode call that takes 0.6 s to return, that
     join takes about that long, and another coroutine keeps running meanwhile."""
     original = PyAVBackend.decode
@@ -260,7 +274,6 @@ def test_async_exit_does_not_block_the_event_loop(files: list[str],
 def test_frames_of_the_fixture_are_exact(files: list[str]) -> None:
     with make(files, shuffle=False, processing=None) as it:
         b = next(it)
-    assert [[frame_index_of(f) for f in clip] for clip in b["default"]] == \
-        b.frame_indices.tolist()
+    assert [[frame_index_of(f) for f in clip] for clip in b["default"]] == b.frame_indices.tolist()
     assert isinstance(b["default"], torch.Tensor) and not hasattr(b, "event")
     assert not hasattr(b, "resume_at")

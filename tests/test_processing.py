@@ -87,8 +87,9 @@ def test_index_map_with_only_needed_frames_decoded() -> None:
     out = process_clip(decoded, desc, None, positions=[0, 2, 4])
     assert out[:, 0, 0, 0].tolist() == [2, 0, 4]
     # the union over two outputs: each output picks its own frames
-    middle = process_clip(decoded, ProcessDesc(index_map=[-1, -1, 0, -1, -1]), None,
-                          positions=[0, 2, 4])
+    middle = process_clip(
+        decoded, ProcessDesc(index_map=[-1, -1, 0, -1, -1]), None, positions=[0, 2, 4]
+    )
     assert middle[:, 0, 0, 0].tolist() == [2]
     with pytest.raises(ValueError, match=r"needs clip positions \[4\]"):
         process_clip(decoded[:2], desc, None, positions=[0, 2])
@@ -186,8 +187,9 @@ def solid(rgb: tuple[int, int, int]) -> torch.Tensor:
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.uint8])
-def test_ycbcr_of_known_colours(rgb: tuple[int, int, int], ycbcr: tuple[float, float, float],
-                                dtype: torch.dtype) -> None:
+def test_ycbcr_of_known_colours(
+    rgb: tuple[int, int, int], ycbcr: tuple[float, float, float], dtype: torch.dtype
+) -> None:
     out = process_clip(solid(rgb), ProcessDesc(color_space="YCbCr", dtype=dtype), None)
     assert out.shape == (2, 3, 4, 4)
     assert out.dtype == dtype
@@ -205,8 +207,13 @@ def test_gray_is_one_channel_luma() -> None:
     assert out.shape == (6, 1, 4, 4)
     assert out.dtype == torch.uint8
     assert out[::2, 0, 0, 0].tolist() == [76, 255, 0]
-    out = process_clip(frames, ProcessDesc(color_space="gray", dtype="float32", normalized=True,
-                                           mean=0.5, std=0.25, layout="cfhw"), None)
+    out = process_clip(
+        frames,
+        ProcessDesc(
+            color_space="gray", dtype="float32", normalized=True, mean=0.5, std=0.25, layout="cfhw"
+        ),
+        None,
+    )
     assert out.shape == (1, 6, 4, 4)
     assert out[0, 0, 0, 0].item() == pytest.approx((76.245 / 255 - 0.5) / 0.25, abs=1e-5)
 
@@ -299,11 +306,13 @@ def test_random_resized_crop_area_and_ratio_within_bounds() -> None:
 
 def test_random_resized_crop_fallback_is_centre_crop() -> None:
     # ratio 10..20 cannot fit in a square frame with area >= 0.5: every try fails
-    desc = ProcessDesc(random_resized_crop=(0.5, 1.0), random_resized_ratio=(10.0, 20.0),
-                       width=4, height=4)
+    desc = ProcessDesc(
+        random_resized_crop=(0.5, 1.0), random_resized_ratio=(10.0, 20.0), width=4, height=4
+    )
     assert draw_augment(desc, 100, 100, gen(0)).crop == (45, 0, 10, 100)
-    tall = ProcessDesc(random_resized_crop=(0.9, 1.0), random_resized_ratio=(1.0, 1.0),
-                       width=4, height=4)
+    tall = ProcessDesc(
+        random_resized_crop=(0.9, 1.0), random_resized_ratio=(1.0, 1.0), width=4, height=4
+    )
     params = draw_augment(tall, 90, 10, gen(0))  # aspect 1/9 < 1: fallback, width kept
     assert params.crop == (40, 0, 10, 10)
 
@@ -316,9 +325,12 @@ def test_random_resized_crop_output_is_resized_region() -> None:
     top, left, h, w = params.crop
     out = process_clip(frames, desc, params)
     assert out.shape == (3, 3, 16, 24)
-    region = frames[:, :, top:top + h, left:left + w].float()
-    ref = F.interpolate(region, size=(16, 24), mode="bilinear", align_corners=False,
-                        antialias=True).round().clamp(0, 255)
+    region = frames[:, :, top : top + h, left : left + w].float()
+    ref = (
+        F.interpolate(region, size=(16, 24), mode="bilinear", align_corners=False, antialias=True)
+        .round()
+        .clamp(0, 255)
+    )
     assert (out.float() - ref).abs().max().item() <= 1.0
 
 
@@ -359,8 +371,9 @@ def test_scale_then_crop() -> None:
     assert params.frame_size == (24, 32)
     assert params.crop == (7, 6, 10, 20)
     out = process_clip(frames, desc, params)
-    scaled = F.interpolate(frames, size=(24, 32), mode="bilinear", align_corners=False,
-                           antialias=True)
+    scaled = F.interpolate(
+        frames, size=(24, 32), mode="bilinear", align_corners=False, antialias=True
+    )
     assert torch.equal(out, scaled[:, :, 7:17, 6:26].float())
     # frames already at the scaled size (resized by the decoder) are not resized again
     assert torch.equal(process_clip(scaled, desc, params), out)
@@ -377,8 +390,9 @@ def test_size_errors_name_the_sizes() -> None:
     with pytest.raises(ValueError, match=r"drawn for a 20x20 frame .* frames are 16x16"):
         process_clip(random_frames(1, 16, 16), desc, params)
     with pytest.raises(ValueError, match=r"Invalid params\.crop \(\(15, 0, 8, 8\)\)"):
-        process_clip(random_frames(1, 20, 20), desc,
-                     AugmentParams(crop=(15, 0, 8, 8), frame_size=(20, 20)))
+        process_clip(
+            random_frames(1, 20, 20), desc, AugmentParams(crop=(15, 0, 8, 8), frame_size=(20, 20))
+        )
     with pytest.raises(ValueError, match=r"Invalid frames \(a tensor of shape \(2, 4, 4\)"):
         process_clip(torch.zeros(2, 4, 4, dtype=torch.uint8), ProcessDesc(), None)
     with pytest.raises(ValueError, match="float32"):
@@ -392,9 +406,17 @@ def test_as_dict() -> None:
 
 
 def test_output_shape_matches_process_clip_for_combined_desc() -> None:
-    desc = ProcessDesc(index_map=[2, -1, 1, 0], scale_height=20, width=12, random_crop=True,
-                       random_flip=True, color_space="gray", dtype="float16", normalized=True,
-                       layout="hwfc")
+    desc = ProcessDesc(
+        index_map=[2, -1, 1, 0],
+        scale_height=20,
+        width=12,
+        random_crop=True,
+        random_flip=True,
+        color_space="gray",
+        dtype="float16",
+        normalized=True,
+        layout="hwfc",
+    )
     frames = random_frames(4, 40, 30)
     out = process_clip(frames, desc, draw_augment(desc, 40, 30, gen(5)))
     assert out.shape == desc.output_shape(4, 40, 30) == (20, 12, 3, 1)
@@ -430,8 +452,9 @@ _DEVICE_DESCS = [
 
 
 @pytest.mark.parametrize("desc", _DEVICE_DESCS)
-def test_float_resize_fallback_matches_uint8_kernels(desc: ProcessDesc,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_float_resize_fallback_matches_uint8_kernels(
+    desc: ProcessDesc, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # devices without uint8 resize kernels (CUDA bilinear/bicubic) take the float32 path
     frames = _smooth_frames()
     params = draw_augment(desc, 48, 64, gen(11))

@@ -12,8 +12,16 @@ import tvl_async
 
 INIT = Path(tvl_async.__file__)
 # names DESIGN.md promises users and tests
-DESIGN_NAMES = {"Batch", "PrefetchConfig", "PrefetchStats", "Prefetcher", "ProcessDesc",
-                "VideoDataset", "VideoLoader", "TvlAsyncError"}
+DESIGN_NAMES = {
+    "Batch",
+    "PrefetchConfig",
+    "PrefetchStats",
+    "Prefetcher",
+    "ProcessDesc",
+    "VideoDataset",
+    "VideoLoader",
+    "TvlAsyncError",
+}
 
 
 def _init_bindings() -> set[str]:
@@ -47,9 +55,11 @@ def test_all_lists_every_public_name_of_the_package_init() -> None:
     bound = {n for n in _init_bindings() if not n.startswith("_")}
     assert bound == {n for n in tvl_async.__all__ if not n.startswith("_")}
     # at run time too: no public attribute that is not a submodule is left out
-    public = {n for n, v in vars(tvl_async).items()
-              if not n.startswith("_") and not isinstance(v, types.ModuleType)
-              and n != "annotations"}
+    public = {
+        n
+        for n, v in vars(tvl_async).items()
+        if not n.startswith("_") and not isinstance(v, types.ModuleType) and n != "annotations"
+    }
     assert public <= set(tvl_async.__all__), public - set(tvl_async.__all__)
     assert set(tvl_async.__all__) >= DESIGN_NAMES
 
@@ -63,7 +73,9 @@ def test_implementation_modules_are_private() -> None:
 
 
 def test_the_library_does_not_import_the_apps() -> None:
-    code = ("import sys, tvl_async; "
-            "apps = sorted(m for m in sys.modules if m.startswith('tvl_async.cli')); "
-            "assert not apps, apps; import tvl_async.cli")
+    code = (
+        "import sys, tvl_async; "
+        "apps = sorted(m for m in sys.modules if m.startswith('tvl_async.cli')); "
+        "assert not apps, apps; import tvl_async.cli"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -105,13 +105,20 @@ def test_clip_dataset_decodes_the_clip_frames(clips: dict[str, Path]) -> None:
         VideoClipDataset(ds, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        direct = VideoClipDataset([clips["a"], clips["short"], clips["c"]], 4, stride=2, step=3,
-                                  get_label=lambda p: Path(p).stem)
+        direct = VideoClipDataset(
+            [clips["a"], clips["short"], clips["c"]],
+            4,
+            stride=2,
+            step=3,
+            get_label=lambda p: Path(p).stem,
+        )
     loader = torch.utils.data.DataLoader(direct, batch_size=2, shuffle=False)
     first = next(iter(loader))
     assert first["frame_indices"].tolist() == [[0, 2, 4, 6], [3, 5, 7, 9]]
-    assert [[frame_index_of(x) for x in clip] for clip in first["frames"]] == \
-        [[0, 2, 4, 6], [3, 5, 7, 9]]
+    assert [[frame_index_of(x) for x in clip] for clip in first["frames"]] == [
+        [0, 2, 4, 6],
+        [3, 5, 7, 9],
+    ]
 
 
 def test_prebuilt_indexes_and_uniform_size(clips: dict[str, Path]) -> None:
@@ -160,8 +167,12 @@ def test_many_skipped_files_make_one_warning() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=6),
-       seq_len=st.integers(1, 5), stride=st.integers(1, 3), step=st.integers(1, 4))
+@given(
+    counts=st.lists(st.integers(0, 40), min_size=1, max_size=6),
+    seq_len=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    step=st.integers(1, 4),
+)
 def test_len_formula_and_lookups(counts: list[int], seq_len: int, stride: int, step: int) -> None:
     span = (seq_len - 1) * stride + 1
     expected = [max(0, (n - span) // step + 1) if n >= span else 0 for n in counts]
@@ -246,7 +257,7 @@ def test_chunked_each_sample_once_chunks_contiguous(k: int) -> None:
         got, pos = [], 0
         while pos < len(o):  # each chunk appears whole, ascending, where its first sample is
             chunk = next(c for c in chunks if c[0] == o[pos])
-            assert o[pos:pos + len(chunk)] == chunk
+            assert o[pos : pos + len(chunk)] == chunk
             got.append(chunk)
             pos += len(chunk)
         assert sorted(got) == sorted(chunks)
@@ -260,8 +271,10 @@ def test_gop_shuffle_each_sample_once() -> None:
     assert isinstance(s, GopShuffleSampler) and s.n_groups == 5 + 8 + 2
     for epoch in range(5):
         assert sorted(s.epoch_order(epoch).tolist()) == list(range(len(ds)))
-    assert s.epoch_order(2).tolist() == GopShuffleSampler(ds, shuffle_buffer=6, seed=2) \
-        .epoch_order(2).tolist()
+    assert (
+        s.epoch_order(2).tolist()
+        == GopShuffleSampler(ds, shuffle_buffer=6, seed=2).epoch_order(2).tolist()
+    )
     # a buffer of one slot passes the group stream through: groups appear whole and ascending
     gops = ds.sample_gops()
     files, _ = ds.sample_arrays()
@@ -291,7 +304,7 @@ def test_gop_shuffle_groups_unsorted_gops() -> None:
     s = GopShuffleSampler(_Space(), shuffle_buffer=1)
     assert s.n_groups == 5
     o = s.global_order(0).tolist()
-    runs = {tuple(o[i:i + 2]) for i in range(0, 10, 2)}
+    runs = {tuple(o[i : i + 2]) for i in range(0, 10, 2)}
     assert runs == {(0, 2), (1, 3), (4, 5), (6, 7), (8, 9)}
 
 
@@ -340,15 +353,33 @@ def test_make_sampler_errors() -> None:
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(1, 60), world=st.integers(1, 7), drop_last=st.booleans(),
-       sampling=st.sampled_from(SAMPLINGS), replacement=st.booleans(), epoch=st.integers(0, 3))
-def test_shards_disjoint_cover_equal(n: int, world: int, drop_last: bool, sampling: str,
-                                     replacement: bool, epoch: int) -> None:
+@given(
+    n=st.integers(1, 60),
+    world=st.integers(1, 7),
+    drop_last=st.booleans(),
+    sampling=st.sampled_from(SAMPLINGS),
+    replacement=st.booleans(),
+    epoch=st.integers(0, 3),
+)
+def test_shards_disjoint_cover_equal(
+    n: int, world: int, drop_last: bool, sampling: str, replacement: bool, epoch: int
+) -> None:
     replacement = replacement and sampling == "uniform"
     ds = _fake([n], gop=3)
-    samplers = [make_sampler(ds, sampling, replacement=replacement, seed=11, chunk_size=4,
-                             shuffle_buffer=5, rank=r, world_size=world, drop_last=drop_last)
-                for r in range(world)]
+    samplers = [
+        make_sampler(
+            ds,
+            sampling,
+            replacement=replacement,
+            seed=11,
+            chunk_size=4,
+            shuffle_buffer=5,
+            rank=r,
+            world_size=world,
+            drop_last=drop_last,
+        )
+        for r in range(world)
+    ]
     shards = [s.epoch_order(epoch) for s in samplers]
     full = samplers[0].global_order(epoch)
     per_rank = n // world if drop_last else math.ceil(n / world)
@@ -376,8 +407,9 @@ def test_resume_mid_epoch_equals_uninterrupted(sampling: str) -> None:
     ds = _fake([13, 20, 8], gop=4)
 
     def sampler() -> object:
-        return make_sampler(ds, sampling, seed=5, chunk_size=3, shuffle_buffer=6, rank=1,
-                            world_size=2)
+        return make_sampler(
+            ds, sampling, seed=5, chunk_size=3, shuffle_buffer=6, rank=1, world_size=2
+        )
 
     full = list(EpochIterator(sampler(), epochs=3))  # type: ignore[arg-type]
     assert len(full) == 3 * 21
@@ -387,8 +419,9 @@ def test_resume_mid_epoch_equals_uninterrupted(sampling: str) -> None:
         it = EpochIterator(sampler(), epochs=3)  # type: ignore[arg-type]
         head = [next(it) for _ in range(cut)]
         state = json.loads(json.dumps(it.state_dict()))
-        again = make_sampler(ds, sampling, seed=99, chunk_size=3, shuffle_buffer=6, rank=1,
-                             world_size=2)
+        again = make_sampler(
+            ds, sampling, seed=99, chunk_size=3, shuffle_buffer=6, rank=1, world_size=2
+        )
         resumed = EpochIterator(again, epochs=3)
         resumed.load_state_dict(state)
         assert again.seed == 5
@@ -402,10 +435,18 @@ def test_state_dict_fields_at_and_epoch_control() -> None:
     for _ in range(10):
         next(it)
     st_ = it.state_dict()
-    assert {k: st_[k] for k in ("epoch", "position", "seed", "sampler", "dataset_len", "rank",
-                               "world_size")} == {"epoch": 3, "position": 0, "seed": 4,
-                                                  "sampler": "uniform", "dataset_len": 10,
-                                                  "rank": 0, "world_size": 1}
+    assert {
+        k: st_[k]
+        for k in ("epoch", "position", "seed", "sampler", "dataset_len", "rank", "world_size")
+    } == {
+        "epoch": 3,
+        "position": 0,
+        "seed": 4,
+        "sampler": "uniform",
+        "dataset_len": 10,
+        "rank": 0,
+        "world_size": 1,
+    }
     assert it.state_dict(at=(2, 4))["position"] == 4
     assert next(it)[:2] == (3, 0)
     it.set_epoch(7)
@@ -436,7 +477,8 @@ def test_load_state_dict_rejects_other_setups() -> None:
         EpochIterator(make_sampler(ds)).load_state_dict({"epoch": 0})
     with pytest.raises(ValueError, match="past the epoch"):
         EpochIterator(make_sampler(ds, "chunked", chunk_size=4)).load_state_dict(
-            {**state, "position": 17})
+            {**state, "position": 17}
+        )
     with pytest.raises(ValueError, match="no samples"):
         EpochIterator(make_sampler(_fake([1]), rank=1, world_size=2, drop_last=True))
 
@@ -466,12 +508,16 @@ def _measure(sampling: str, epochs: int, trim: int = 0, **kw: object) -> dict[st
         o = s.epoch_order(epoch)
         incl.append(len(np.unique(o)) / N_ALL)
         if trim:
-            o = o[trim: len(o) - trim]
+            o = o[trim : len(o) - trim]
         gop_means.append(_pairs_per_batch(o, gop_key).mean())
         file_means.append(_pairs_per_batch(o, files).mean())
-    return {"gop": float(np.mean(gop_means)), "gop_se": float(np.std(gop_means) / epochs ** 0.5),
-            "file": float(np.mean(file_means)),
-            "file_se": float(np.std(file_means) / epochs ** 0.5), "incl": float(np.mean(incl))}
+    return {
+        "gop": float(np.mean(gop_means)),
+        "gop_se": float(np.std(gop_means) / epochs**0.5),
+        "file": float(np.mean(file_means)),
+        "file_se": float(np.std(file_means) / epochs**0.5),
+        "incl": float(np.mean(incl)),
+    }
 
 
 def _close(measured: float, se: float, formula: float, rel: float) -> bool:

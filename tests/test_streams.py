@@ -44,8 +44,9 @@ def two_streams(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 fr.pts = i
                 for p in s.encode(fr):
                     c.mux(p)
-        silence = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                             layout="mono")
+        silence = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
         silence.sample_rate, silence.pts = 48000, 0
         for p in audio.encode(silence):
             c.mux(p)
@@ -60,9 +61,24 @@ def test_default_is_ffmpegs_best_stream(two_streams: Path) -> None:
         assert v.stream_index == 1 and (v.width, v.height) == (480, 270)
         assert [frame_index_of(f) for f in v.select_frames([0, 5, 11])] == [100, 105, 111]
     if shutil.which("ffmpeg"):  # the CLI decodes the same stream
-        raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(two_streams), "-frames:v", "1",
-                              "-pix_fmt", "rgb24", "-f", "rawvideo", "-"], capture_output=True,
-                             check=True).stdout
+        raw = subprocess.run(
+            [
+                "ffmpeg",
+                "-v",
+                "error",
+                "-i",
+                str(two_streams),
+                "-frames:v",
+                "1",
+                "-pix_fmt",
+                "rgb24",
+                "-f",
+                "rawvideo",
+                "-",
+            ],
+            capture_output=True,
+            check=True,
+        ).stdout
         assert len(raw) == 480 * 270 * 3
 
 
@@ -76,8 +92,10 @@ def test_stream_index_chooses(two_streams: Path) -> None:
 
 
 def test_non_video_stream_is_a_clear_error(two_streams: Path) -> None:
-    expected = (f"Invalid stream_index (2) for '{two_streams}'. Video streams: "
-                f"0 (h264 320x180), 1 (h264 480x270)")
+    expected = (
+        f"Invalid stream_index (2) for '{two_streams}'. Video streams: "
+        f"0 (h264 320x180), 1 (h264 480x270)"
+    )
     with pytest.raises(ValueError) as e:
         VideoLoader(two_streams, stream_index=2)
     assert str(e.value) == expected

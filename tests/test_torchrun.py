@@ -20,8 +20,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_train.py"
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-               "MASTER_PORT", "GROUP_RANK", "TORCHELASTIC_RUN_ID")
+LAUNCH_VARS = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "GROUP_RANK",
+    "TORCHELASTIC_RUN_ID",
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,8 +45,18 @@ def _check(r: subprocess.CompletedProcess[str], what: str) -> str:
 
 
 def torchrun(nproc: int, out: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", str(EXAMPLE), "--quick", "--out", str(out), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        str(EXAMPLE),
+        "--quick",
+        "--out",
+        str(out),
+        *args,
+    ]
     r = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=200)
     return _check(r, " ".join(cmd[2:]))
 
@@ -56,8 +74,9 @@ def per_epoch(report: dict[str, Any]) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def full_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, Any]],
-                                                                 dict[str, Any]]:
+def full_runs(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Two epochs on 2 ranks (torchrun) and on 1 process (plain python)."""
     two = tmp_path_factory.mktemp("ddp2")
     out = torchrun(2, two)
@@ -65,14 +84,21 @@ def full_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[dict[str, 
     assert "rank 1/2: 8 batches, 22 samples (11 per epoch)" in out, out
     assert "parameters identical on all 2 ranks: yes" in out, out
     one = tmp_path_factory.mktemp("ddp1")
-    r = subprocess.run([sys.executable, str(EXAMPLE), "--quick", "--out", str(one)], cwd=ROOT,
-                       env=_env(), capture_output=True, text=True, timeout=200)
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLE), "--quick", "--out", str(one)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
     assert "rank 0/1: 16 batches, 44 samples (22 per epoch)" in _check(r, "one process")
     return reports(two, 2), reports(one, 1)[0]
 
 
 def test_shards_are_disjoint_cover_the_epoch_and_match_one_process(
-        full_runs: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+    full_runs: tuple[list[dict[str, Any]], dict[str, Any]],
+) -> None:
     ranks, single = full_runs
     assert [r["rank"] for r in ranks] == [0, 1] and {r["world_size"] for r in ranks} == {2}
     n = single["samples_per_epoch"]
@@ -91,7 +117,8 @@ def test_shards_are_disjoint_cover_the_epoch_and_match_one_process(
 
 
 def test_resume_per_rank_reads_the_rest_of_each_shard(
-        tmp_path: Path, full_runs: tuple[list[dict[str, Any]], dict[str, Any]]) -> None:
+    tmp_path: Path, full_runs: tuple[list[dict[str, Any]], dict[str, Any]]
+) -> None:
     ranks, _ = full_runs
     out = torchrun(2, tmp_path, "--stop-after", "5")  # epoch 0 is 4 batches: stop in epoch 1
     assert "stopped and saved" in out

@@ -53,20 +53,25 @@ GENERIC_MAX, GENERIC_MEAN = 5, 2.0
 def colourful(height: int = H, width: int = W) -> np.ndarray:
     """A smooth, saturated ``[H, W, 3]`` uint8 test image covering many hues."""
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
-    img = np.stack([
-        128 + 110 * np.sin(xs / 11 + ys / 23),
-        128 + 110 * np.cos(ys / 9),
-        128 + 110 * np.sin((xs - ys) / 17),
-    ], axis=-1)
+    img = np.stack(
+        [
+            128 + 110 * np.sin(xs / 11 + ys / 23),
+            128 + 110 * np.cos(ys / 9),
+            128 + 110 * np.sin((xs - ys) / 17),
+        ],
+        axis=-1,
+    )
     return np.clip(np.round(img), 0, 255).astype(np.uint8)
 
 
-def to_yuv(fmt: str, colorspace: str, color_range: str, img: np.ndarray | None = None
-           ) -> av.VideoFrame:
+def to_yuv(
+    fmt: str, colorspace: str, color_range: str, img: np.ndarray | None = None
+) -> av.VideoFrame:
     frame = av.VideoFrame.from_ndarray(colourful() if img is None else img, format="rgb24")
     if fmt == "p010le":  # swscale writes p010 from the 10-bit planar frame (lossless)
-        planar = frame.reformat(format="yuv420p10le", dst_colorspace=colorspace,
-                                dst_color_range=color_range)
+        planar = frame.reformat(
+            format="yuv420p10le", dst_colorspace=colorspace, dst_color_range=color_range
+        )
         return planar.reformat(format="p010le")
     return frame.reformat(format=fmt, dst_colorspace=colorspace, dst_color_range=color_range)
 
@@ -83,11 +88,13 @@ def semi_planar(frame: av.VideoFrame, dtype: type) -> torch.Tensor:
     return torch.from_numpy(np.concatenate([y[:, :w], uv[:, : 2 * ((w + 1) // 2)][:, :w]]))
 
 
-def pyav_rgb(frame: av.VideoFrame, colorspace: str, color_range: str,
-             interpolation: object = None) -> torch.Tensor:
+def pyav_rgb(
+    frame: av.VideoFrame, colorspace: str, color_range: str, interpolation: object = None
+) -> torch.Tensor:
     kw = {} if interpolation is None else {"interpolation": interpolation}
-    rgb = frame.reformat(format="rgb24", src_colorspace=colorspace, src_color_range=color_range,
-                         **kw).to_ndarray()
+    rgb = frame.reformat(
+        format="rgb24", src_colorspace=colorspace, src_color_range=color_range, **kw
+    ).to_ndarray()
     return torch.from_numpy(rgb).permute(2, 0, 1)
 
 
@@ -100,9 +107,13 @@ def diff(a: torch.Tensor, b: torch.Tensor) -> tuple[int, float]:
 def test_yuv420p_matches_swscale(cs: str, matrix: str, rng: str) -> None:
     frame = to_yuv("yuv420p", cs, rng)
     y, u, v = planes(frame, np.uint8)
-    out = yuv420p_to_rgb(torch.from_numpy(y[:, :W].copy()), torch.from_numpy(u[:, : W // 2].copy()),
-                         torch.from_numpy(v[:, : W // 2].copy()), matrix=matrix,
-                         full_range=rng == "JPEG")
+    out = yuv420p_to_rgb(
+        torch.from_numpy(y[:, :W].copy()),
+        torch.from_numpy(u[:, : W // 2].copy()),
+        torch.from_numpy(v[:, : W // 2].copy()),
+        matrix=matrix,
+        full_range=rng == "JPEG",
+    )
     assert out.shape == (3, H, W) and out.dtype == torch.uint8
     mx, mean = diff(out, pyav_rgb(frame, cs, rng))
     assert mx <= FAST_MAX and mean <= FAST_MEAN, (mx, mean)
@@ -113,8 +124,9 @@ def test_nv12_matches_swscale(cs: str, matrix: str, rng: str) -> None:
     frame = to_yuv("nv12", cs, rng)
     nv12 = semi_planar(frame, np.uint8)
     # Same frame, same path as FFmpeg's generic scaler (vertical chroma interpolation).
-    out = nv12_to_rgb(nv12, H, W, matrix=matrix, full_range=rng == "JPEG", chroma="linear",
-                      siting="center")
+    out = nv12_to_rgb(
+        nv12, H, W, matrix=matrix, full_range=rng == "JPEG", chroma="linear", siting="center"
+    )
     mx, mean = diff(out, pyav_rgb(frame, cs, rng))
     assert mx <= GENERIC_MAX and mean <= GENERIC_MEAN, (mx, mean)
     # Default (nearest) equals what the CPU backend gives for the same samples as yuv420p.
@@ -136,21 +148,27 @@ def test_p010_matches_swscale(cs: str, matrix: str, rng: str) -> None:
 
 
 # (encoder, pixel format, siting FFmpeg reports for the decoded frames)
-DECODED = [("libx264", "yuv420p", "left"), ("libvpx-vp9", "yuv420p", "center"),
-           ("libx265", "yuv420p10le", "left"), ("libsvtav1", "yuv420p10le", "center")]
+DECODED = [
+    ("libx264", "yuv420p", "left"),
+    ("libvpx-vp9", "yuv420p", "center"),
+    ("libx265", "yuv420p10le", "left"),
+    ("libsvtav1", "yuv420p10le", "center"),
+]
 
 
 @pytest.fixture(scope="module")
-def decoded_frames(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, bool],
-                                                                        av.VideoFrame]:
+def decoded_frames(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[tuple[str, str, bool], av.VideoFrame]:
     """One decoded frame per (encoder, matrix, full range), from small colourful videos."""
     root = tmp_path_factory.mktemp("yuv_videos")
     out = {}
     for codec, pix_fmt, _ in DECODED:
         for _, matrix, rng in CASES:
             full = rng == "JPEG"
-            path = write_colour_video(root / f"{codec}-{matrix}-{rng}.mkv", codec, pix_fmt,
-                                      matrix, full, n_frames=3)
+            path = write_colour_video(
+                root / f"{codec}-{matrix}-{rng}.mkv", codec, pix_fmt, matrix, full, n_frames=3
+            )
             with av.open(str(path)) as c:
                 out[codec, matrix, full] = list(c.decode(video=0))[1]
     return out
@@ -159,15 +177,23 @@ def decoded_frames(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, 
 def decoded_planes(frame: av.VideoFrame) -> tuple[torch.Tensor, ...]:
     w = frame.width
     dtype = np.uint16 if "10" in frame.format.name else np.uint8
-    return tuple(torch.from_numpy(p[:, :n].copy()) for p, n in
-                 zip(planes(frame, dtype), (w, (w + 1) // 2, (w + 1) // 2), strict=True))
+    return tuple(
+        torch.from_numpy(p[:, :n].copy())
+        for p, n in zip(planes(frame, dtype), (w, (w + 1) // 2, (w + 1) // 2), strict=True)
+    )
 
 
 @pytest.mark.parametrize(("codec", "pix_fmt", "siting"), DECODED)
 @pytest.mark.parametrize(("cs", "matrix", "rng"), CASES)
-def test_decoded_frames_match_cpu_backend(decoded_frames: dict[Any, av.VideoFrame], codec: str,
-                                          pix_fmt: str, siting: str, cs: str, matrix: str,
-                                          rng: str) -> None:
+def test_decoded_frames_match_cpu_backend(
+    decoded_frames: dict[Any, av.VideoFrame],
+    codec: str,
+    pix_fmt: str,
+    siting: str,
+    cs: str,
+    matrix: str,
+    rng: str,
+) -> None:
     """What NVDEC's surfaces become on the GPU equals what the CPU backend gives (to_ndarray)."""
     frame = decoded_frames[codec, matrix, rng == "JPEG"]
     cpu = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
@@ -179,8 +205,14 @@ def test_decoded_frames_match_cpu_backend(decoded_frames: dict[Any, av.VideoFram
         limit = (FAST_MAX, FAST_MEAN)
     else:  # NVDEC gives P016 (10 bits in the high bits); the CPU path is swscale's generic one
         p016 = torch.cat([y, torch.stack([u, v], dim=-1).reshape(u.shape[0], -1)]) * 64
-        out = p016_to_rgb(p016.to(torch.int32), frame.height, frame.width, matrix=matrix,
-                          full_range=full, siting=siting)
+        out = p016_to_rgb(
+            p016.to(torch.int32),
+            frame.height,
+            frame.width,
+            matrix=matrix,
+            full_range=full,
+            siting=siting,
+        )
         limit = (GENERIC_MAX, GENERIC_MEAN)
     mx, mean = diff(out, cpu)
     assert mx <= limit[0] and mean <= limit[1], (mx, mean)
@@ -190,8 +222,9 @@ def test_decoded_frames_match_cpu_backend(decoded_frames: dict[Any, av.VideoFram
         assert abs(float((accurate - out.to(torch.float32)).mean())) < 0.05
 
 
-def reference_float64(y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str,
-                      full: bool) -> np.ndarray:
+def reference_float64(
+    y: np.ndarray, u: np.ndarray, v: np.ndarray, matrix: str, full: bool
+) -> np.ndarray:
     """Independent textbook conversion (float64, nearest chroma) for exactness checks."""
     kr, kb = {"bt601": (0.299, 0.114), "bt709": (0.2126, 0.0722)}[matrix]
     kg = 1 - kr - kb
@@ -215,8 +248,17 @@ def test_exact_against_float64_reference(matrix: str, full: bool) -> None:
     y = rng.integers(0, 256, size=(31, 45), dtype=np.uint8)  # odd sizes on purpose
     u = rng.integers(0, 256, size=(16, 23), dtype=np.uint8)
     v = rng.integers(0, 256, size=(16, 23), dtype=np.uint8)
-    out = yuv420p_to_rgb(torch.from_numpy(y), torch.from_numpy(u), torch.from_numpy(v),
-                         matrix=matrix, full_range=full).numpy().astype(np.float64)
+    out = (
+        yuv420p_to_rgb(
+            torch.from_numpy(y),
+            torch.from_numpy(u),
+            torch.from_numpy(v),
+            matrix=matrix,
+            full_range=full,
+        )
+        .numpy()
+        .astype(np.float64)
+    )
     ref = reference_float64(y, u, v, matrix, full)
     assert np.abs(out - ref).max() <= 1  # float32 vs float64 at rounding ties only
     assert (out == ref).mean() > 0.999
@@ -233,8 +275,9 @@ def test_nv12_and_planar_agree_and_odd_sizes() -> None:
     padded[:h, :w] = y
     padded[h:, :46] = uv
     a = nv12_to_rgb(torch.from_numpy(padded), h, w, matrix="bt709")
-    b = yuv420p_to_rgb(torch.from_numpy(y), torch.from_numpy(u), torch.from_numpy(v),
-                       matrix="bt709")
+    b = yuv420p_to_rgb(
+        torch.from_numpy(y), torch.from_numpy(u), torch.from_numpy(v), matrix="bt709"
+    )
     assert a.shape == (3, h, w) and torch.equal(a, b)
     # Exact NVDEC layout for an odd width: each chroma row stops one sample short of the last V.
     tight = np.concatenate([y, uv[:, :w]])
@@ -252,16 +295,19 @@ def test_p016_dtypes_and_low_bit_planar() -> None:
     assert torch.equal(p016_to_rgb(as_i32, H, W, matrix="bt709"), ref)
     # 10-bit planar samples in the low bits give the same result as P010.
     planar = frame.reformat(format="yuv420p10le")
-    y, u, v = (torch.from_numpy(a[:, :n].copy()) for a, n in
-               zip(planes(planar, np.uint16), (W, W // 2, W // 2), strict=True))
+    y, u, v = (
+        torch.from_numpy(a[:, :n].copy())
+        for a, n in zip(planes(planar, np.uint16), (W, W // 2, W // 2), strict=True)
+    )
     low = yuv420p_to_rgb(y, u, v, bit_depth=10, matrix="bt709", chroma="linear")
     assert torch.equal(low, ref)
 
 
 def test_batched_resized_and_none_matrix() -> None:
-    frames = [semi_planar(to_yuv("nv12", "itu601", "MPEG", colourful()[:, ::-1].copy()),
-                          np.uint8),
-              semi_planar(to_yuv("nv12", "itu601", "MPEG"), np.uint8)]
+    frames = [
+        semi_planar(to_yuv("nv12", "itu601", "MPEG", colourful()[:, ::-1].copy()), np.uint8),
+        semi_planar(to_yuv("nv12", "itu601", "MPEG"), np.uint8),
+    ]
     batch = torch.stack(frames)
     out = nv12_to_rgb(batch, H, W, matrix=None)  # None: unspecified, treated as BT.601
     assert out.shape == (2, 3, H, W)
@@ -270,15 +316,17 @@ def test_batched_resized_and_none_matrix() -> None:
     small = nv12_to_rgb(batch, H, W, size=(64, 48))
     assert small.shape == (2, 3, 48, 64) and small.dtype == torch.uint8
     full = out.to(torch.float32)
-    approx = torch.nn.functional.interpolate(full, size=(48, 64), mode="bilinear",
-                                             antialias=True)
+    approx = torch.nn.functional.interpolate(full, size=(48, 64), mode="bilinear", antialias=True)
     assert float((small.to(torch.float32) - approx).abs().mean()) < 1.0
 
 
 def test_errors_name_the_bad_value() -> None:
     nv12 = torch.zeros(H + H // 2, W, dtype=torch.uint8)
-    with pytest.raises(ValueError, match=r"Invalid colour matrix \('bt2021'\).*bt601, bt709, "
-                                         r"fcc, smpte240m, bt2020"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid colour matrix \('bt2021'\).*bt601, bt709, "
+        r"fcc, smpte240m, bt2020",
+    ):
         nv12_to_rgb(nv12, H, W, matrix="bt2021")
     with pytest.raises(ValueError, match=r"Invalid chroma upsampling \('cubic'\)"):
         nv12_to_rgb(nv12, H, W, chroma="cubic")
@@ -308,8 +356,13 @@ def test_flat_colours_limited_and_full_range() -> None:
 # ------------------------------------------------- every colour space FFmpeg knows (AVColorSpace)
 
 # libswscale's name for the matrix that converts each AVColorSpace code with one.
-SWS_NAMES = {"bt601": "itu601", "bt709": "itu709", "fcc": "fcc", "smpte240m": "smpte240m",
-             "bt2020": "bt2020"}
+SWS_NAMES = {
+    "bt601": "itu601",
+    "bt709": "itu709",
+    "fcc": "fcc",
+    "smpte240m": "smpte240m",
+    "bt2020": "bt2020",
+}
 # Codes the CPU path (PyAV -> libswscale) converts; 3 (reserved) it refuses, but the GPU path
 # treats it as unspecified.
 CPU_CODES = [0, 1, 2, 4, 5, 6, 7, 9]
@@ -320,7 +373,8 @@ def tagged_frame(code: int, fmt: str, full: bool) -> av.VideoFrame:
     as a decoder hands it to the CPU backend."""
     sws = SWS_NAMES[colorspace_matrix(code)]
     frame = av.VideoFrame.from_ndarray(colourful(), format="rgb24").reformat(
-        format=fmt, dst_colorspace=sws, dst_color_range="JPEG" if full else "MPEG")
+        format=fmt, dst_colorspace=sws, dst_color_range="JPEG" if full else "MPEG"
+    )
     frame.colorspace = code
     frame.color_range = 2 if full else 1
     return frame
@@ -337,8 +391,10 @@ def test_each_colour_space_matches_the_cpu_path(code: int, fmt: str, full: bool)
     cpu = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
     matrix = colorspace_matrix(code)
     dtype = np.uint8 if fmt == "yuv420p" else np.uint16
-    y, u, v = (torch.from_numpy(p[:, :n].astype(np.int32)) for p, n in
-               zip(planes(frame, dtype), (W, W // 2, W // 2), strict=True))
+    y, u, v = (
+        torch.from_numpy(p[:, :n].astype(np.int32))
+        for p, n in zip(planes(frame, dtype), (W, W // 2, W // 2), strict=True)
+    )
     surface = torch.cat([y, torch.stack([u, v], dim=-1).reshape(u.shape[0], -1)])
     if fmt == "yuv420p":  # NVDEC: NV12; CPU: swscale's unscaled path (nearest chroma)
         gpu = nv12_to_rgb(surface.to(torch.uint8), H, W, matrix=matrix, full_range=full)
@@ -352,8 +408,9 @@ def test_each_colour_space_matches_the_cpu_path(code: int, fmt: str, full: bool)
         if fmt == "yuv420p":
             wrong = nv12_to_rgb(surface.to(torch.uint8), H, W, matrix="bt601", full_range=full)
         else:
-            wrong = p016_to_rgb(surface * 64, H, W, matrix="bt601", full_range=full,
-                                siting="center")
+            wrong = p016_to_rgb(
+                surface * 64, H, W, matrix="bt601", full_range=full, siting="center"
+            )
         assert diff(wrong, cpu)[0] > 8
 
 

@@ -47,8 +47,9 @@ COMBOS: tuple[tuple[int, int, str], ...] = (
 )
 
 
-def _sequential(files: list[str], stop: threading.Event, threads: int, kind: str,
-                counter: list[int], k: int) -> None:
+def _sequential(
+    files: list[str], stop: threading.Event, threads: int, kind: str, counter: list[int], k: int
+) -> None:
     i = k
     while not stop.is_set():
         with av.open(files[i % len(files)]) as c:
@@ -63,8 +64,15 @@ def _sequential(files: list[str], stop: threading.Event, threads: int, kind: str
         i += 7
 
 
-def _gop(files: list[str], stop: threading.Event, threads: int, kind: str, counter: list[int],
-         k: int, per_gop: int) -> None:
+def _gop(
+    files: list[str],
+    stop: threading.Event,
+    threads: int,
+    kind: str,
+    counter: list[int],
+    k: int,
+    per_gop: int,
+) -> None:
     rng = random.Random(k)
     containers: dict[str, Any] = {}  # one open file per path, as a decoder keeps them
     try:
@@ -73,15 +81,17 @@ def _gop(files: list[str], stop: threading.Event, threads: int, kind: str, count
             key = rng.randrange(index.n_keys)
             frames = index.gop_frames(key).tolist()
             wanted = {int(index.pts[i]) for i in rng.sample(frames, min(per_gop, len(frames)))}
-            counter[k] += _decode_gop(containers, index.path, int(index.key_pts[key]), wanted,
-                                      threads, kind)
+            counter[k] += _decode_gop(
+                containers, index.path, int(index.key_pts[key]), wanted, threads, kind
+            )
     finally:
         for c in containers.values():
             c.close()
 
 
-def _decode_gop(containers: dict[str, Any], path: str, key_pts: int, wanted: set[int],
-                threads: int, kind: str) -> int:
+def _decode_gop(
+    containers: dict[str, Any], path: str, key_pts: int, wanted: set[int], threads: int, kind: str
+) -> int:
     """Seek to the keyframe at ``key_pts`` and decode until every frame whose pts is in
     ``wanted`` has been converted to RGB; returns the frames decoded."""
     c = containers.get(path)
@@ -103,8 +113,9 @@ def _decode_gop(containers: dict[str, Any], path: str, key_pts: int, wanted: set
     return decoded
 
 
-def measure(files: list[str], workload: str, combo: tuple[int, int, str], seconds: float,
-            per_gop: int) -> tuple[float, float]:
+def measure(
+    files: list[str], workload: str, combo: tuple[int, int, str], seconds: float, per_gop: int
+) -> tuple[float, float]:
     """Frames decoded per second of wall time with ``combo``, all threads together, and per
     second of CPU time of this process (all its threads)."""
     n_threads, ff_threads, kind = combo
@@ -115,8 +126,10 @@ def measure(files: list[str], workload: str, combo: tuple[int, int, str], second
         extra: tuple[Any, ...] = ()
     else:
         target, extra = _gop, (per_gop,)
-    workers = [threading.Thread(target=target, args=(files, stop, ff_threads, kind, counter, k,
-                                                     *extra)) for k in range(n_threads)]
+    workers = [
+        threading.Thread(target=target, args=(files, stop, ff_threads, kind, counter, k, *extra))
+        for k in range(n_threads)
+    ]
     t0 = time.perf_counter()
     c0 = time.process_time()
     for w in workers:
@@ -136,8 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", help="videos (default: the bench's reference set)")
     parser.add_argument("--seconds", type=float, default=6.0, help="per combination and round")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--per-gop", type=int, default=4,
-                        help="random frames wanted per GOP in the gop workload (default 4)")
+    parser.add_argument(
+        "--per-gop",
+        type=int,
+        default=4,
+        help="random frames wanted per GOP in the gop workload (default 4)",
+    )
     parser.add_argument("--workloads", default="sequential,gop")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args(argv)
@@ -160,21 +177,33 @@ def main(argv: list[str] | None = None) -> int:
                 name = f"{combo[0]} decode x {combo[1]} ffmpeg {combo[2]}"
                 results.setdefault(workload, {}).setdefault(name, []).append(rate)
                 per_cpu.setdefault(workload, {}).setdefault(name, []).append(cpu_rate)
-                print(f"round {rnd} {workload:10s} {name:28s} {rate:7.1f} frames/s  "
-                      f"{cpu_rate:6.1f} per CPU-s (load {os.getloadavg()[0]:.2f})", flush=True)
+                print(
+                    f"round {rnd} {workload:10s} {name:28s} {rate:7.1f} frames/s  "
+                    f"{cpu_rate:6.1f} per CPU-s (load {os.getloadavg()[0]:.2f})",
+                    flush=True,
+                )
     print(f"\ncpu count {os.cpu_count()}, load before {load_before}, after {os.getloadavg()}")
     for workload, rows in results.items():
         best = max(sum(v) / len(v) for v in rows.values())
-        print(f"\n{workload}: frames/s of wall time (mean of rounds), relative to the best; "
-              f"frames per CPU-second")
+        print(
+            f"\n{workload}: frames/s of wall time (mean of rounds), relative to the best; "
+            f"frames per CPU-second"
+        )
         for name, values in rows.items():
             mean = sum(values) / len(values)
             cpu_values = per_cpu[workload][name]
-            print(f"  {name:28s} {mean:7.1f}  {mean / best:5.2f}  "
-                  f"{sum(cpu_values) / len(cpu_values):7.1f}")
+            print(
+                f"  {name:28s} {mean:7.1f}  {mean / best:5.2f}  "
+                f"{sum(cpu_values) / len(cpu_values):7.1f}"
+            )
     if args.json:
-        report = {"results": results, "per_cpu_second": per_cpu, "cpu_count": os.cpu_count(),
-                  "load_before": load_before, "load_after": os.getloadavg()}
+        report = {
+            "results": results,
+            "per_cpu_second": per_cpu,
+            "cpu_count": os.cpu_count(),
+            "load_before": load_before,
+            "load_after": os.getloadavg(),
+        }
         Path(args.json).write_text(json.dumps(report, indent=1))
     return 0
 

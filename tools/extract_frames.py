@@ -33,8 +33,9 @@ def encode_png(image: np.ndarray, level: int = 6) -> bytes:
     if a.ndim == 2:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] not in _CHANNELS:
-        raise ValueError(f"image shape: invalid value {a.shape}; allowed: [H, W] or [H, W, C] "
-                         f"with C in 1, 3, 4")
+        raise ValueError(
+            f"image shape: invalid value {a.shape}; allowed: [H, W] or [H, W, C] with C in 1, 3, 4"
+        )
     img = Image.fromarray(np.ascontiguousarray(a[:, :, 0] if a.shape[2] == 1 else a))
     out = io.BytesIO()
     img.save(out, format="PNG", compress_level=level)
@@ -68,8 +69,9 @@ def read_png(path: str | Path) -> np.ndarray:
     return decode_png(Path(path).read_bytes())
 
 
-def extract(video: str | Path, out_dir: str | Path, *, step: int = 1, level: int = 6,
-            quiet: bool = False) -> tuple[int, int]:
+def extract(
+    video: str | Path, out_dir: str | Path, *, step: int = 1, level: int = 6, quiet: bool = False
+) -> tuple[int, int]:
     """Write every ``step``-th frame of ``video`` into ``out_dir/<stem>/``; skip a finished one.
 
     Returns ``(frames, bytes)`` of the folder. Blocks while decoding and compressing.
@@ -87,8 +89,7 @@ def extract(video: str | Path, out_dir: str | Path, *, step: int = 1, level: int
         for i, frame in enumerate(v.read_all_frames()):
             if i % step:
                 continue
-            total += write_png(target / f"frame_{i:06d}.png",
-                               frame.permute(1, 2, 0).numpy(), level)
+            total += write_png(target / f"frame_{i:06d}.png", frame.permute(1, 2, 0).numpy(), level)
             n += 1
     done.write_text(f"{n} frames\n")
     if not quiet:
@@ -101,8 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("inputs", nargs="+", help="video files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--step", type=int, default=1, help="keep every N-th frame (default 1)")
-    p.add_argument("--level", type=int, default=6, choices=range(10), metavar="0..9",
-                   help="zlib compression level (default 6)")
+    p.add_argument(
+        "--level",
+        type=int,
+        default=6,
+        choices=range(10),
+        metavar="0..9",
+        help="zlib compression level (default 6)",
+    )
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -112,15 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         frames = size = 0
         for video in videos:
-            n, b = extract(video, args.output, step=args.step, level=args.level,
-                           quiet=args.quiet)
+            n, b = extract(video, args.output, step=args.step, level=args.level, quiet=args.quiet)
             frames += n
             size += b
     except Exception as e:
         print(f"extract_frames.py: error: {e}", file=sys.stderr)
         return 2
-    print(f"{len(videos)} videos, {frames} PNG files, {size / 1e6:.1f} MB in "
-          f"{time.perf_counter() - t0:.1f} s -> {args.output}")
+    print(
+        f"{len(videos)} videos, {frames} PNG files, {size / 1e6:.1f} MB in "
+        f"{time.perf_counter() - t0:.1f} s -> {args.output}"
+    )
     return 0
 
 

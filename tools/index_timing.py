@@ -26,8 +26,12 @@ def main() -> None:
     for k in range(4):
         p = root / f"src_{k}.mp4"
         if not p.exists():
-            write_video(p, VideoSpec(n_frames=300, width=640, height=360, fps=30, gop=60,
-                                     texture=0.5, start_pts=k))
+            write_video(
+                p,
+                VideoSpec(
+                    n_frames=300, width=640, height=360, fps=30, gop=60, texture=0.5, start_pts=k
+                ),
+            )
         src.append(p)
     files = []
     for i in range(args.files):
@@ -41,8 +45,10 @@ def main() -> None:
         t0 = time.perf_counter()
         frames = sum(load_index(p).n_frames for p in files)
         dt = time.perf_counter() - t0
-        print(f"{label:20s} {len(files)} files, {frames} frames: {dt:.3f} s "
-              f"({1000 * dt / len(files):.2f} ms per file)")
+        print(
+            f"{label:20s} {len(files)} files, {frames} frames: {dt:.3f} s "
+            f"({1000 * dt / len(files):.2f} ms per file)"
+        )
 
 
 if __name__ == "__main__":

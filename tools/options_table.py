@@ -72,8 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     start, end = table_span(text)
     if args.check:
         if text[start:end] != table:
-            print(f"{README}: the '{SECTION}' table differs from PrefetchConfig; run "
-                  "python tools/options_table.py --write", file=sys.stderr)
+            print(
+                f"{README}: the '{SECTION}' table differs from PrefetchConfig; run "
+                "python tools/options_table.py --write",
+                file=sys.stderr,
+            )
             return 1
         return 0
     README.write_text(text[:start] + table + text[end:], encoding="utf-8")

@@ -34,27 +34,43 @@ def measure(files: list[str], fraction: int, lookahead: int, consumer_s: float) 
     """One run of ``2 * lookahead / BATCH + 10`` batches with ``LEAD_FRACTION = fraction``."""
     planning.LEAD_FRACTION = fraction
     n_batches = 2 * (lookahead // BATCH) + 10
-    run = run_tvl(files, batch_size=BATCH, n_batches=n_batches, crop=224, seed=0,
-                  sampling="uniform", lookahead=lookahead, chunk_size=8, decode_threads=None,
-                  ffmpeg_threads=None, memory_budget=None, device="cpu",
-                  consumer_seconds=consumer_s, on_batch=lambda: None)
+    run = run_tvl(
+        files,
+        batch_size=BATCH,
+        n_batches=n_batches,
+        crop=224,
+        seed=0,
+        sampling="uniform",
+        lookahead=lookahead,
+        chunk_size=8,
+        decode_threads=None,
+        ffmpeg_threads=None,
+        memory_budget=None,
+        device="cpu",
+        consumer_seconds=consumer_s,
+        on_batch=lambda: None,
+    )
     window = lookahead // BATCH
     steady = n_batches - 1 - window
     waits = run.extra["waits_s"]
     decoded = run.frames_decoded_at[-1] - run.frames_decoded_at[window]
-    return {"fraction": fraction, "consumer_s": round(consumer_s, 3),
-            "s_per_batch": round((run.arrivals[-1] - run.arrivals[window]) / steady, 3),
-            "decoded_per_delivered": round(decoded / (steady * BATCH), 2),
-            "wait_after_first_s": round(sum(waits[1:]), 2),
-            "wait_after_window_s": round(sum(waits[window + 1:]), 2)}
+    return {
+        "fraction": fraction,
+        "consumer_s": round(consumer_s, 3),
+        "s_per_batch": round((run.arrivals[-1] - run.arrivals[window]) / steady, 3),
+        "decoded_per_delivered": round(decoded / (steady * BATCH), 2),
+        "wait_after_first_s": round(sum(waits[1:]), 2),
+        "wait_after_window_s": round(sum(waits[window + 1 :]), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fractions", default="2,8,32", help="lead fractions to compare")
     p.add_argument("--lookahead", type=int, default=1400, help="samples planned ahead")
-    p.add_argument("--slow", type=float, default=1.5,
-                   help="slow consumer's time per batch over the fast one's")
+    p.add_argument(
+        "--slow", type=float, default=1.5, help="slow consumer's time per batch over the fast one's"
+    )
     p.add_argument("--videos", default="/tmp/tvl-planner-lead", help="where the set is written")
     args = p.parse_args(argv)
     spec = VideoSetSpec(files=40, seconds=10, width=640, height=360, fps=30, gop=60, distinct=4)

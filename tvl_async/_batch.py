@@ -50,13 +50,23 @@ class Batch(Mapping[str, torch.Tensor]):
     epoch: int = field(init=False)
     augment: dict[str, list[dict[str, Any]]] = field(init=False)
 
-    def __init__(self, outputs: Mapping[str, torch.Tensor], *, sample_ids: torch.Tensor,
-                 files: list[str], frame_indices: torch.Tensor, timestamps: torch.Tensor,
-                 labels: Any = None, epoch: int,
-                 augment: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    def __init__(
+        self,
+        outputs: Mapping[str, torch.Tensor],
+        *,
+        sample_ids: torch.Tensor,
+        files: list[str],
+        frame_indices: torch.Tensor,
+        timestamps: torch.Tensor,
+        labels: Any = None,
+        epoch: int,
+        augment: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
         if not isinstance(outputs, Mapping):
-            raise TypeError(f"Batch outputs must be a mapping from output name to tensor, got "
-                            f"{type(outputs).__name__}")
+            raise TypeError(
+                f"Batch outputs must be a mapping from output name to tensor, got "
+                f"{type(outputs).__name__}"
+            )
         self.outputs = dict(outputs)
         self.sample_ids = sample_ids
         self.files = files
@@ -91,8 +101,9 @@ class Batch(Mapping[str, torch.Tensor]):
         return len(self.files)
 
     def __repr__(self) -> str:
-        shapes = ", ".join(f"{k}: {tuple(v.shape)} {v.dtype} {v.device}"
-                           for k, v in self.outputs.items())
+        shapes = ", ".join(
+            f"{k}: {tuple(v.shape)} {v.dtype} {v.device}" for k, v in self.outputs.items()
+        )
         return f"Batch(epoch={self.epoch}, samples={self.sample_ids.tolist()}, {shapes})"
 
 

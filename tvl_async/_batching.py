@@ -36,7 +36,8 @@ def collate(results: list[SampleResult], files: Sequence[str], names: Sequence[s
             raise ValueError(
                 f"output '{name}': clips of different sizes cannot share a batch ({sorted(shapes)} "
                 f"from {sorted({r.index.path for r in reqs})}); add scale_width/scale_height or "
-                f"width/height to the ProcessDesc")
+                f"width/height to the ProcessDesc"
+            )
         outputs[name] = torch.stack(tensors)
     labels: Any = [r.label for r in reqs]
     if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
@@ -49,7 +50,8 @@ def collate(results: list[SampleResult], files: Sequence[str], names: Sequence[s
         files=[files[r.file_index] for r in reqs],
         frame_indices=torch.tensor([r.frames for r in reqs], dtype=torch.int64),
         timestamps=torch.tensor(np.array([r.index.times[r.frames] for r in reqs])),
-        labels=labels, epoch=reqs[0].epoch,
+        labels=labels,
+        epoch=reqs[0].epoch,
         augment={name: [r.augment[name].as_dict() for r in reqs] for name in names},
     )
 
@@ -69,5 +71,6 @@ def apply_transform(transform: Callable[[Batch], Any], batch: Batch) -> Batch:
     if isinstance(out, Mapping):
         batch.outputs = dict(out)
         return batch
-    raise TypeError(f"transform must return a Batch, a mapping of tensors or None; got "
-                    f"{type(out).__name__}")
+    raise TypeError(
+        f"transform must return a Batch, a mapping of tensors or None; got {type(out).__name__}"
+    )

@@ -27,9 +27,15 @@ __all__ = [
 ]
 
 
-def invalid_message(name: str, value: Any, allowed: str | Iterable[str], *,
-                    file: str | os.PathLike[str] | None = None, context: str = "",
-                    shown: str | None = None) -> str:
+def invalid_message(
+    name: str,
+    value: Any,
+    allowed: str | Iterable[str],
+    *,
+    file: str | os.PathLike[str] | None = None,
+    context: str = "",
+    shown: str | None = None,
+) -> str:
     """The house message for a bad ``value`` of ``name``.
 
     Form: ``[file: ]Invalid <name> (<value>)[ <context>]. Supported values are <allowed>.``
@@ -45,20 +51,35 @@ def invalid_message(name: str, value: Any, allowed: str | Iterable[str], *,
     text = ", ".join(str(a) for a in allowed) if not isinstance(allowed, str) else allowed
     where = f"{os.fspath(file)}: " if file is not None else ""
     tail = f" {context}" if context else ""
-    return (f"{where}Invalid {name} ({repr(value) if shown is None else shown}){tail}. "
-            f"Supported values are {text}.")
+    return (
+        f"{where}Invalid {name} ({repr(value) if shown is None else shown}){tail}. "
+        f"Supported values are {text}."
+    )
 
 
-def invalid_value(name: str, value: Any, allowed: str | Iterable[str], *,
-                  file: str | os.PathLike[str] | None = None, context: str = "",
-                  shown: str | None = None) -> ValueError:
+def invalid_value(
+    name: str,
+    value: Any,
+    allowed: str | Iterable[str],
+    *,
+    file: str | os.PathLike[str] | None = None,
+    context: str = "",
+    shown: str | None = None,
+) -> ValueError:
     """A ``ValueError`` with :func:`invalid_message`'s text (same arguments); raise it."""
-    return ValueError(invalid_message(name, value, allowed, file=file, context=context,
-                                      shown=shown))
+    return ValueError(
+        invalid_message(name, value, allowed, file=file, context=context, shown=shown)
+    )
 
 
-def invalid_type(name: str, value: Any, allowed: str | Iterable[str], *,
-                 file: str | os.PathLike[str] | None = None, context: str = "") -> TypeError:
+def invalid_type(
+    name: str,
+    value: Any,
+    allowed: str | Iterable[str],
+    *,
+    file: str | os.PathLike[str] | None = None,
+    context: str = "",
+) -> TypeError:
     """A ``TypeError`` with :func:`invalid_message`'s text, for a value of the wrong kind."""
     return TypeError(invalid_message(name, value, allowed, file=file, context=context))
 
@@ -83,8 +104,13 @@ def reject_bool(name: str, value: Any, allowed: str) -> Any:
     return value
 
 
-def check_option_names(owner: str, given: Iterable[Any], known: Mapping[str, Any] | Iterable[str],
-                       *, error: type[Exception] = ValueError) -> None:
+def check_option_names(
+    owner: str,
+    given: Iterable[Any],
+    known: Mapping[str, Any] | Iterable[str],
+    *,
+    error: type[Exception] = ValueError,
+) -> None:
     """Refuse names not in ``known``: the message lists the known ones and a close match.
 
     Raises:
@@ -96,5 +122,6 @@ def check_option_names(owner: str, given: Iterable[Any], known: Mapping[str, Any
             continue
         close = difflib.get_close_matches(str(key), names, n=1)
         hint = f"(did you mean {close[0]!r}?)" if close else ""
-        raise error(invalid_message("option", key, ", ".join(names),
-                                    context=f"for {owner} {hint}".rstrip()))
+        raise error(
+            invalid_message("option", key, ", ".join(names), context=f"for {owner} {hint}".rstrip())
+        )

@@ -41,17 +41,26 @@ class VideoClipDataset:
         ValueError: clip options given with a :class:`VideoDataset` (it has its own).
     """
 
-    def __init__(self, files_or_dataset: VideoDataset | str | os.PathLike[str]
-                 | Iterable[str | os.PathLike[str]], seq_len: int = 1, *, stride: int = 1,
-                 step: int = 1, get_label: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        files_or_dataset: VideoDataset | str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        seq_len: int = 1,
+        *,
+        stride: int = 1,
+        step: int = 1,
+        get_label: Callable[[str], Any] | None = None,
+    ) -> None:
         if isinstance(files_or_dataset, VideoDataset):
             if (seq_len, stride, step, get_label) != (1, 1, 1, None):
-                raise ValueError("seq_len, stride, step and get_label come from the given "
-                                 "VideoDataset; set them there instead")
+                raise ValueError(
+                    "seq_len, stride, step and get_label come from the given "
+                    "VideoDataset; set them there instead"
+                )
             self.dataset = files_or_dataset
         else:
-            self.dataset = VideoDataset(files_or_dataset, seq_len, stride=stride, step=step,
-                                        get_label=get_label)
+            self.dataset = VideoDataset(
+                files_or_dataset, seq_len, stride=stride, step=step, get_label=get_label
+            )
         self._local = threading.local()
 
     def __len__(self) -> int:
@@ -62,9 +71,13 @@ class VideoClipDataset:
         file_index, _ = ds.locate(i)
         frames = ds.clip_frames(i)
         clip = self._loader(ds.indexes[file_index].path).read_frames_at(frames)
-        return {"frames": clip, "file": ds.files[file_index],
-                "frame_indices": torch.tensor(frames, dtype=torch.int64),
-                "label": ds.label(i), "sample_id": int(i) % len(ds)}
+        return {
+            "frames": clip,
+            "file": ds.files[file_index],
+            "frame_indices": torch.tensor(frames, dtype=torch.int64),
+            "label": ds.label(i),
+            "sample_id": int(i) % len(ds),
+        }
 
     def _loader(self, path: str) -> VideoLoader:
         """The calling thread's loader for ``path`` (the least recently used one is closed)."""

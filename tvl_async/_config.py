@@ -55,10 +55,25 @@ ON_ERROR: tuple[str, ...] = get_args(OnError)
 
 _DEVICE_RE = re.compile(r"^(cpu|cuda)(?::(\d+))?$")
 _DEVICES_ALLOWED = "'cpu', 'cuda', 'cuda:N' (N >= 0)"
-_INT_FIELDS = ("seq_len", "batch_size", "chunk_size", "shuffle_buffer", "epochs", "stride",
-               "step", "lookahead", "memory_budget", "queue_depth", "decode_threads",
-               "ffmpeg_threads", "max_file_failures", "world_size", "stream_index", "rank",
-               "seed")
+_INT_FIELDS = (
+    "seq_len",
+    "batch_size",
+    "chunk_size",
+    "shuffle_buffer",
+    "epochs",
+    "stride",
+    "step",
+    "lookahead",
+    "memory_budget",
+    "queue_depth",
+    "decode_threads",
+    "ffmpeg_threads",
+    "max_file_failures",
+    "world_size",
+    "stream_index",
+    "rank",
+    "seed",
+)
 _AT_LEAST_ONE = _INT_FIELDS[:-3]
 _MIN_ONE_NOTES: dict[str, str] = {
     "epochs": " or None (forever)",
@@ -87,77 +102,124 @@ class PrefetchConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seq_len: int = Field(1, description="frames per clip (`stride` apart; every start `step` "
-                         "apart); a `VideoDataset` brings its own")
+    seq_len: int = Field(
+        1,
+        description="frames per clip (`stride` apart; every start `step` "
+        "apart); a `VideoDataset` brings its own",
+    )
     batch_size: int = Field(1, description="clips per batch")
-    device: str = Field("cpu", description="where batches are delivered: `cpu`, `cuda`, "
-                        "`cuda:N` (also a `torch.device`)")
-    backend: BackendName = Field("auto", description="`pyav` (CPU), `nvdec` (GPU, `pip install "
-                                 "tvl-async[nvdec]`), `auto` (nvdec on CUDA when available)")
+    device: str = Field(
+        "cpu",
+        description="where batches are delivered: `cpu`, `cuda`, `cuda:N` (also a `torch.device`)",
+    )
+    backend: BackendName = Field(
+        "auto",
+        description="`pyav` (CPU), `nvdec` (GPU, `pip install "
+        "tvl-async[nvdec]`), `auto` (nvdec on CUDA when available)",
+    )
     shuffle: bool = Field(True, description="False gives file order")
     sampling: Sampling = Field(
-        "uniform", description="`sequential`, `uniform` (fresh permutation per epoch), "
+        "uniform",
+        description="`sequential`, `uniform` (fresh permutation per epoch), "
         "`chunked` (`chunk_size` consecutive clips per draw), `gop_shuffle` (GOPs in random order "
-        "through a `shuffle_buffer`); bias of each: [docs/sampling.md](docs/sampling.md)")
+        "through a `shuffle_buffer`); bias of each: [docs/sampling.md](docs/sampling.md)",
+    )
     replacement: bool = Field(False, description="`uniform` only: draw with replacement")
-    chunk_size: int = Field(8, description="clips per chunk for `sampling=\"chunked\"`")
-    shuffle_buffer: int = Field(1024, description="samples in the shuffle buffer for "
-                                "`sampling=\"gop_shuffle\"`")
-    seed: int = Field(0, description="every random draw (order, crops, flips) derives from "
-                      "`(seed, epoch, position)`")
+    chunk_size: int = Field(8, description='clips per chunk for `sampling="chunked"`')
+    shuffle_buffer: int = Field(
+        1024, description='samples in the shuffle buffer for `sampling="gop_shuffle"`'
+    )
+    seed: int = Field(
+        0,
+        description="every random draw (order, crops, flips) derives from "
+        "`(seed, epoch, position)`",
+    )
     epochs: int | None = Field(1, description="epochs to run; None runs forever")
     stride: int = Field(1, description="frames between the frames of a clip")
     step: int = Field(1, description="frames between the starts of consecutive clips")
     get_label: Callable[[str], Any] | None = Field(
-        None, description="callable: file path -> label, in `batch.labels` (as for "
-        "`VideoDataset`)")
+        None, description="callable: file path -> label, in `batch.labels` (as for `VideoDataset`)"
+    )
     lookahead: int | None = Field(
-        None, json_schema_extra=_shown("from `memory_budget`"),
+        None,
+        json_schema_extra=_shown("from `memory_budget`"),
         description="samples planned ahead; memory bound = lookahead × output bytes per sample "
-        "(`stats().memory_bound_bytes`)")
+        "(`stats().memory_bound_bytes`)",
+    )
     memory_budget: int = Field(
-        DEFAULT_MEMORY_BUDGET, json_schema_extra=_shown("2 GiB"),
+        DEFAULT_MEMORY_BUDGET,
+        json_schema_extra=_shown("2 GiB"),
         description="bytes of finished samples the planner may hold when `lookahead` is None "
-        "(at most 16384 samples, at most one epoch)")
+        "(at most 16384 samples, at most one epoch)",
+    )
     processing: dict[str, ProcessDesc] | None = Field(
-        None, description="a `ProcessDesc` or a dict of named ones; None gives `\"default\"`: "
-        "uint8 `[B, F, 3, H, W]`")
+        None,
+        description='a `ProcessDesc` or a dict of named ones; None gives `"default"`: '
+        "uint8 `[B, F, 3, H, W]`",
+    )
     transform: Callable[..., Any] | None = Field(
-        None, description="callable applied to each `Batch` in the service thread (e.g. Kornia "
-        "augmentations)")
+        None,
+        description="callable applied to each `Batch` in the service thread (e.g. Kornia "
+        "augmentations)",
+    )
     queue_depth: int = Field(4, description="ready batches held")
-    decode_threads: int | None = Field(None, json_schema_extra=_shown("cores (≤ 8)"),
-                                       description="CPU decode threads")
+    decode_threads: int | None = Field(
+        None, json_schema_extra=_shown("cores (≤ 8)"), description="CPU decode threads"
+    )
     ffmpeg_threads: int | None = Field(
-        None, json_schema_extra=_shown("cores / `decode_threads`"),
+        None,
+        json_schema_extra=_shown("cores / `decode_threads`"),
         description="FFmpeg threads inside each decode thread (at least 1); see "
-        "[docs/benchmarks.md](docs/benchmarks.md)")
-    drop_last: bool = Field(False, description="drop the last incomplete batch of each epoch "
-                            "(and truncate shards instead of padding)")
-    rank: int | None = Field(None, json_schema_extra=_shown("from `torch.distributed`"),
-                             description="this process's shard (with `world_size`): disjoint, "
-                             "equal-length shards per rank")
-    world_size: int | None = Field(None, json_schema_extra=_shown("from `torch.distributed`"),
-                                   description="number of shards (with `rank`)")
+        "[docs/benchmarks.md](docs/benchmarks.md)",
+    )
+    drop_last: bool = Field(
+        False,
+        description="drop the last incomplete batch of each epoch "
+        "(and truncate shards instead of padding)",
+    )
+    rank: int | None = Field(
+        None,
+        json_schema_extra=_shown("from `torch.distributed`"),
+        description="this process's shard (with `world_size`): disjoint, "
+        "equal-length shards per rank",
+    )
+    world_size: int | None = Field(
+        None,
+        json_schema_extra=_shown("from `torch.distributed`"),
+        description="number of shards (with `rank`)",
+    )
     on_error: OnError = Field(
-        "raise", description="`raise`: the error reaches your loop at that sample, naming file "
+        "raise",
+        description="`raise`: the error reaches your loop at that sample, naming file "
         "and frames; `skip`: the sample is dropped, counted in `stats().skipped`, logged once "
-        "per file")
-    timeout: float | None = Field(None, description="seconds to wait for one batch before "
-                                  "`TimeoutError` naming what the decoder was busy with")
-    max_file_failures: int = Field(3, description="with `on_error=\"skip\"`: failures after "
-                                   "which a file is dropped for the run")
+        "per file",
+    )
+    timeout: float | None = Field(
+        None,
+        description="seconds to wait for one batch before "
+        "`TimeoutError` naming what the decoder was busy with",
+    )
+    max_file_failures: int = Field(
+        3, description='with `on_error="skip"`: failures after which a file is dropped for the run'
+    )
     frame_rate: float | None = Field(
-        None, description="None: clips count frames; a rate: clips over each file's time grid "
-        "`t_first + j / frame_rate` (see Clips in time)")
+        None,
+        description="None: clips count frames; a rate: clips over each file's time grid "
+        "`t_first + j / frame_rate` (see Clips in time)",
+    )
     stream_index: int | None = Field(
-        None, description="the video stream to read; None: ffmpeg's best video stream")
-    autorotate: bool = Field(True, description="apply the display matrix (frames as a player "
-                             "shows them); False gives frames as stored")
+        None, description="the video stream to read; None: ffmpeg's best video stream"
+    )
+    autorotate: bool = Field(
+        True,
+        description="apply the display matrix (frames as a player "
+        "shows them); False gives frames as stored",
+    )
     progress: bool = Field(False, description="a progress bar while the files are indexed")
     index_timeout: float | None = Field(
-        300.0, description="seconds one file may take to index before it counts as failed; "
-        "None: no limit")
+        300.0,
+        description="seconds one file may take to index before it counts as failed; None: no limit",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -233,24 +295,29 @@ class PrefetchConfig(BaseModel):
     @classmethod
     def _timeout(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise invalid_value("timeout", value, "finite numbers of seconds > 0, or None "
-                                "(forever)")
+            raise invalid_value(
+                "timeout", value, "finite numbers of seconds > 0, or None (forever)"
+            )
         return value
 
     @field_validator("index_timeout")
     @classmethod
     def _index_timeout(cls, value: float | None) -> float | None:
         if value is not None and not (math.isfinite(value) and value > 0):
-            raise invalid_value("index_timeout", value, "finite numbers of seconds > 0, or None "
-                                "(no limit)")
+            raise invalid_value(
+                "index_timeout", value, "finite numbers of seconds > 0, or None (no limit)"
+            )
         return value
 
     @field_validator("frame_rate", mode="before")
     @classmethod
     def _frame_rate(cls, value: Any) -> Any:
         value = reject_bool("frame_rate", value, "numbers > 0 (per second) or None")
-        if value is not None and isinstance(value, (int, float)) and not (
-                math.isfinite(value) and value > 0):
+        if (
+            value is not None
+            and isinstance(value, (int, float))
+            and not (math.isfinite(value) and value > 0)
+        ):
             raise invalid_value("frame_rate", value, "finite numbers > 0 (per second) or None")
         return value
 
@@ -258,8 +325,11 @@ class PrefetchConfig(BaseModel):
     @classmethod
     def _stream_index(cls, value: int | None) -> int | None:
         if value is not None and value < 0:
-            raise invalid_value("stream_index", value, "integers >= 0 (a stream of the file) or "
-                                "None (ffmpeg's best video stream)")
+            raise invalid_value(
+                "stream_index",
+                value,
+                "integers >= 0 (a stream of the file) or None (ffmpeg's best video stream)",
+            )
         return value
 
     @field_validator("processing", mode="before")
@@ -272,23 +342,32 @@ class PrefetchConfig(BaseModel):
         if isinstance(value, Mapping):
             value = dict(value)
         if not isinstance(value, dict) or not value:
-            raise invalid_value("processing", value, "a ProcessDesc, a non-empty dict of name "
-                                "-> ProcessDesc, or None")
+            raise invalid_value(
+                "processing",
+                value,
+                "a ProcessDesc, a non-empty dict of name -> ProcessDesc, or None",
+            )
         for name in value:
             if not isinstance(name, str) or not name.isidentifier():
-                raise invalid_value("processing output name", name,
-                                    "Python identifiers (e.g. 'rgb')")
+                raise invalid_value(
+                    "processing output name", name, "Python identifiers (e.g. 'rgb')"
+                )
         return value
 
     @model_validator(mode="after")
     def _cross_fields(self) -> PrefetchConfig:
         rank, world = self.rank, self.world_size
         if (rank is None) != (world is None):
-            raise invalid_value("rank/world_size", None, "both set or both None",
-                                shown=f"rank={rank!r}, world_size={world!r}")
+            raise invalid_value(
+                "rank/world_size",
+                None,
+                "both set or both None",
+                shown=f"rank={rank!r}, world_size={world!r}",
+            )
         if rank is not None and world is not None and rank >= world:
-            raise invalid_value("rank", rank, "0 <= rank < world_size",
-                                context=f"with world_size={world}")
+            raise invalid_value(
+                "rank", rank, "0 <= rank < world_size", context=f"with world_size={world}"
+            )
         for name, desc in (self.processing or {}).items():
             try:
                 desc.output_frames(self.seq_len)
@@ -313,8 +392,9 @@ class PrefetchConfig(BaseModel):
         return type(self).model_validate(values)
 
     @classmethod
-    def from_options(cls, config: PrefetchConfig | None = None, /,
-                     **options: Any) -> PrefetchConfig:
+    def from_options(
+        cls, config: PrefetchConfig | None = None, /, **options: Any
+    ) -> PrefetchConfig:
         """``config`` (default: all defaults) with ``options`` applied on top.
 
         Raises:
@@ -328,4 +408,3 @@ class PrefetchConfig(BaseModel):
         if not isinstance(config, PrefetchConfig):
             raise invalid_type("config", config, "a PrefetchConfig or None")
         return config.replace(**options) if options else config
-

@@ -39,8 +39,13 @@ class Consumer:
     :meth:`attach` gives it the queue and the service thread when the service starts.
     """
 
-    def __init__(self, timeout: float | None, pool_holder: list[DecodePool], counters: Counters,
-                 loops: EpochLoops) -> None:
+    def __init__(
+        self,
+        timeout: float | None,
+        pool_holder: list[DecodePool],
+        counters: Counters,
+        loops: EpochLoops,
+    ) -> None:
         self._queue: janus.Queue[Item] = None  # type: ignore[assignment]  # see attach()
         self._thread: threading.Thread = None  # type: ignore[assignment]
         self._timeout = timeout
@@ -71,8 +76,9 @@ class Consumer:
                 self._check_stall(time.perf_counter() - t0)
                 continue
             except janus.SyncQueueShutDown:
-                raise PrefetcherClosedError("the Prefetcher was closed while waiting for a "
-                                            "batch") from None
+                raise PrefetcherClosedError(
+                    "the Prefetcher was closed while waiting for a batch"
+                ) from None
             batch = self._unpack(item, time.perf_counter() - t0)
             if batch is not None:
                 return batch
@@ -88,14 +94,16 @@ class Consumer:
                 self._check_stall(time.perf_counter() - t0)
                 continue
             except janus.AsyncQueueShutDown:
-                raise PrefetcherClosedError("the Prefetcher was closed while waiting for a "
-                                            "batch") from None
+                raise PrefetcherClosedError(
+                    "the Prefetcher was closed while waiting for a batch"
+                ) from None
             except RuntimeError as e:
                 if "different event loop" in str(e) or "bound to" in str(e):
                     self.fatal = True
                     raise RuntimeError(
                         "this Prefetcher was already iterated from another asyncio event loop; "
-                        "iterate one Prefetcher from one event loop (create one per loop)") from e
+                        "iterate one Prefetcher from one event loop (create one per loop)"
+                    ) from e
                 raise
             try:
                 batch = self._unpack(item, time.perf_counter() - t0)
@@ -108,16 +116,18 @@ class Consumer:
         """Called while waiting: raise if the service died or the timeout passed."""
         if not self._thread.is_alive() and self._queue.sync_q.qsize() == 0:
             self.fatal = True
-            raise ServiceError("the tvl_async service thread died without delivering its "
-                               "last batches or an error")
+            raise ServiceError(
+                "the tvl_async service thread died without delivering its last batches or an error"
+            )
         if self._timeout is not None and waited > self._timeout:
             busy = self._pool_holder[0].activity() if self._pool_holder else "starting up"
             with self._counters.lock:
                 if self._counters.transforming:
                     busy = f"{self._counters.transforming}; decoders: {busy}"
             self.stalled = True
-            raise TimeoutError(f"no batch arrived within {self._timeout:g} s; the service was "
-                               f"busy with: {busy}")
+            raise TimeoutError(
+                f"no batch arrived within {self._timeout:g} s; the service was busy with: {busy}"
+            )
 
     def _unpack(self, item: Item, waited: float) -> Batch | None:
         """A batch to hand out, or None (a marker or a stale item); raises ``StopIteration`` at
@@ -151,9 +161,18 @@ class Consumer:
         self._loops.on_batch(batch.epoch, item.resume_at)
         return batch
 
-    def stats(self, pool: DecodePool | None, queue: janus.Queue[Item] | None, *,
-              frames_per_sample: int, queue_depth: int, lookahead: int, sample_bytes: int,
-              decode_threads: int, unindexed_files: list[str]) -> PrefetchStats:
+    def stats(
+        self,
+        pool: DecodePool | None,
+        queue: janus.Queue[Item] | None,
+        *,
+        frames_per_sample: int,
+        queue_depth: int,
+        lookahead: int,
+        sample_bytes: int,
+        decode_threads: int,
+        unindexed_files: list[str],
+    ) -> PrefetchStats:
         """``Prefetcher.stats()``: counts as of the last item received, plus the pool's rate."""
         decoded = round(self.progress.frames_decoded)
         busy = pool.busy_seconds if pool else 0.0
@@ -162,19 +181,29 @@ class Consumer:
         with c.lock:
             n_skipped = self.progress.samples_skipped
             skipped = c.skipped[:n_skipped]
-            dropped = c.dropped_files[:self.progress.files_dropped]
+            dropped = c.dropped_files[: self.progress.files_dropped]
             fallback = list(c.fallback_files)
             peak = c.peak_buffer_bytes
         return PrefetchStats(
-            batches_delivered=self.batches, samples_delivered=self.samples,
-            frames_delivered=frames_out, frames_decoded=decoded,
+            batches_delivered=self.batches,
+            samples_delivered=self.samples,
+            frames_delivered=frames_out,
+            frames_decoded=decoded,
             decoded_per_delivered=decoded / frames_out if frames_out else 0.0,
             decode_rate=pool.frames_decoded / busy if pool and busy > 0 else 0.0,
-            wait_time=self.wait, wait_time_after_first=self.wait - self.wait_first,
+            wait_time=self.wait,
+            wait_time_after_first=self.wait - self.wait_first,
             queue_fill=queue.sync_q.qsize() if queue is not None else 0,
-            queue_depth=queue_depth, samples_skipped=n_skipped, skipped=skipped,
-            dropped_files=dropped, fallback_files=fallback, lookahead=lookahead,
-            memory_bound_bytes=lookahead * sample_bytes, peak_buffer_bytes=peak,
+            queue_depth=queue_depth,
+            samples_skipped=n_skipped,
+            skipped=skipped,
+            dropped_files=dropped,
+            fallback_files=fallback,
+            lookahead=lookahead,
+            memory_bound_bytes=lookahead * sample_bytes,
+            peak_buffer_bytes=peak,
             elapsed=time.perf_counter() - c.started if c.started else 0.0,
-            decode_threads=decode_threads, epoch_start_waits=list(self.epoch_waits),
-            unindexed_files=unindexed_files)
+            decode_threads=decode_threads,
+            epoch_start_waits=list(self.epoch_waits),
+            unindexed_files=unindexed_files,
+        )

@@ -50,10 +50,16 @@ def check_frame_rate(value: object) -> float | None:
     """``frame_rate`` as a float, or None; raises naming the value and what is allowed."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or float(value) <= 0:
-        raise ValueError(f"Invalid frame_rate ({value!r}). Supported values are numbers > 0 "
-                         f"(grid points per second) or None (every frame)")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(float(value))
+        or float(value) <= 0
+    ):
+        raise ValueError(
+            f"Invalid frame_rate ({value!r}). Supported values are numbers > 0 "
+            f"(grid points per second) or None (every frame)"
+        )
     return float(value)
 
 
@@ -71,7 +77,6 @@ def expand_runs(starts: IntArray, lengths: IntArray) -> IntArray:
     total = int(lengths.sum())
     offsets = np.cumsum(lengths) - lengths
     return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
-
 
 
 class VideoDataset:
@@ -115,48 +120,83 @@ class VideoDataset:
     The object is immutable after construction and may be read from any thread.
     """
 
-    def __init__(self, files: PathLike | Iterable[PathLike], seq_len: int, *, stride: int = 1,
-                 step: int = 1, get_label: Callable[[str], Any] | None = None,
-                 indexes: Sequence[VideoIndex] | None = None, frame_rate: float | None = None,
-                 stream_index: int | None = None, autorotate: bool = True,
-                 on_error: str = "raise", progress: bool = False,
-                 index_timeout: float | None = INDEX_TIMEOUT) -> None:
-        paths = [os.fspath(files)] if isinstance(files, (str, os.PathLike)) \
+    def __init__(
+        self,
+        files: PathLike | Iterable[PathLike],
+        seq_len: int,
+        *,
+        stride: int = 1,
+        step: int = 1,
+        get_label: Callable[[str], Any] | None = None,
+        indexes: Sequence[VideoIndex] | None = None,
+        frame_rate: float | None = None,
+        stream_index: int | None = None,
+        autorotate: bool = True,
+        on_error: str = "raise",
+        progress: bool = False,
+        index_timeout: float | None = INDEX_TIMEOUT,
+    ) -> None:
+        paths = (
+            [os.fspath(files)]
+            if isinstance(files, (str, os.PathLike))
             else [os.fspath(f) for f in files]
+        )
         if not paths:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
         rate = check_frame_rate(frame_rate)
         self._unindexed: list[tuple[str, str]] = []
         if indexes is None:
-            found = load_indexes(paths, stream_index=stream_index, autorotate=autorotate,
-                                 on_error=on_error, progress=progress, timeout=index_timeout)
+            found = load_indexes(
+                paths,
+                stream_index=stream_index,
+                autorotate=autorotate,
+                on_error=on_error,
+                progress=progress,
+                timeout=index_timeout,
+            )
             idx = [r for r in found if isinstance(r, VideoIndex)]
             for r in found:
                 if isinstance(r, IndexFailure):
                     self._unindexed.append((r.path, r.cause))
-                    warnings.warn(f"leaving out '{r.path}': it cannot be indexed ({r.cause})",
-                                  UserWarning, stacklevel=2)
+                    warnings.warn(
+                        f"leaving out '{r.path}': it cannot be indexed ({r.cause})",
+                        UserWarning,
+                        stacklevel=2,
+                    )
             paths = [p for p, r in zip(paths, found, strict=True) if isinstance(r, VideoIndex)]
             if not paths:
-                raise ValueError(f"none of the {len(found)} file(s) could be indexed; the "
-                                 f"first: '{self._unindexed[0][0]}' ({self._unindexed[0][1]})")
+                raise ValueError(
+                    f"none of the {len(found)} file(s) could be indexed; the "
+                    f"first: '{self._unindexed[0][0]}' ({self._unindexed[0][1]})"
+                )
         else:
             idx = list(indexes)
             if len(idx) != len(paths):
-                raise ValueError(f"indexes has {len(idx)} entries for {len(paths)} files; "
-                                 f"give one VideoIndex per file, in the same order")
+                raise ValueError(
+                    f"indexes has {len(idx)} entries for {len(paths)} files; "
+                    f"give one VideoIndex per file, in the same order"
+                )
         self._frame_rate = rate
         self._grids = None if rate is None else [time_grid(i, rate) for i in idx]
-        lengths = [i.n_frames for i in idx] if self._grids is None \
-            else [len(g) for g in self._grids]
-        self._setup(paths, lengths, [i.seek_key for i in idx], idx, seq_len, stride, step,
-                    get_label)
+        lengths = (
+            [i.n_frames for i in idx] if self._grids is None else [len(g) for g in self._grids]
+        )
+        self._setup(
+            paths, lengths, [i.seek_key for i in idx], idx, seq_len, stride, step, get_label
+        )
 
     @classmethod
-    def from_frame_counts(cls, frame_counts: Sequence[int], seq_len: int, *, stride: int = 1,
-                          step: int = 1, gop_size: int | None = None,
-                          get_label: Callable[[str], Any] | None = None,
-                          names: Sequence[str] | None = None) -> VideoDataset:
+    def from_frame_counts(
+        cls,
+        frame_counts: Sequence[int],
+        seq_len: int,
+        *,
+        stride: int = 1,
+        step: int = 1,
+        gop_size: int | None = None,
+        get_label: Callable[[str], Any] | None = None,
+        names: Sequence[str] | None = None,
+    ) -> VideoDataset:
         """A dataset over imaginary files with these frame counts: for samplers and tests.
 
         No file is opened. GOP ``g`` of a file holds frames ``g*gop_size … (g+1)*gop_size-1``
@@ -176,9 +216,17 @@ class VideoDataset:
         obj._setup(paths, counts, keys, None, seq_len, stride, step, get_label)
         return obj
 
-    def _setup(self, paths: list[str], n_frames: list[int], seek_keys: list[np.ndarray],
-               indexes: list[VideoIndex] | None, seq_len: int, stride: int, step: int,
-               get_label: Callable[[str], Any] | None) -> None:
+    def _setup(
+        self,
+        paths: list[str],
+        n_frames: list[int],
+        seek_keys: list[np.ndarray],
+        indexes: list[VideoIndex] | None,
+        seq_len: int,
+        stride: int,
+        step: int,
+        get_label: Callable[[str], Any] | None,
+    ) -> None:
         self._seq_len = check_int("seq_len", seq_len, 1)
         self._stride = check_int("stride", stride, 1)
         self._step = check_int("step", step, 1)
@@ -197,19 +245,27 @@ class VideoDataset:
         self._arrays: tuple[IntArray, IntArray] | None = None
         self._gops: IntArray | None = None
         if self._skipped:
-            named = ", ".join(f"'{paths[k]}' ({frames[k]} frames)"
-                              for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS])
+            named = ", ".join(
+                f"'{paths[k]}' ({frames[k]} frames)"
+                for k in np.flatnonzero(counts == 0)[:_MAX_NAMED_SKIPS]
+            )
             more = len(self._skipped) - _MAX_NAMED_SKIPS
-            unit = "frames" if self._frame_rate is None else \
-                f"grid points at {self._frame_rate:g}/s"
+            unit = (
+                "frames" if self._frame_rate is None else f"grid points at {self._frame_rate:g}/s"
+            )
             warnings.warn(
                 f"skipping {len(self._skipped)} file(s) too short for one clip of seq_len="
                 f"{self._seq_len}, stride={self._stride} (a clip spans {span} {unit}): {named}"
-                + (f" and {more} more" if more > 0 else ""), UserWarning, stacklevel=3)
+                + (f" and {more} more" if more > 0 else ""),
+                UserWarning,
+                stacklevel=3,
+            )
         if self._len == 0:
-            raise ValueError(f"no file holds a clip spanning {span} frames (seq_len="
-                             f"{self._seq_len}, stride={self._stride}); the longest file has "
-                             f"{frames.max()} frames")
+            raise ValueError(
+                f"no file holds a clip spanning {span} frames (seq_len="
+                f"{self._seq_len}, stride={self._stride}); the longest file has "
+                f"{frames.max()} frames"
+            )
 
     # ------------------------------------------------------------------ geometry and lookup
 
@@ -287,8 +343,9 @@ class VideoDataset:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise invalid_type("sample index", i, "integers")
         if not -self._len <= i < self._len:
-            raise IndexError(f"sample index {i} out of range: valid 0..{self._len - 1} "
-                             f"(or -{self._len}..-1)")
+            raise IndexError(
+                f"sample index {i} out of range: valid 0..{self._len - 1} (or -{self._len}..-1)"
+            )
         return int(i) % self._len
 
     def locate(self, i: int) -> tuple[int, int]:
@@ -308,8 +365,9 @@ class VideoDataset:
         a = np.asarray(ids, dtype=np.int64)
         if a.size and (a.min() < -self._len or a.max() >= self._len):
             bad = a[(a < -self._len) | (a >= self._len)][0]
-            raise IndexError(f"sample index {bad} out of range: valid 0..{self._len - 1} "
-                             f"(or -{self._len}..-1)")
+            raise IndexError(
+                f"sample index {bad} out of range: valid 0..{self._len - 1} (or -{self._len}..-1)"
+            )
         a = a % self._len if self._len else a
         f = np.searchsorted(self._offsets, a, side="right").astype(np.int64) - 1
         return f, (a - self._offsets[f]) * self._step
@@ -352,9 +410,13 @@ class VideoDataset:
     def sample_gops(self) -> IntArray:
         """``[N]`` GOP id (within its file) of each sample's first frame; read-only, built once."""
         if self._gops is None:
-            parts = [np.asarray(self._seek_keys[f], dtype=np.int64)[
-                self._first_frames(f, np.arange(int(c), dtype=np.int64) * self._step)]
-                for f, c in enumerate(self._counts) if c > 0]
+            parts = [
+                np.asarray(self._seek_keys[f], dtype=np.int64)[
+                    self._first_frames(f, np.arange(int(c), dtype=np.int64) * self._step)
+                ]
+                for f, c in enumerate(self._counts)
+                if c > 0
+            ]
             self._gops = _readonly(np.concatenate(parts))
         return self._gops
 
@@ -380,17 +442,21 @@ class VideoDataset:
                     f"{first.width}x{first.height} and '{self._paths[k]}' is "
                     f"{other.width}x{other.height} (width x height); a batch needs one size: "
                     f"give a processing with a fixed output size (scale_width/scale_height or "
-                    f"width/height)")
+                    f"width/height)"
+                )
         return first.height, first.width
 
     def _require_indexes(self) -> list[VideoIndex]:
         if self._indexes is None:
-            raise RuntimeError("this VideoDataset was built from frame counts and has no video "
-                               "indexes (use VideoDataset(files, ...) to read videos)")
+            raise RuntimeError(
+                "this VideoDataset was built from frame counts and has no video "
+                "indexes (use VideoDataset(files, ...) to read videos)"
+            )
         return self._indexes
 
     def __repr__(self) -> str:
-        return (f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
-                f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
-                f"step={self._step})")
-
+        return (
+            f"VideoDataset({len(self._paths)} files, {len(self._skipped)} skipped, "
+            f"{self._len} samples, seq_len={self._seq_len}, stride={self._stride}, "
+            f"step={self._step})"
+        )

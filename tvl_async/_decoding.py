@@ -65,8 +65,13 @@ class BackendSpec:
         return create_backend(self.name, self.device, **self.options)
 
 
-def run_decode_job(backend: Backend, job: DecodeJob, *, size: tuple[int, int] | None = None,
-                   process: ProcessFn | None = None) -> list[SampleResult]:
+def run_decode_job(
+    backend: Backend,
+    job: DecodeJob,
+    *,
+    size: tuple[int, int] | None = None,
+    process: ProcessFn | None = None,
+) -> list[SampleResult]:
     """Decode a job's frames once, then split them per sample (and process them); blocks.
 
     Each sample is finished (stacked and processed) as soon as its last frame is decoded, and
@@ -83,8 +88,12 @@ def run_decode_job(backend: Backend, job: DecodeJob, *, size: tuple[int, int] | 
     for segment in [wanted] if streaming else _segments(job, wanted):
         try:
             if streaming:
-                result = backend.decode(job.index, segment, size=size,  # type: ignore[call-arg]
-                                        on_frame=collector.add)
+                result = backend.decode(
+                    job.index,
+                    segment,
+                    size=size,  # type: ignore[call-arg]
+                    on_frame=collector.add,
+                )
             else:
                 result = backend.decode(job.index, segment, size=size)
                 for f, frame in zip(segment, result.frames, strict=True):
@@ -161,8 +170,9 @@ def _share(results: list[SampleResult], n_decoded: int, n_requests: int) -> None
         r.n_decoded = n_decoded / max(n_requests, 1)
 
 
-def _decode_one(backend: Backend, r: SampleRequest, size: tuple[int, int] | None,
-                process: ProcessFn | None) -> SampleResult:
+def _decode_one(
+    backend: Backend, r: SampleRequest, size: tuple[int, int] | None, process: ProcessFn | None
+) -> SampleResult:
     try:
         result = backend.decode(r.index, r.decode_frames, size=size)
     except Exception as e:
@@ -170,8 +180,9 @@ def _decode_one(backend: Backend, r: SampleRequest, size: tuple[int, int] | None
     return _finish(r, torch.stack(result.frames), result.n_decoded, process)
 
 
-def _finish(r: SampleRequest, clip: torch.Tensor, n_decoded: float,
-            process: ProcessFn | None) -> SampleResult:
+def _finish(
+    r: SampleRequest, clip: torch.Tensor, n_decoded: float, process: ProcessFn | None
+) -> SampleResult:
     """The one place a sample is processed (``process`` None: its frames wait for the owner)."""
     if process is None:
         return SampleResult(r, frames=clip, n_decoded=n_decoded)
@@ -198,9 +209,16 @@ class DecodePool:
     stops the workers (bounded join) and may be called from any thread.
     """
 
-    def __init__(self, backend: BackendSpec, n_workers: int, *, process: ProcessFn,
-                 process_in_workers: bool, size: tuple[int, int] | None = None,
-                 name: str = "tvl-async-decode") -> None:
+    def __init__(
+        self,
+        backend: BackendSpec,
+        n_workers: int,
+        *,
+        process: ProcessFn,
+        process_in_workers: bool,
+        size: tuple[int, int] | None = None,
+        name: str = "tvl-async-decode",
+    ) -> None:
         self._backend = backend
         self._size = size
         self._process = process
@@ -213,8 +231,10 @@ class DecodePool:
         self.busy_seconds = 0.0
         self._current: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=_worker_main, name=f"{name}-{k}", daemon=True,
-                                          args=(self,)) for k in range(n_workers)]
+        self._threads = [
+            threading.Thread(target=_worker_main, name=f"{name}-{k}", daemon=True, args=(self,))
+            for k in range(n_workers)
+        ]
         for t in self._threads:
             t.start()
 

@@ -125,8 +125,9 @@ def hand_over(tensors: Iterable[torch.Tensor], event: Any) -> None:
         t.record_stream(stream)
 
 
-def to_device_async(t: torch.Tensor, device: str | torch.device, stream: Any = None
-                    ) -> torch.Tensor:
+def to_device_async(
+    t: torch.Tensor, device: str | torch.device, stream: Any = None
+) -> torch.Tensor:
     """Copy a CPU tensor to ``device`` without blocking the host; identity on the CPU.
 
     The tensor is staged in pinned (page-locked) memory (a host memcpy in the calling thread) and

@@ -38,8 +38,10 @@ def env_int(name: str, environ: Mapping[str, str] | None = None) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"Invalid environment variable {name} ({text!r}). Expected a "
-                         f"non-negative integer, as torchrun sets it")
+        raise ValueError(
+            f"Invalid environment variable {name} ({text!r}). Expected a "
+            f"non-negative integer, as torchrun sets it"
+        )
     return value
 
 
@@ -67,16 +69,19 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
     source = "the arguments"
     if rank is None or world_size is None:
         group = _process_group()
-        found: tuple[int | None, int | None] = (env_int("RANK"), env_int("WORLD_SIZE")) \
-            if group is None else group
+        found: tuple[int | None, int | None] = (
+            (env_int("RANK"), env_int("WORLD_SIZE")) if group is None else group
+        )
         source = "the environment (RANK, WORLD_SIZE)" if group is None else "torch.distributed"
         rank = found[0] if rank is None else rank
         world_size = found[1] if world_size is None else world_size
     if world_size is None:
         if rank is not None:
-            raise ValueError(f"give rank and world_size together (got rank={rank}, world_size="
-                             f"None and no WORLD_SIZE in the environment), or initialise "
-                             f"torch.distributed")
+            raise ValueError(
+                f"give rank and world_size together (got rank={rank}, world_size="
+                f"None and no WORLD_SIZE in the environment), or initialise "
+                f"torch.distributed"
+            )
         return 0, 1
     world_size = check_int("world_size", world_size, 1)
     if rank is None:
@@ -85,12 +90,17 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
                 f"world_size is {world_size} but this process's rank is unknown (no rank "
                 f"argument, torch.distributed not initialised, no RANK in the environment): "
                 f"give rank and world_size together, initialise torch.distributed, or launch "
-                f"with torchrun; refusing to read the whole epoch on every rank")
+                f"with torchrun; refusing to read the whole epoch on every rank"
+            )
         rank = 0
     rank = check_int("rank", rank, 0)
     if rank >= world_size:
-        raise invalid_value("rank", rank, f"0..{world_size - 1}",
-                            context=f"for world_size={world_size} (from {source})")
+        raise invalid_value(
+            "rank",
+            rank,
+            f"0..{world_size - 1}",
+            context=f"for world_size={world_size} (from {source})",
+        )
     return rank, world_size
 
 

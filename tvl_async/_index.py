@@ -35,10 +35,25 @@ from tvl_async._index_open import (
 )
 
 __all__ = [
-    "INDEX_TIMEOUT", "INDEX_VERSION", "NO_TS", "ORIENTATIONS", "VIDEO_SUFFIXES", "IndexFailure",
-    "VideoIndex", "build_index", "cache_dir", "check_readable", "describe_video_streams",
-    "find_videos", "first_video_stream", "load_index", "load_indexes", "open_container",
-    "orientation_of", "select_video_stream", "survive_new_streams",
+    "INDEX_TIMEOUT",
+    "INDEX_VERSION",
+    "NO_TS",
+    "ORIENTATIONS",
+    "VIDEO_SUFFIXES",
+    "IndexFailure",
+    "VideoIndex",
+    "build_index",
+    "cache_dir",
+    "check_readable",
+    "describe_video_streams",
+    "find_videos",
+    "first_video_stream",
+    "load_index",
+    "load_indexes",
+    "open_container",
+    "orientation_of",
+    "select_video_stream",
+    "survive_new_streams",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,8 +64,13 @@ INDEX_TIMEOUT = 300.0
 ON_ERROR = ("raise", "skip")
 
 
-def load_index(path: str | os.PathLike[str], *, cache: bool = True,
-               stream_index: int | None = None, autorotate: bool = True) -> VideoIndex:
+def load_index(
+    path: str | os.PathLike[str],
+    *,
+    cache: bool = True,
+    stream_index: int | None = None,
+    autorotate: bool = True,
+) -> VideoIndex:
     """Index ``path``, from the on-disk cache when a fresh entry exists; blocks.
 
     Args:
@@ -70,8 +90,11 @@ def load_index(path: str | os.PathLike[str], *, cache: bool = True,
     p = check_readable(path)
     st = p.stat()
     folder = cache_dir() if cache else None
-    target = (_index_cache.cache_file(folder, p, st.st_size, st.st_mtime_ns, stream_index)
-              if folder else None)
+    target = (
+        _index_cache.cache_file(folder, p, st.st_size, st.st_mtime_ns, stream_index)
+        if folder
+        else None
+    )
     index = None
     if target is not None:
         index = _index_cache.load_entry(target, p, st.st_size, st.st_mtime_ns, stream_index)
@@ -103,11 +126,17 @@ class IndexFailure:
         return f"{type(self.error).__name__}: {self.error}"
 
 
-def load_indexes(paths: Iterable[str | os.PathLike[str]], *, cache: bool = True,
-                 stream_index: int | None = None, autorotate: bool = True,
-                 on_error: str = "raise", progress: bool = False,
-                 timeout: float | None = INDEX_TIMEOUT,
-                 workers: int | None = None) -> list[VideoIndex | IndexFailure]:
+def load_indexes(
+    paths: Iterable[str | os.PathLike[str]],
+    *,
+    cache: bool = True,
+    stream_index: int | None = None,
+    autorotate: bool = True,
+    on_error: str = "raise",
+    progress: bool = False,
+    timeout: float | None = INDEX_TIMEOUT,
+    workers: int | None = None,
+) -> list[VideoIndex | IndexFailure]:
     """:func:`load_index` for each path, in parallel; results in the order given; blocks.
 
     Args:
@@ -126,11 +155,13 @@ def load_indexes(paths: Iterable[str | os.PathLike[str]], *, cache: bool = True,
         ImportError: ``progress=True`` without tqdm installed.
     """
     if on_error not in ON_ERROR:
-        raise ValueError(f"Invalid on_error ({on_error}). Supported values are "
-                         f"{', '.join(ON_ERROR)}")
+        raise ValueError(
+            f"Invalid on_error ({on_error}). Supported values are {', '.join(ON_ERROR)}"
+        )
     if timeout is not None and not timeout > 0:
-        raise ValueError(f"Invalid index timeout ({timeout}). Supported values are seconds > 0 "
-                         f"or None")
+        raise ValueError(
+            f"Invalid index timeout ({timeout}). Supported values are seconds > 0 or None"
+        )
     items = [os.fspath(p) for p in paths]
     n_workers = workers or min(16, 2 * (os.cpu_count() or 1))
     if n_workers < 1:
@@ -162,8 +193,9 @@ def _progress_bar(total: int) -> Any:
     return tqdm(total=total, desc="indexing", unit="file")
 
 
-def _run_pool(work: Any, items: list[str], n_workers: int, timeout: float | None,
-              bar: Any) -> list[VideoIndex | IndexFailure]:
+def _run_pool(
+    work: Any, items: list[str], n_workers: int, timeout: float | None, bar: Any
+) -> list[VideoIndex | IndexFailure]:
     """Run ``work(item)`` on daemon threads; wait in short slices, failing items over
     ``timeout`` seconds (their thread is abandoned and replaced)."""
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -214,9 +246,13 @@ def _run_pool(work: Any, items: list[str], n_workers: int, timeout: float | None
             late = [k for k, t0 in started.items() if now - t0 > timeout]
             for k in late:
                 started.pop(k)
-                results[k] = IndexFailure(items[k], TimeoutError(
-                    f"{items[k]}: indexing took longer than {timeout:g} s (a read that does "
-                    f"not return?); the file is left out"))
+                results[k] = IndexFailure(
+                    items[k],
+                    TimeoutError(
+                        f"{items[k]}: indexing took longer than {timeout:g} s (a read that does "
+                        f"not return?); the file is left out"
+                    ),
+                )
         for _ in late:
             done.put(-1)
             spawn()
@@ -243,6 +279,8 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
         else:
             raise FileNotFoundError(2, "No such file or folder", str(p))
     if not out:
-        raise ValueError(f"no video files given (got {[str(i) for i in items]}; folders are "
-                         f"searched for {' '.join(VIDEO_SUFFIXES)})")
+        raise ValueError(
+            f"no video files given (got {[str(i) for i in items]}; folders are "
+            f"searched for {' '.join(VIDEO_SUFFIXES)})"
+        )
     return out

@@ -78,8 +78,11 @@ def orientation_of(matrix: np.ndarray | None, path: str = "") -> tuple[int, bool
     signs = tuple(int(np.sign(round(float(matrix[i]) / 65536.0, 2))) for i in (0, 1, 3, 4))
     found = ORIENTATIONS.get(signs)  # type: ignore[arg-type]
     if found is None:
-        log.warning("%s: the display matrix %s is not a quarter turn or mirror; frames are "
-                    "given as stored", path, [int(v) for v in matrix])
+        log.warning(
+            "%s: the display matrix %s is not a quarter turn or mirror; frames are given as stored",
+            path,
+            [int(v) for v in matrix],
+        )
         return 0, False
     return found[0] * 90, found[1]
 
@@ -135,8 +138,12 @@ class _Packet:
     duration: int
 
 
-def _demux_packets(container: av.container.InputContainer, stream: Any, path: str,
-                   probe: _OrientationProbe | None = None) -> list[_Packet]:
+def _demux_packets(
+    container: av.container.InputContainer,
+    stream: Any,
+    path: str,
+    probe: _OrientationProbe | None = None,
+) -> list[_Packet]:
     packets: list[_Packet] = []
     trailing_corrupt = 0  # packets the demuxer flagged as incomplete, at the end so far
     try:
@@ -300,8 +307,11 @@ def build_index(path: str | os.PathLike[str], stream_index: int | None = None) -
     ok = _timestamps_usable(packets)
     if ok and all(pk.discard for pk in packets):
         ok = False
-    arrays = _build_from_packets(packets, tb) if ok else _build_by_decode_scan(
-        str(p), rate, meta["stream_index"])
+    arrays = (
+        _build_from_packets(packets, tb)
+        if ok
+        else _build_by_decode_scan(str(p), rate, meta["stream_index"])
+    )
     if len(arrays["pts"]) == 0:
         raise VideoOpenError(
             f"{p}: the video stream has no frames (header claims {meta['header_frames']}); "
@@ -322,5 +332,3 @@ def build_index(path: str | os.PathLike[str], stream_index: int | None = None) -
         **meta,
         **arrays,
     )
-
-

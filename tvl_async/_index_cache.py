@@ -36,8 +36,9 @@ def cache_dir() -> Path | None:
     return Path(base) / "tvl_async"
 
 
-def cache_file(folder: Path, path: Path, size: int, mtime_ns: int,
-               stream_index: int | None = None) -> Path:
+def cache_file(
+    folder: Path, path: Path, size: int, mtime_ns: int, stream_index: int | None = None
+) -> Path:
     """The cache entry's path for this file version and stream (None: the best stream)."""
     stream = "best" if stream_index is None else str(stream_index)
     key = hashlib.sha1(f"{path}\0{size}\0{mtime_ns}\0{stream}".encode()).hexdigest()
@@ -90,8 +91,9 @@ def save_entry(index: VideoIndex, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def load_entry(target: Path, path: Path, size: int, mtime_ns: int,
-               stream_index: int | None = None) -> VideoIndex | None:
+def load_entry(
+    target: Path, path: Path, size: int, mtime_ns: int, stream_index: int | None = None
+) -> VideoIndex | None:
     """The cached index, or None when the entry is absent, stale or unreadable."""
     try:
         if not target.exists():  # may raise PermissionError for an unreadable cache folder

@@ -54,8 +54,10 @@ def check_readable(path: str | os.PathLike[str]) -> Path:
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(21, "Expected a video file but got a directory", str(p))
     if not stat.S_ISREG(st.st_mode):
-        raise VideoOpenError(f"{p}: not a regular file ({_kind(st.st_mode)}); refused without "
-                             f"opening it, since reading it could block forever")
+        raise VideoOpenError(
+            f"{p}: not a regular file ({_kind(st.st_mode)}); refused without "
+            f"opening it, since reading it could block forever"
+        )
     try:
         with open(p, "rb") as f:
             head = f.read(1)
@@ -87,8 +89,9 @@ def describe_video_streams(container: av.container.InputContainer) -> str:
     return ", ".join(parts) or "none"
 
 
-def select_video_stream(container: av.container.InputContainer, path: str,
-                        stream_index: int | None = None) -> av.video.stream.VideoStream:
+def select_video_stream(
+    container: av.container.InputContainer, path: str, stream_index: int | None = None
+) -> av.video.stream.VideoStream:
     """The video stream to read: ``stream_index`` (an index among all the file's streams), or,
     when None, the one the ``ffmpeg`` command picks (:func:`best_video_stream`).
 
@@ -108,8 +111,10 @@ def select_video_stream(container: av.container.InputContainer, path: str,
     for s in videos:
         if s.index == stream_index:
             return s
-    raise ValueError(f"Invalid stream_index ({stream_index}) for '{path}'. Video streams: "
-                     f"{describe_video_streams(container)}")
+    raise ValueError(
+        f"Invalid stream_index ({stream_index}) for '{path}'. Video streams: "
+        f"{describe_video_streams(container)}"
+    )
 
 
 def best_video_stream(videos: list[Any]) -> Any:
@@ -122,6 +127,7 @@ def best_video_stream(videos: list[Any]) -> Any:
     a 480x270 stream, neither marked default, ffmpeg reads the 480x270 one and
     ``av_find_best_stream`` the first.
     """
+
     def flags(s: Any) -> int:
         try:
             return int(s.disposition)
@@ -146,8 +152,9 @@ _DISPOSITION_ATTACHED_PIC = 1024  # AV_DISPOSITION_ATTACHED_PIC
 _DEFAULT_BONUS = 5_000_000  # fftools' score for the default disposition
 
 
-def first_video_stream(container: av.container.InputContainer,
-                       path: str) -> av.video.stream.VideoStream:
+def first_video_stream(
+    container: av.container.InputContainer, path: str
+) -> av.video.stream.VideoStream:
     """ffmpeg's best video stream (kept for callers of the former name)."""
     return select_video_stream(container, path, None)
 

@@ -79,13 +79,19 @@ class VideoLoader:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"{os.fspath(path)}: device '{self.device}' asked for, but PyTorch sees no CUDA "
-                f"device (torch.cuda.is_available() is False; torch {torch.__version__})")
+                f"device (torch.cuda.is_available() is False; torch {torch.__version__})"
+            )
         self.dtype = dtype
         self.backend_name = resolve_backend(backend, self.device)
         if not isinstance(autorotate, bool):
             raise TypeError(f"autorotate must be a bool, got {autorotate!r}")
-        found = load_indexes([path], stream_index=stream_index, autorotate=autorotate,
-                             timeout=index_timeout, workers=1)[0]
+        found = load_indexes(
+            [path],
+            stream_index=stream_index,
+            autorotate=autorotate,
+            timeout=index_timeout,
+            workers=1,
+        )[0]
         assert isinstance(found, VideoIndex)  # on_error="raise" raised otherwise
         self._index = found
         self._backend: Backend | None = create_backend(self.backend_name, self.device)
@@ -191,8 +197,11 @@ class VideoLoader:
             raise invalid_value("read mode", mode, READ_MODES, file=self.path)
         wanted = [self._index.check_frame(i) for i in indices]
         if not wanted:
-            shape = (0, 3, self.height, self.width) if layout == "TCHW" else (
-                0, self.height, self.width, 3)
+            shape = (
+                (0, 3, self.height, self.width)
+                if layout == "TCHW"
+                else (0, self.height, self.width, 3)
+            )
             return torch.empty(shape, dtype=self.dtype, device=self.device)
         frames = torch.stack(self._decode(wanted, mode))
         return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
@@ -205,8 +214,9 @@ class VideoLoader:
         if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
             raise invalid_type("seek time", seconds, "numbers of seconds", file=self.path)
         if math.isnan(float(seconds)):
-            raise invalid_value("seek time", seconds, "numbers of seconds (not nan)",
-                                file=self.path)
+            raise invalid_value(
+                "seek time", seconds, "numbers of seconds (not nan)", file=self.path
+            )
         self.seek_to_frame(self._index.frame_at_time(float(seconds)))
 
     def seek_to_frame(self, i: int) -> None:
@@ -232,9 +242,11 @@ class VideoLoader:
                 frame = next(self._reader)
             except StopIteration:
                 self._stop_reader()
-                raise DecodeError(f"{self.path}: the decoder ended before frame "
-                                  f"{self._position} of {self.n_frames}; the file may have "
-                                  f"changed since it was indexed") from None
+                raise DecodeError(
+                    f"{self.path}: the decoder ended before frame "
+                    f"{self._position} of {self.n_frames}; the file may have "
+                    f"changed since it was indexed"
+                ) from None
             except BaseException:  # the reader is dead: the next call starts a fresh one
                 self._stop_reader()
                 raise

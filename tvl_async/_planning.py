@@ -216,7 +216,8 @@ class LookaheadPlanner:
             keys = r.index.seek_key
             frames = r.decode_frames
             self._by_file.setdefault(r.index.path, []).append(
-                (int(keys[min(frames)]), int(keys[max(frames)]), r))
+                (int(keys[min(frames)]), int(keys[max(frames)]), r)
+            )
 
     def _job_for(self, first: SampleRequest) -> DecodeJob:
         path = first.index.path
@@ -259,26 +260,30 @@ def check_output_sizes(processing: Mapping[str, ProcessDesc], dataset: VideoData
         ValueError: files of different sizes without a fixed output size, or a crop larger
             than some file's frames.
     """
-    fixed = all((d.width and d.height) or (d.scale_width and d.scale_height)
-                for d in processing.values())
+    fixed = all(
+        (d.width and d.height) or (d.scale_width and d.scale_height) for d in processing.values()
+    )
     if not fixed:
         dataset.check_uniform_size()
     # A crop larger than some file's frames: fail now, naming the file (not later, in the
     # service thread, with a message that names no file).
     counts = dataset.samples_per_file
-    sizes = {(ix.height, ix.width): ix.path
-             for k, ix in enumerate(dataset.indexes) if counts[k] > 0}
+    sizes = {
+        (ix.height, ix.width): ix.path for k, ix in enumerate(dataset.indexes) if counts[k] > 0
+    }
     for (h, w), path in sizes.items():
         for name, desc in processing.items():
             try:
                 desc.output_size(h, w)
             except ValueError as e:
-                raise ValueError(f"processing[{name!r}] does not fit '{path}' "
-                                 f"({w}x{h}, width x height): {e}") from None
+                raise ValueError(
+                    f"processing[{name!r}] does not fit '{path}' ({w}x{h}, width x height): {e}"
+                ) from None
 
 
-def sample_bytes(processing: Mapping[str, ProcessDesc], seq_len: int,
-                 indexes: Sequence[VideoIndex]) -> int:
+def sample_bytes(
+    processing: Mapping[str, ProcessDesc], seq_len: int, indexes: Sequence[VideoIndex]
+) -> int:
     """Bytes of one finished sample (all outputs), for the largest file."""
     h, w = _largest_frame(indexes)
     total = 0
@@ -288,8 +293,9 @@ def sample_bytes(processing: Mapping[str, ProcessDesc], seq_len: int,
     return max(total, 1)
 
 
-def default_lookahead(memory_budget: int, held_bytes: int, samples_per_epoch: int,
-                      batch_size: int) -> int:
+def default_lookahead(
+    memory_budget: int, held_bytes: int, samples_per_epoch: int, batch_size: int
+) -> int:
     """As many samples as ``memory_budget`` bytes hold (``held_bytes`` each: the reorder buffer
     holds processed outputs, :func:`sample_bytes`), at most :data:`MAX_DEFAULT_LOOKAHEAD` and at
     most one epoch (more would only add latency before the first batch)."""

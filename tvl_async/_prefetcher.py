@@ -99,9 +99,14 @@ class Prefetcher:
     # ``batch_sampler``; a Prefetcher batches by itself
     batch_sampler: None = None
 
-    def __init__(self, files_or_dataset: VideoDataset | str | os.PathLike[str]
-                 | Iterable[str | os.PathLike[str]], seq_len: int | None = None, *,
-                 config: PrefetchConfig | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        files_or_dataset: VideoDataset | str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        seq_len: int | None = None,
+        *,
+        config: PrefetchConfig | None = None,
+        **options: Any,
+    ) -> None:
         if seq_len is not None:
             options["seq_len"] = seq_len
         self.config = PrefetchConfig.from_options(config, **options)
@@ -113,29 +118,48 @@ class Prefetcher:
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailableError(
                 f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "
-                f"(torch.cuda.is_available() is False; torch {torch.__version__})")
+                f"(torch.cuda.is_available() is False; torch {torch.__version__})"
+            )
         self.backend_name = resolve_backend(cfg.backend, self.device)
         if dataset is None:
             files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
-            dataset = VideoDataset(files, cfg.seq_len, stride=cfg.stride, step=cfg.step,
-                                   get_label=cfg.get_label, frame_rate=cfg.frame_rate,
-                                   stream_index=cfg.stream_index, autorotate=cfg.autorotate,
-                                   on_error=cfg.on_error, progress=cfg.progress,
-                                   index_timeout=cfg.index_timeout)
+            dataset = VideoDataset(
+                files,
+                cfg.seq_len,
+                stride=cfg.stride,
+                step=cfg.step,
+                get_label=cfg.get_label,
+                frame_rate=cfg.frame_rate,
+                stream_index=cfg.stream_index,
+                autorotate=cfg.autorotate,
+                on_error=cfg.on_error,
+                progress=cfg.progress,
+                index_timeout=cfg.index_timeout,
+            )
         self.dataset = dataset
         self._processing = cfg.outputs
         check_output_sizes(self._processing, dataset)
-        self._positions = sorted({p for d in self._processing.values()
-                                  for p in needed_frames(d, cfg.seq_len)})
-        sampler = make_sampler(dataset, cfg.sampling, shuffle=cfg.shuffle, seed=cfg.seed,
-                               replacement=cfg.replacement, chunk_size=cfg.chunk_size,
-                               shuffle_buffer=cfg.shuffle_buffer, rank=cfg.rank,
-                               world_size=cfg.world_size, drop_last=cfg.drop_last)
+        self._positions = sorted(
+            {p for d in self._processing.values() for p in needed_frames(d, cfg.seq_len)}
+        )
+        sampler = make_sampler(
+            dataset,
+            cfg.sampling,
+            shuffle=cfg.shuffle,
+            seed=cfg.seed,
+            replacement=cfg.replacement,
+            chunk_size=cfg.chunk_size,
+            shuffle_buffer=cfg.shuffle_buffer,
+            rank=cfg.rank,
+            world_size=cfg.world_size,
+            drop_last=cfg.drop_last,
+        )
         self._epochs = EpochIterator(sampler, None)  # endless: loops end in self._loops
         self.sampler = sampler
         self._sample_bytes = sample_bytes(self._processing, cfg.seq_len, dataset.indexes)
         self.lookahead = cfg.lookahead or default_lookahead(
-            cfg.memory_budget, self._sample_bytes, len(sampler), cfg.batch_size)
+            cfg.memory_budget, self._sample_bytes, len(sampler), cfg.batch_size
+        )
         threads = cfg.decode_threads or default_decode_threads(self.backend_name)
         self.decode_threads = 0 if self.backend_name == "nvdec" else threads
         self._ffmpeg_threads = cfg.ffmpeg_threads or default_ffmpeg_threads(self.decode_threads)
@@ -165,27 +189,42 @@ class Prefetcher:
             PrefetcherClosedError: it is closed.
         """
         if self._state is State.RUNNING:
-            raise RuntimeError("this Prefetcher is already running; start() is called once "
-                               "(with, async with and iteration start it themselves)")
+            raise RuntimeError(
+                "this Prefetcher is already running; start() is called once "
+                "(with, async with and iteration start it themselves)"
+            )
         if self._state is State.CLOSED:
             raise PrefetcherClosedError("this Prefetcher is closed; create a new one")
         self._queue = janus.Queue(maxsize=self.config.queue_depth)
         plan = service.ServicePlan(
-            config=self.config, dataset=self.dataset, epochs=self._epochs,
-            processing=self._processing, positions=self._positions, device=self.device,
-            backend=self.backend_name, decode_threads=self.decode_threads,
-            ffmpeg_threads=self._ffmpeg_threads, lookahead=self.lookahead,
-            transform=self._transform, queue=self._queue, stop=self._stop,
-            counters=self._counters, control=self._control, pool_holder=self._pool_holder,
-            failures=dict(self._consumer.failures))
-        thread = threading.Thread(target=service.service_main, args=(plan,), daemon=True,
-                                  name="tvl-async-service")
+            config=self.config,
+            dataset=self.dataset,
+            epochs=self._epochs,
+            processing=self._processing,
+            positions=self._positions,
+            device=self.device,
+            backend=self.backend_name,
+            decode_threads=self.decode_threads,
+            ffmpeg_threads=self._ffmpeg_threads,
+            lookahead=self.lookahead,
+            transform=self._transform,
+            queue=self._queue,
+            stop=self._stop,
+            counters=self._counters,
+            control=self._control,
+            pool_holder=self._pool_holder,
+            failures=dict(self._consumer.failures),
+        )
+        thread = threading.Thread(
+            target=service.service_main, args=(plan,), daemon=True, name="tvl-async-service"
+        )
         self._consumer.attach(self._queue, thread)
         self._counters.started = time.perf_counter()
         if self._loops.resume_at is None:  # the service reads ahead: remember where it began
             self._loops.resume_at = (self._epochs.epoch, self._epochs.position)
-        self._finalizer = weakref.finalize(self, service.shutdown, self._stop, thread,
-                                           self._queue, self._pool_holder)
+        self._finalizer = weakref.finalize(
+            self, service.shutdown, self._stop, thread, self._queue, self._pool_holder
+        )
         self._finalizer.atexit = False  # _close_at_exit does it, in order, with the others
         self._state = State.RUNNING
         _RUNNING.add(self)
@@ -212,23 +251,32 @@ class Prefetcher:
         if self._state is State.NOT_STARTED:
             self.start()
         elif self._state is State.CLOSED:
-            raise PrefetcherClosedError("this Prefetcher is closed; create a new one to iterate "
-                                        "again")
+            raise PrefetcherClosedError(
+                "this Prefetcher is closed; create a new one to iterate again"
+            )
 
     def __enter__(self) -> Prefetcher:
         self._ensure_started()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     async def __aenter__(self) -> Prefetcher:
         self._ensure_started()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         """Close without blocking the event loop: the join runs in a worker thread."""
         await asyncio.to_thread(self.close)
         if self._queue is not None:
@@ -305,11 +353,15 @@ class Prefetcher:
     def stats(self) -> PrefetchStats:
         """A snapshot of the counters; cheap, any time (consumer's thread)."""
         return self._consumer.stats(
-            self._pool_holder[0] if self._pool_holder else None, self._queue,
-            frames_per_sample=len(self._positions), queue_depth=self.config.queue_depth,
-            lookahead=self.lookahead, sample_bytes=self._sample_bytes,
+            self._pool_holder[0] if self._pool_holder else None,
+            self._queue,
+            frames_per_sample=len(self._positions),
+            queue_depth=self.config.queue_depth,
+            lookahead=self.lookahead,
+            sample_bytes=self._sample_bytes,
             decode_threads=self.decode_threads,
-            unindexed_files=[p for p, _ in self.dataset.unindexed_files])
+            unindexed_files=[p for p, _ in self.dataset.unindexed_files],
+        )
 
     def state_dict(self) -> dict[str, Any]:
         """Where to resume: just after the last batch handed to the consumer (a plain,
@@ -319,8 +371,12 @@ class Prefetcher:
         at = self._loops.resume_at
         sampler = self._epochs.state_dict() if at is None else self._epochs.state_dict(at=at)
         # not started: the cursor is exact (no service reads ahead of it)
-        return {"sampler": sampler, "batches_delivered": self._consumer.batches if at else 0,
-                "file_failures": dict(self._consumer.failures), **self._loops.state()}
+        return {
+            "sampler": sampler,
+            "batches_delivered": self._consumer.batches if at else 0,
+            "file_failures": dict(self._consumer.failures),
+            **self._loops.state(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at the exact next sample of ``state`` (before iterating): the first loop
@@ -331,9 +387,11 @@ class Prefetcher:
             raise ValueError("not a Prefetcher state: missing 'sampler'")
         failures = state.get("file_failures", {})
         if not isinstance(failures, Mapping) or not all(
-                isinstance(k, str) and isinstance(v, int) for k, v in failures.items()):
-            raise ValueError(f"not a Prefetcher state: file_failures must map paths to counts, "
-                             f"got {failures!r}")
+            isinstance(k, str) and isinstance(v, int) for k, v in failures.items()
+        ):
+            raise ValueError(
+                f"not a Prefetcher state: file_failures must map paths to counts, got {failures!r}"
+            )
         self._epochs.load_state_dict(state["sampler"])
         # states without "loop_end" come from one run of `epochs` epochs from epoch 0
         self._loops.start_at(self._epochs.epoch, state.get("loop_end", self.config.epochs))
@@ -359,8 +417,10 @@ class Prefetcher:
         if self._state is State.CLOSED:
             raise PrefetcherClosedError("this Prefetcher is closed; create a new one")
         if not self._loops.can_set_epoch():
-            raise RuntimeError("set_epoch must be called before the Prefetcher starts or "
-                               "between loops, not in the middle of an epoch read with next()")
+            raise RuntimeError(
+                "set_epoch must be called before the Prefetcher starts or "
+                "between loops, not in the middle of an epoch read with next()"
+            )
         if self._loops.set_epoch(epoch):
             self._consumer.generation = self._control.restart_at(epoch)
 
@@ -371,25 +431,37 @@ class Prefetcher:
         return n // b if self.config.drop_last else -(-n // b)
 
     def __repr__(self) -> str:
-        return (f"Prefetcher({len(self.dataset)} samples from {len(self.dataset.files)} files, "
-                f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
-                f"device='{self.device}', backend={self.backend_name!r}, "
-                f"state={self._state.value})")
+        return (
+            f"Prefetcher({len(self.dataset)} samples from {len(self.dataset.files)} files, "
+            f"seq_len={self.config.seq_len}, batch_size={self.config.batch_size}, "
+            f"device='{self.device}', backend={self.backend_name!r}, "
+            f"state={self._state.value})"
+        )
 
 
 def _dataset_config(dataset: VideoDataset, config: PrefetchConfig) -> PrefetchConfig:
     """``config`` with the clip options of ``dataset``, which brings its own: refuse different
     ones given explicitly (``config.model_fields_set``), which would otherwise be ignored."""
-    own = {"seq_len": dataset.seq_len, "stride": dataset.stride, "step": dataset.step,
-           "frame_rate": dataset.frame_rate}
+    own = {
+        "seq_len": dataset.seq_len,
+        "stride": dataset.stride,
+        "step": dataset.step,
+        "frame_rate": dataset.frame_rate,
+    }
     for name, value in own.items():
         given = getattr(config, name)
         if name in config.model_fields_set and given != value:
-            raise invalid_value(name, given, f"the dataset's own ({value}), or leave it out "
-                                f"and set {name} on the VideoDataset",
-                                context="given with a VideoDataset")
+            raise invalid_value(
+                name,
+                given,
+                f"the dataset's own ({value}), or leave it out and set {name} on the VideoDataset",
+                context="given with a VideoDataset",
+            )
     if config.get_label is not None:
-        raise invalid_value("get_label", config.get_label, "None: pass it to VideoDataset("
-                            "files, seq_len, get_label=...) instead",
-                            context="given with a VideoDataset")
+        raise invalid_value(
+            "get_label",
+            config.get_label,
+            "None: pass it to VideoDataset(files, seq_len, get_label=...) instead",
+            context="given with a VideoDataset",
+        )
     return config.replace(**own)

@@ -240,20 +240,25 @@ class ProcessDesc(BaseModel):
     def _cross_fields(self) -> ProcessDesc:
         floating = self.dtype != torch.uint8
         if self.normalized and not floating:
-            raise invalid_value("normalized", True, f"normalized=True {_FLOAT_ONLY}",
-                                context="with dtype uint8")
+            raise invalid_value(
+                "normalized", True, f"normalized=True {_FLOAT_ONLY}", context="with dtype uint8"
+            )
         for name in ("mean", "std"):
             value = getattr(self, name)
             if value is None:
                 continue
             if not floating:
-                raise invalid_value(name, value, f"{name} {_FLOAT_ONLY}",
-                                    context="with dtype uint8")
+                raise invalid_value(
+                    name, value, f"{name} {_FLOAT_ONLY}", context="with dtype uint8"
+                )
             if len(value) not in (1, self.channels):
                 counts = "1 value" if self.channels == 1 else f"1 or {self.channels} values"
-                raise invalid_value(name, value, counts,
-                                    context=f"({len(value)} values) for color_space "
-                                            f"{self.color_space!r}")
+                raise invalid_value(
+                    name,
+                    value,
+                    counts,
+                    context=f"({len(value)} values) for color_space {self.color_space!r}",
+                )
         self._check_crops()
         return self
 
@@ -262,26 +267,43 @@ class ProcessDesc(BaseModel):
         if rrc is not None:
             if self.width is None or self.height is None:
                 raise invalid_value(
-                    "random_resized_crop", rrc, "only with both width and height (the output "
-                    "size)", context=f"with width={self.width!r}, height={self.height!r}")
+                    "random_resized_crop",
+                    rrc,
+                    "only with both width and height (the output size)",
+                    context=f"with width={self.width!r}, height={self.height!r}",
+                )
             if self.scale_width is not None or self.scale_height is not None:
                 raise invalid_value(
-                    "random_resized_crop", rrc, "without scale_width/scale_height (the region "
-                    "is resized to width x height)",
+                    "random_resized_crop",
+                    rrc,
+                    "without scale_width/scale_height (the region is resized to width x height)",
                     context=f"with scale_width={self.scale_width!r}, "
-                            f"scale_height={self.scale_height!r}")
+                    f"scale_height={self.scale_height!r}",
+                )
             if self.random_crop:
-                raise invalid_value("random_crop", True, "one of the two",
-                                    context=f"with random_resized_crop={rrc!r}")
+                raise invalid_value(
+                    "random_crop",
+                    True,
+                    "one of the two",
+                    context=f"with random_resized_crop={rrc!r}",
+                )
         elif self.random_crop and self.width is None and self.height is None:
-            raise invalid_value("random_crop", True, "random_crop=True with a crop size (width "
-                                "and/or height)", context="without width or height")
+            raise invalid_value(
+                "random_crop",
+                True,
+                "random_crop=True with a crop size (width and/or height)",
+                context="without width or height",
+            )
         else:
             for crop, scale in (("width", "scale_width"), ("height", "scale_height")):
                 c, s = getattr(self, crop), getattr(self, scale)
                 if c is not None and s is not None and c > s:
-                    raise invalid_value(crop, c, f"crops no larger than the scaled frame "
-                                        f"({crop} <= {scale})", context=f"with {scale}={s}")
+                    raise invalid_value(
+                        crop,
+                        c,
+                        f"crops no larger than the scaled frame ({crop} <= {scale})",
+                        context=f"with {scale}={s}",
+                    )
 
     @property
     def channels(self) -> int:
@@ -304,8 +326,12 @@ class ProcessDesc(BaseModel):
         if self.index_map is None:
             return seq_len
         if len(self.index_map) > seq_len:
-            raise invalid_value("index_map", list(self.index_map), "at most seq_len entries",
-                                context=f"({len(self.index_map)} entries) for seq_len={seq_len}")
+            raise invalid_value(
+                "index_map",
+                list(self.index_map),
+                "at most seq_len entries",
+                context=f"({len(self.index_map)} entries) for seq_len={seq_len}",
+            )
         return max(self.index_map) + 1
 
     def scaled_size(self, in_height: int, in_width: int) -> tuple[int, int]:
@@ -316,8 +342,9 @@ class ProcessDesc(BaseModel):
         ``random_resized_crop`` has no resize step before its crop (returns the input size).
         """
         if in_height < 1 or in_width < 1:
-            raise invalid_value("frame size", None, "sizes >= 1x1",
-                                shown=f"{in_height}x{in_width}, height x width")
+            raise invalid_value(
+                "frame size", None, "sizes >= 1x1", shown=f"{in_height}x{in_width}, height x width"
+            )
         sw, sh = self.scale_width, self.scale_height
         if sw is not None and sh is not None:
             return sh, sw

@@ -74,8 +74,9 @@ class AugmentParams:
 
 def _randint(generator: torch.Generator, low: int, high: int) -> int:
     """One integer uniform in ``[low, high]`` (inclusive) from ``generator``."""
-    return int(torch.randint(low, high + 1, (1,), generator=generator,
-                             device=generator.device).item())
+    return int(
+        torch.randint(low, high + 1, (1,), generator=generator, device=generator.device).item()
+    )
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -84,8 +85,9 @@ def _uniform(generator: torch.Generator, low: float, high: float) -> float:
     return float(sample.uniform_(low, high, generator=generator).item())
 
 
-def _resized_crop_box(desc: ProcessDesc, in_height: int, in_width: int,
-                      generator: torch.Generator) -> tuple[int, int, int, int]:
+def _resized_crop_box(
+    desc: ProcessDesc, in_height: int, in_width: int, generator: torch.Generator
+) -> tuple[int, int, int, int]:
     """torchvision RandomResizedCrop's region: 10 tries, then a centre-crop fallback."""
     assert desc.random_resized_crop is not None
     area = in_height * in_width
@@ -111,8 +113,9 @@ def _resized_crop_box(desc: ProcessDesc, in_height: int, in_width: int,
     return (in_height - h) // 2, (in_width - w) // 2, h, w
 
 
-def draw_augment(desc: ProcessDesc, in_height: int, in_width: int,
-                 generator: torch.Generator) -> AugmentParams:
+def draw_augment(
+    desc: ProcessDesc, in_height: int, in_width: int, generator: torch.Generator
+) -> AugmentParams:
     """Draw the crop place and flip for one clip of ``in_height x in_width`` frames (pixels).
 
     Deterministic for a given generator state; a desc with nothing random draws nothing (the
@@ -184,16 +187,21 @@ def needed_frames(desc: ProcessDesc, seq_len: int) -> list[int]:
     return sorted(source_positions(desc, seq_len))
 
 
-def _select(frames: torch.Tensor, desc: ProcessDesc,
-            positions: Sequence[int] | None) -> torch.Tensor:
+def _select(
+    frames: torch.Tensor, desc: ProcessDesc, positions: Sequence[int] | None
+) -> torch.Tensor:
     """Pick the frames the output shows, in output order (``index_map``)."""
     if desc.index_map is None:
         return frames
     n_in = frames.shape[0]
     given = list(range(n_in)) if positions is None else [int(p) for p in positions]
     if len(given) != n_in:
-        raise invalid_value("positions", given, "one clip position per frame",
-                            context=f"({len(given)} entries) for {n_in} frames")
+        raise invalid_value(
+            "positions",
+            given,
+            "one clip position per frame",
+            context=f"({len(given)} entries) for {n_in} frames",
+        )
     row_of = {p: row for row, p in enumerate(given)}
     seq_len = max(len(desc.index_map), max(given, default=-1) + 1)
     wanted = source_positions(desc, seq_len)
@@ -205,7 +213,7 @@ def _select(frames: torch.Tensor, desc: ProcessDesc,
         )
     rows = [row_of[p] for p in wanted]
     if rows == list(range(rows[0], rows[0] + len(rows))):
-        return frames[rows[0]:rows[0] + len(rows)]  # a view, no copy
+        return frames[rows[0] : rows[0] + len(rows)]  # a view, no copy
     return torch.stack([frames[row] for row in rows])  # no index tensor: no host-to-device copy
 
 
@@ -231,8 +239,9 @@ def _interp_kwargs(mode: str, antialias: bool) -> dict[str, Any]:
     return {"mode": mode}
 
 
-def _resize(frames: torch.Tensor, size: tuple[int, int], interpolation: str,
-            antialias: bool) -> torch.Tensor:
+def _resize(
+    frames: torch.Tensor, size: tuple[int, int], interpolation: str, antialias: bool
+) -> torch.Tensor:
     """Resize uint8 ``[F, C, H, W]`` frames to ``size`` (height, width); returns uint8.
 
     Uses torch's uint8 kernels where the device has them (CPU bilinear/bicubic/nearest), else
@@ -242,12 +251,13 @@ def _resize(frames: torch.Tensor, size: tuple[int, int], interpolation: str,
     kwargs = _interp_kwargs(mode, antialias)
     if _uint8_resize_ok(frames.device, mode, antialias):
         return F.interpolate(frames, size=size, **kwargs)
-    out = torch.empty((frames.shape[0], frames.shape[1], *size), dtype=torch.uint8,
-                      device=frames.device)
+    out = torch.empty(
+        (frames.shape[0], frames.shape[1], *size), dtype=torch.uint8, device=frames.device
+    )
     for start in range(0, frames.shape[0], FLOAT_RESIZE_CHUNK):
-        chunk = frames[start:start + FLOAT_RESIZE_CHUNK].float()
+        chunk = frames[start : start + FLOAT_RESIZE_CHUNK].float()
         resized = F.interpolate(chunk, size=size, **kwargs)
-        out[start:start + FLOAT_RESIZE_CHUNK] = resized.round_().clamp_(0, 255)
+        out[start : start + FLOAT_RESIZE_CHUNK] = resized.round_().clamp_(0, 255)
     return out
 
 
@@ -277,10 +287,14 @@ def _geometry(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams) ->
         top, left, h, w = params.crop
         fh, fw = frame_size
         if h < 1 or w < 1 or top < 0 or left < 0 or top + h > fh or left + w > fw:
-            raise invalid_value("params.crop", params.crop, "boxes inside the frame",
-                                context=f"(top, left, height, width) for a {fh}x{fw} frame")
+            raise invalid_value(
+                "params.crop",
+                params.crop,
+                "boxes inside the frame",
+                context=f"(top, left, height, width) for a {fh}x{fw} frame",
+            )
         if (h, w) != (fh, fw):
-            x = x[..., top:top + h, left:left + w]
+            x = x[..., top : top + h, left : left + w]
         if desc.random_resized_crop is not None and (h, w) != (out_h, out_w):
             x = _resize(x, (out_h, out_w), desc.interpolation, desc.antialias)
     return x
@@ -332,8 +346,13 @@ def _values(x: torch.Tensor, desc: ProcessDesc) -> torch.Tensor:
     return v.to(desc.dtype)
 
 
-def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams | None,
-                 *, positions: Sequence[int] | None = None) -> torch.Tensor:
+def process_clip(
+    frames: torch.Tensor,
+    desc: ProcessDesc,
+    params: AugmentParams | None,
+    *,
+    positions: Sequence[int] | None = None,
+) -> torch.Tensor:
     """Make ``desc``'s output tensor for one clip; on ``frames``' device, no host sync.
 
     Args:
@@ -356,15 +375,22 @@ def process_clip(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams 
             another frame size, or ``positions`` missing a frame that ``index_map`` needs.
     """
     if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
-        raise invalid_value("frames", None, "[F, 3, H, W] uint8 RGB tensors",
-                            shown=f"a tensor of shape {tuple(frames.shape)} and dtype "
-                                  f"{frames.dtype}")
+        raise invalid_value(
+            "frames",
+            None,
+            "[F, 3, H, W] uint8 RGB tensors",
+            shown=f"a tensor of shape {tuple(frames.shape)} and dtype {frames.dtype}",
+        )
     if frames.shape[0] == 0:
         raise invalid_value("frames", None, "F >= 1", shown="an empty tensor, 0 frames")
     if params is None:
         if desc.is_random:
-            raise invalid_value("params", None, "draw_augment(desc, height, width, "
-                                "generator)", context="for a random desc")
+            raise invalid_value(
+                "params",
+                None,
+                "draw_augment(desc, height, width, generator)",
+                context="for a random desc",
+            )
         params = draw_augment(desc, frames.shape[-2], frames.shape[-1], torch.Generator())
     x = _select(frames, desc, positions)
     x = _geometry(x, desc, params)

@@ -56,8 +56,15 @@ class Sampler:
     name: ClassVar[str] = ""
     contiguous_shards: ClassVar[bool] = False
 
-    def __init__(self, dataset: SampleSpace, *, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None, drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: SampleSpace,
+        *,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         self.dataset = dataset
         self._n = len(dataset)
         self.seed = check_int("seed", seed, 0)
@@ -84,11 +91,14 @@ class Sampler:
     def shard(self, order: IntArray) -> IntArray:
         """This rank's part of a global order (padded by wrapping or truncated first)."""
         total = len(self) * self.world_size
-        padded = order[:total] if total <= len(order) \
+        padded = (
+            order[:total]
+            if total <= len(order)
             else np.tile(order, math.ceil(total / len(order)))[:total]
+        )
         if self.contiguous_shards:
             return np.ascontiguousarray(padded.reshape(self.world_size, -1)[self.rank])
-        return np.ascontiguousarray(padded[self.rank::self.world_size])
+        return np.ascontiguousarray(padded[self.rank :: self.world_size])
 
     def global_position(self, position: int) -> int:
         """Index in the (padded) global order of this rank's sample at ``position``."""
@@ -107,8 +117,10 @@ class Sampler:
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v}" for k, v in self.params().items())
-        return (f"{type(self).__name__}(N={self._n}, seed={self.seed}, rank={self.rank}, "
-                f"world_size={self.world_size}, drop_last={self.drop_last}{extra})")
+        return (
+            f"{type(self).__name__}(N={self._n}, seed={self.seed}, rank={self.rank}, "
+            f"world_size={self.world_size}, drop_last={self.drop_last}{extra})"
+        )
 
 
 class SequentialSampler(Sampler):
@@ -126,9 +138,16 @@ class UniformSampler(Sampler):
 
     name = "uniform"
 
-    def __init__(self, dataset: SampleSpace, *, replacement: bool = False, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: SampleSpace,
+        *,
+        replacement: bool = False,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         super().__init__(dataset, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
         self.replacement = bool(replacement)
 
@@ -153,9 +172,16 @@ class ChunkedSampler(Sampler):
     name = "chunked"
     contiguous_shards = True
 
-    def __init__(self, dataset: SampleSpace, *, chunk_size: int = 8, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: SampleSpace,
+        *,
+        chunk_size: int = 8,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         super().__init__(dataset, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
         self.chunk_size = check_int("chunk_size", chunk_size, 1)
         counts = np.asarray(dataset.samples_per_file, dtype=np.int64)
@@ -188,9 +214,16 @@ class GopShuffleSampler(Sampler):
     name = "gop_shuffle"
     contiguous_shards = True
 
-    def __init__(self, dataset: SampleSpace, *, shuffle_buffer: int = 1024, seed: int = 0,
-                 rank: int | None = None, world_size: int | None = None,
-                 drop_last: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: SampleSpace,
+        *,
+        shuffle_buffer: int = 1024,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
         super().__init__(dataset, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last)
         self.shuffle_buffer = check_int("shuffle_buffer", shuffle_buffer, 1)
         files, _ = dataset.sample_arrays()
@@ -207,7 +240,8 @@ class GopShuffleSampler(Sampler):
         bounds = np.flatnonzero(np.diff(sorted_key)) + 1
         self._group_starts = np.concatenate([[0], bounds]).astype(np.int64)
         self._group_lengths = np.diff(np.concatenate([self._group_starts, [self._n]])).astype(
-            np.int64)
+            np.int64
+        )
 
     @property
     def n_groups(self) -> int:
@@ -263,10 +297,19 @@ def _buffer_positions(slots: IntArray, drain: IntArray, size: int) -> IntArray:
     return np.concatenate([emitted, final[drain]]).astype(np.int64)
 
 
-def make_sampler(dataset: SampleSpace, sampling: str = "uniform", *, shuffle: bool = True,
-                 seed: int = 0, replacement: bool = False, chunk_size: int = 8,
-                 shuffle_buffer: int = 1024, rank: int | None = None,
-                 world_size: int | None = None, drop_last: bool = False) -> Sampler:
+def make_sampler(
+    dataset: SampleSpace,
+    sampling: str = "uniform",
+    *,
+    shuffle: bool = True,
+    seed: int = 0,
+    replacement: bool = False,
+    chunk_size: int = 8,
+    shuffle_buffer: int = 1024,
+    rank: int | None = None,
+    world_size: int | None = None,
+    drop_last: bool = False,
+) -> Sampler:
     """The sampler named ``sampling`` (one of :data:`SAMPLINGS`); see the classes.
 
     ``shuffle=False`` gives the sequential order whatever ``sampling`` says. ``replacement`` is
@@ -278,11 +321,18 @@ def make_sampler(dataset: SampleSpace, sampling: str = "uniform", *, shuffle: bo
     if sampling not in SAMPLINGS:
         raise invalid_value("sampling", sampling, SAMPLINGS)
     if replacement and (sampling != "uniform" or not shuffle):
-        raise invalid_value("replacement", True, "replacement=True with sampling='uniform' "
-                            "and shuffle=True only",
-                            context=f"with sampling={sampling!r}, shuffle={shuffle}")
-    common: dict[str, Any] = {"seed": seed, "rank": rank, "world_size": world_size,
-                              "drop_last": drop_last}
+        raise invalid_value(
+            "replacement",
+            True,
+            "replacement=True with sampling='uniform' and shuffle=True only",
+            context=f"with sampling={sampling!r}, shuffle={shuffle}",
+        )
+    common: dict[str, Any] = {
+        "seed": seed,
+        "rank": rank,
+        "world_size": world_size,
+        "drop_last": drop_last,
+    }
     if sampling == "sequential" or not shuffle:
         return SequentialSampler(dataset, **common)
     if sampling == "uniform":

@@ -77,8 +77,10 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
         self._end = None if self._count is None else start + self._count
         self._len = len(sampler)
         if self._len == 0:
-            raise ValueError(f"rank {sampler.rank} gets no samples: {sampler.dataset_len} samples "
-                             f"over world_size={sampler.world_size} with drop_last=True")
+            raise ValueError(
+                f"rank {sampler.rank} gets no samples: {sampler.dataset_len} samples "
+                f"over world_size={sampler.world_size} with drop_last=True"
+            )
         self._epoch = start
         self._position = 0
         self._lock = threading.Lock()
@@ -142,10 +144,19 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
         if pos >= self._len:
             epoch, pos = epoch + 1, 0
         s = self.sampler
-        return {"version": STATE_VERSION, "epoch": epoch, "position": pos, "seed": s.seed,
-                "sampler": s.name, "sampler_params": s.params(), "dataset_len": s.dataset_len,
-                "rank": s.rank, "world_size": s.world_size, "drop_last": s.drop_last,
-                "samples_per_epoch": self._len}
+        return {
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "position": pos,
+            "seed": s.seed,
+            "sampler": s.name,
+            "sampler_params": s.params(),
+            "dataset_len": s.dataset_len,
+            "rank": s.rank,
+            "world_size": s.world_size,
+            "drop_last": s.drop_last,
+            "samples_per_epoch": self._len,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at exactly the next sample recorded in ``state`` and adopt its seed.
@@ -157,27 +168,50 @@ class EpochIterator(Iterator[tuple[int, int, int]]):
             ValueError: the state is malformed or does not match this sampler (dataset length,
                 sampler name or settings, world size, drop_last), with every difference named.
         """
-        required = ("version", "epoch", "position", "seed", "sampler", "sampler_params",
-                    "dataset_len", "world_size", "drop_last")
+        required = (
+            "version",
+            "epoch",
+            "position",
+            "seed",
+            "sampler",
+            "sampler_params",
+            "dataset_len",
+            "world_size",
+            "drop_last",
+        )
         missing = [k for k in required if k not in state]
         if missing:
             raise ValueError(f"not a sampler state: missing {', '.join(missing)}")
         if state["version"] != STATE_VERSION:
-            raise ValueError(f"sampler state version {state['version']} is not supported "
-                             f"(expected {STATE_VERSION})")
+            raise ValueError(
+                f"sampler state version {state['version']} is not supported "
+                f"(expected {STATE_VERSION})"
+            )
         s = self.sampler
-        mine = {"sampler": s.name, "sampler_params": s.params(), "dataset_len": s.dataset_len,
-                "world_size": s.world_size, "drop_last": s.drop_last}
-        diffs = [f"{k}: saved {state[k]!r}, now {v!r}" for k, v in mine.items()
-                 if (dict(state[k]) if k == "sampler_params" else state[k]) != v]
+        mine = {
+            "sampler": s.name,
+            "sampler_params": s.params(),
+            "dataset_len": s.dataset_len,
+            "world_size": s.world_size,
+            "drop_last": s.drop_last,
+        }
+        diffs = [
+            f"{k}: saved {state[k]!r}, now {v!r}"
+            for k, v in mine.items()
+            if (dict(state[k]) if k == "sampler_params" else state[k]) != v
+        ]
         if diffs:
-            raise ValueError("cannot resume from this sampler state, it was saved for another "
-                             "setup: " + "; ".join(diffs))
+            raise ValueError(
+                "cannot resume from this sampler state, it was saved for another "
+                "setup: " + "; ".join(diffs)
+            )
         epoch = check_int("epoch", state["epoch"], 0)
         pos = check_int("position", state["position"], 0)
         if pos > self._len:
-            raise ValueError(f"sampler state position {pos} is past the epoch's end "
-                             f"({self._len} samples per epoch)")
+            raise ValueError(
+                f"sampler state position {pos} is past the epoch's end "
+                f"({self._len} samples per epoch)"
+            )
         s.seed = check_int("seed", state["seed"], 0)
         with self._lock:
             self._order = None

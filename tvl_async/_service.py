@@ -55,7 +55,6 @@ JOIN_SECONDS = 10.0  # how long close() waits for the service thread
 OPEN_FILES_PER_THREAD = 4
 
 
-
 @dataclass
 class ServicePlan:
     """Everything the service thread uses; it gets no reference to the Prefetcher itself."""
@@ -111,16 +110,28 @@ def _requests(plan: ServicePlan, seqs: Iterator[int]) -> Iterator[SampleRequest]
         label: Any = None
         error: Exception | None = None
         try:  # a failure here (get_label, a draw) is this sample's, delivered in its place
-            augment = {name: draw_augment(desc, index.height, index.width, gen)
-                       for name, desc in plan.processing.items()}
+            augment = {
+                name: draw_augment(desc, index.height, index.width, gen)
+                for name, desc in plan.processing.items()
+            }
             label = ds.label(sample_id)
         except Exception as e:
             error = e
         if index.path in plan.dropped:
             error = DecodeError(f"{index.path}: file dropped after repeated failures")
-        yield SampleRequest(seq=next(seqs), epoch=epoch, position=position, sample_id=sample_id,
-                            file_index=file_index, index=index, frames=ds.clip_frames(sample_id),
-                            positions=plan.positions, label=label, augment=augment, error=error)
+        yield SampleRequest(
+            seq=next(seqs),
+            epoch=epoch,
+            position=position,
+            sample_id=sample_id,
+            file_index=file_index,
+            index=index,
+            frames=ds.clip_frames(sample_id),
+            positions=plan.positions,
+            label=label,
+            augment=augment,
+            error=error,
+        )
 
 
 def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
@@ -143,8 +154,9 @@ def _collate(results: list[SampleResult], plan: ServicePlan) -> Batch:
 
 def _backend_spec(plan: ServicePlan) -> BackendSpec:
     if plan.backend == "pyav":
-        return BackendSpec("pyav", "cpu", {"threads": plan.ffmpeg_threads,
-                                           "max_open_files": OPEN_FILES_PER_THREAD})
+        return BackendSpec(
+            "pyav", "cpu", {"threads": plan.ffmpeg_threads, "max_open_files": OPEN_FILES_PER_THREAD}
+        )
 
     def on_fallback(path: str, _reason: str) -> None:
         with plan.counters.lock:
@@ -162,11 +174,17 @@ def service_main(plan: ServicePlan) -> None:
 
         def process(r: SampleRequest, clip: torch.Tensor) -> dict[str, torch.Tensor]:
             clip = to_device_async(clip, plan.device, stream)
-            return {name: process_clip(clip, desc, r.augment[name], positions=r.positions)
-                    for name, desc in plan.processing.items()}
+            return {
+                name: process_clip(clip, desc, r.augment[name], positions=r.positions)
+                for name, desc in plan.processing.items()
+            }
 
-        pool = DecodePool(_backend_spec(plan), plan.decode_threads, process=process,
-                          process_in_workers=plan.device.type == "cpu")
+        pool = DecodePool(
+            _backend_spec(plan),
+            plan.decode_threads,
+            process=process,
+            process_in_workers=plan.device.type == "cpu",
+        )
         plan.pool_holder.append(pool)
         with stream.context():  # GPU decoding, processing and collation on the service stream
             _Service(plan, pool, stream).run()
@@ -208,8 +226,9 @@ class _Service:
         self.per_epoch = plan.epochs.samples_per_epoch
 
     def _new_planner(self) -> LookaheadPlanner:
-        return LookaheadPlanner(_requests(self.plan, self._seqs), self.plan.lookahead,
-                                max_jobs=2 * self.pool.n_workers)
+        return LookaheadPlanner(
+            _requests(self.plan, self._seqs), self.plan.lookahead, max_jobs=2 * self.pool.n_workers
+        )
 
     def run(self) -> None:
         """Until stopped or failed. Raises ``janus.SyncQueueShutDown`` once the queue is shut."""
@@ -275,14 +294,17 @@ class _Service:
         plan, cfg, r = self.plan, self.plan.config, result.request
         self.decoded += result.job_decoded
         with plan.counters.lock:
-            plan.counters.peak_buffer_bytes = max(plan.counters.peak_buffer_bytes,
-                                                  self.planner.peak_bytes)
+            plan.counters.peak_buffer_bytes = max(
+                plan.counters.peak_buffer_bytes, self.planner.peak_bytes
+            )
         if r.index.path in plan.dropped:
             _skip(plan, r, "file dropped after repeated failures")
         elif result.error is not None:
             if cfg.on_error == "raise":
-                result.error.add_note(f"tvl_async: raised in the service thread for sample "
-                                      f"{r.sample_id} (epoch {r.epoch}): {r.where()}")
+                result.error.add_note(
+                    f"tvl_async: raised in the service thread for sample "
+                    f"{r.sample_id} (epoch {r.epoch}): {r.where()}"
+                )
                 self.outbox.append(Failure(result.error))
                 self.failed = True
                 return
@@ -304,8 +326,12 @@ class _Service:
             plan.dropped.add(path)
             with plan.counters.lock:
                 plan.counters.dropped_files.append(path)
-            log.warning("tvl_async: giving up %s after %d failures; its remaining samples are "
-                        "skipped for the rest of the run", path, failures[path])
+            log.warning(
+                "tvl_async: giving up %s after %d failures; its remaining samples are "
+                "skipped for the rest of the run",
+                path,
+                failures[path],
+            )
 
     def _flush(self, final: bool) -> None:
         """Collate the pending samples into a batch (``final``: the epoch's last, maybe short)."""
@@ -316,18 +342,27 @@ class _Service:
         batch = _collate(pending, plan)
         if plan.transform is not None:
             with plan.counters.lock:
-                plan.counters.transforming = (f"the transform, on samples "
-                                              f"{batch.sample_ids.tolist()[:8]} (epoch "
-                                              f"{batch.epoch})")
+                plan.counters.transforming = (
+                    f"the transform, on samples "
+                    f"{batch.sample_ids.tolist()[:8]} (epoch "
+                    f"{batch.epoch})"
+                )
             try:
                 batch = apply_transform(plan.transform, batch)
             finally:
                 with plan.counters.lock:
                     plan.counters.transforming = ""
         last = pending[-1].request
-        self.outbox.append(Delivery(batch, self.stream.record_event(),
-                                    (last.epoch, last.position + 1), dict(plan.failures),
-                                    self._progress(), self.generation))
+        self.outbox.append(
+            Delivery(
+                batch,
+                self.stream.record_event(),
+                (last.epoch, last.position + 1),
+                dict(plan.failures),
+                self._progress(),
+                self.generation,
+            )
+        )
 
     def _progress(self) -> Progress:
         c = self.plan.counters
@@ -339,15 +374,26 @@ def _skip(plan: ServicePlan, r: SampleRequest, why: str, first: bool = False) ->
     with plan.counters.lock:
         plan.counters.samples_skipped += 1
         if len(plan.counters.skipped) < 1000:
-            plan.counters.skipped.append(SkippedSample(r.epoch, r.sample_id, r.index.path,
-                                                       list(r.frames), why))
+            plan.counters.skipped.append(
+                SkippedSample(r.epoch, r.sample_id, r.index.path, list(r.frames), why)
+            )
     if first:
-        log.warning("tvl_async: skipping sample %d of %s (frames %s): %s (logged once per file; "
-                    "see Prefetcher.stats().skipped)", r.sample_id, r.index.path, r.frames, why)
+        log.warning(
+            "tvl_async: skipping sample %d of %s (frames %s): %s (logged once per file; "
+            "see Prefetcher.stats().skipped)",
+            r.sample_id,
+            r.index.path,
+            r.frames,
+            why,
+        )
 
 
-def shutdown(stop: threading.Event, thread: threading.Thread | None,
-             q: janus.Queue[Item], pool_holder: list[DecodePool]) -> None:
+def shutdown(
+    stop: threading.Event,
+    thread: threading.Thread | None,
+    q: janus.Queue[Item],
+    pool_holder: list[DecodePool],
+) -> None:
     """Stop the service: set the flag, shut the queue down (dropping what it holds, waking
     every blocked put and get), join with a timeout. Idempotent; any thread."""
     stop.set()
@@ -356,6 +402,9 @@ def shutdown(stop: threading.Event, thread: threading.Thread | None,
         thread.join(JOIN_SECONDS)
         if thread.is_alive():
             where = pool_holder[0].activity() if pool_holder else "unknown"
-            log.warning("tvl_async: the service thread did not stop within %.0f s (busy with: %s); "
-                        "it is a daemon thread and will not block interpreter exit",
-                        JOIN_SECONDS, where)
+            log.warning(
+                "tvl_async: the service thread did not stop within %.0f s (busy with: %s); "
+                "it is a daemon thread and will not block interpreter exit",
+                JOIN_SECONDS,
+                where,
+            )

@@ -30,8 +30,12 @@ def resolve_backend(name: str, device: str | torch.device) -> str:
     if name == "auto":
         return "nvdec" if dev.type == "cuda" and nvdec_available() else "pyav"
     if name == "nvdec" and dev.type != "cuda":
-        raise invalid_value("device", str(dev), "'cuda', 'cuda:N' (backend 'nvdec' decodes "
-                            "on a GPU)", context="for backend 'nvdec'")
+        raise invalid_value(
+            "device",
+            str(dev),
+            "'cuda', 'cuda:N' (backend 'nvdec' decodes on a GPU)",
+            context="for backend 'nvdec'",
+        )
     return name
 
 

@@ -121,8 +121,9 @@ def pts_positions(index: VideoIndex) -> dict[int, int]:
     return {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
 
 
-def packets_from_key(container: Any, stream: Any, index: VideoIndex, key: int,
-                     pos_of_pts: dict[int, int]) -> Iterator[Any]:
+def packets_from_key(
+    container: Any, stream: Any, index: VideoIndex, key: int, pos_of_pts: dict[int, int]
+) -> Iterator[Any]:
     """Seek and yield the stream's PyAV packets from keyframe entry ``key`` to the end, in
     decode order, starting exactly at that keyframe's packet (found by its pts; the seek lands
     at or before it). Empty packets, and incomplete ones the index left out (the end of a
@@ -145,8 +146,10 @@ def packets_from_key(container: Any, stream: Any, index: VideoIndex, key: int,
             if pkt.pts is None:
                 if pkt.size == 0:
                     continue
-                raise DecodeError(f"{index.path}: a packet without pts after seeking to "
-                                  f"keyframe {key}; the file changed since it was indexed")
+                raise DecodeError(
+                    f"{index.path}: a packet without pts after seeking to "
+                    f"keyframe {key}; the file changed since it was indexed"
+                )
             pos = pos_of_pts.get(int(pkt.pts))
             if pos is None or pos < target:
                 continue
@@ -162,8 +165,10 @@ def packets_from_key(container: Any, stream: Any, index: VideoIndex, key: int,
         stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
         seek_ts = min(stamps0) - 1
         log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
-    raise DecodeError(f"{index.path}: could not position the demuxer on keyframe {key} "
-                      f"(pts {index.key_pts[key]}); the file may be damaged")
+    raise DecodeError(
+        f"{index.path}: could not position the demuxer on keyframe {key} "
+        f"(pts {index.key_pts[key]}); the file may be damaged"
+    )
 
 
 def _unindexed_corrupt(pkt: Any, pos_of_pts: dict[int, int]) -> bool:

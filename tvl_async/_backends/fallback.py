@@ -37,8 +37,12 @@ class FallbackBackend:
         on_fallback: called with ``(path, reason)`` the first time a file falls back.
     """
 
-    def __init__(self, primary: _Checks, fallback: Backend,
-                 on_fallback: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        primary: _Checks,
+        fallback: Backend,
+        on_fallback: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.primary = primary
         self.fallback = fallback
         self.device = primary.device
@@ -68,8 +72,14 @@ class FallbackBackend:
         """Files decoded on the CPU so far."""
         return [p for p, r in self._reasons.items() if r is not None]
 
-    def decode(self, index: VideoIndex, frames: Sequence[int], *,
-               size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
+    def decode(
+        self,
+        index: VideoIndex,
+        frames: Sequence[int],
+        *,
+        size: tuple[int, int] | None = None,
+        mode: ReadMode = "auto",
+    ) -> DecodeResult:
         """Decode with the backend chosen for this file; frames end up on ``self.device``."""
         if self._pick(index) is self.primary:
             try:
@@ -80,8 +90,9 @@ class FallbackBackend:
         result.frames = self._upload(result.frames)
         return result
 
-    def stream(self, index: VideoIndex, start: int = 0, *,
-               size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+    def stream(
+        self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
         """Sequential frames from the backend chosen for this file, on ``self.device``."""
         start = index.check_frame(start)
         if self._pick(index) is self.primary:

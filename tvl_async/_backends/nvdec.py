@@ -91,10 +91,26 @@ from tvl_async._index import VideoIndex
 log = logging.getLogger(__name__)
 
 # Re-exported: the engine and the packet source are the pieces the CPU tests drive directly.
-__all__ = ["MAX_BIT_DEPTH", "NVDEC_CODECS", "PIX_FMT_DEPTH", "STATIC_LIMITS", "EncodedPacket",
-           "Engine", "FrameDecoder", "NvdecBackend", "PacketSource", "av1_has_sequence_header",
-           "caps_unsupported_reason", "decoder_caps", "nvdec_codec", "plan_runs", "rejection",
-           "short", "static_unsupported_reason"]
+__all__ = [
+    "MAX_BIT_DEPTH",
+    "NVDEC_CODECS",
+    "PIX_FMT_DEPTH",
+    "STATIC_LIMITS",
+    "EncodedPacket",
+    "Engine",
+    "FrameDecoder",
+    "NvdecBackend",
+    "PacketSource",
+    "av1_has_sequence_header",
+    "caps_unsupported_reason",
+    "decoder_caps",
+    "nvdec_codec",
+    "plan_runs",
+    "rejection",
+    "short",
+    "static_unsupported_reason",
+]
+
 
 class NvdecBackend:
     """Frame-exact NVDEC decoder; frames come back as ``[3, H, W]`` uint8 CUDA tensors.
@@ -117,12 +133,18 @@ class NvdecBackend:
     name = "nvdec"
     _decoder_class: type[_NvDecoder] = _NvDecoder
 
-    def __init__(self, device: str | torch.device = "cuda:0", *, max_decoders: int = 8,
-                 max_open_files: int = 16) -> None:
+    def __init__(
+        self,
+        device: str | torch.device = "cuda:0",
+        *,
+        max_decoders: int = 8,
+        max_open_files: int = 16,
+    ) -> None:
         dev = torch.device(device)
         if dev.type != "cuda":
-            raise invalid_value("device", str(dev), "'cuda', 'cuda:N' (NvdecBackend decodes on "
-                                "a CUDA device)")
+            raise invalid_value(
+                "device", str(dev), "'cuda', 'cuda:N' (NvdecBackend decodes on a CUDA device)"
+            )
         if max_decoders < 1:
             raise invalid_value("max_decoders", max_decoders, "integers >= 1")
         self._nvc = _load_pynvvideocodec(dev)
@@ -136,8 +158,13 @@ class NvdecBackend:
         self._rejected: dict[str, str] = {}  # path -> NVDEC's refusal at decode time
         self._owner = threading.get_ident()
         self._closed = False
-        self._engine = Engine(self._decoder_for, scope=self._scope, deliver=self._deliver,
-                               retire=self._retire, max_open_files=max_open_files)
+        self._engine = Engine(
+            self._decoder_for,
+            scope=self._scope,
+            deliver=self._deliver,
+            retire=self._retire,
+            max_open_files=max_open_files,
+        )
 
     # -------------------------------------------------------------------- public
 
@@ -146,8 +173,14 @@ class NvdecBackend:
         """Frames NVDEC produced since the backend was created."""
         return self._engine.frames_decoded
 
-    def decode(self, index: VideoIndex, frames: Sequence[int], *,
-               size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
+    def decode(
+        self,
+        index: VideoIndex,
+        frames: Sequence[int],
+        *,
+        size: tuple[int, int] | None = None,
+        mode: ReadMode = "auto",
+    ) -> DecodeResult:
         """Decode ``frames`` of ``index.path`` on the GPU; see :class:`Backend`.
 
         Returned tensors are ready for the caller's current CUDA stream (it waits on the
@@ -162,15 +195,17 @@ class NvdecBackend:
             self._reject(index, e)
             raise
 
-    def stream(self, index: VideoIndex, start: int = 0, *,
-               size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+    def stream(
+        self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
         """Yield frames ``start…`` to the end, decoding forward once with a decoder of its own."""
         self._check_open()
         self._destroy_retired()
         return self._stream_frames(index, start, size)
 
-    def _stream_frames(self, index: VideoIndex, start: int, size: tuple[int, int] | None
-                       ) -> Iterator[torch.Tensor]:
+    def _stream_frames(
+        self, index: VideoIndex, start: int, size: tuple[int, int] | None
+    ) -> Iterator[torch.Tensor]:
         try:
             yield from self._engine.stream(index, start, size=size)
         except UnsupportedCodecError as e:
@@ -265,11 +300,21 @@ class NvdecBackend:
     def _create(self, index: VideoIndex, codec: str, max_w: int, max_h: int) -> _NvDecoder:
         with torch.cuda.device(self.device):
             try:
-                return self._decoder_class(self._nvc, self.device, self._stream, codec,
-                                           index.width, index.height, max_w, max_h)
+                return self._decoder_class(
+                    self._nvc,
+                    self.device,
+                    self._stream,
+                    codec,
+                    index.width,
+                    index.height,
+                    max_w,
+                    max_h,
+                )
             except Exception as e:
-                raise DecodeError(f"{index.path}: creating an NVDEC {codec} decoder failed: "
-                                  f"{type(e).__name__}: {e}") from e
+                raise DecodeError(
+                    f"{index.path}: creating an NVDEC {codec} decoder failed: "
+                    f"{type(e).__name__}: {e}"
+                ) from e
 
     def _drop(self, key: Key) -> None:
         dec = self._decoders.pop(key, None)
@@ -280,8 +325,9 @@ class NvdecBackend:
     def _decoder_for(self, index: VideoIndex, dedicated: bool) -> FrameDecoder:
         reason = self.unsupported_reason(index)
         if reason is not None:
-            raise UnsupportedCodecError(f"{index.path}: {reason}; decode it on the CPU "
-                                        f"(backend='pyav')")
+            raise UnsupportedCodecError(
+                f"{index.path}: {reason}; decode it on the CPU (backend='pyav')"
+            )
         codec = NVDEC_CODECS[index.codec]
         if dedicated:
             return self._create(index, codec, index.width, index.height)

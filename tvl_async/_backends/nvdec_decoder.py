@@ -33,18 +33,25 @@ def _load_pynvvideocodec(device: torch.device) -> ModuleType:
     try:
         module = importlib.import_module("PyNvVideoCodec")
     except Exception as e:  # ImportError, or the package's own driver checks failing
-        problems.append(f"PyNvVideoCodec cannot be imported ({type(e).__name__}: {e}); install "
-                        f"it with `{INSTALL_HINT}`")
+        problems.append(
+            f"PyNvVideoCodec cannot be imported ({type(e).__name__}: {e}); install "
+            f"it with `{INSTALL_HINT}`"
+        )
     if not torch.cuda.is_available():
-        problems.append(f"no CUDA device is visible (torch.cuda.is_available() is False; torch "
-                        f"{torch.__version__}, CUDA build {torch.version.cuda})")
+        problems.append(
+            f"no CUDA device is visible (torch.cuda.is_available() is False; torch "
+            f"{torch.__version__}, CUDA build {torch.version.cuda})"
+        )
     elif device.index is not None and device.index >= torch.cuda.device_count():
-        problems.append(f"device {device} does not exist ({torch.cuda.device_count()} CUDA "
-                        f"device(s) visible)")
+        problems.append(
+            f"device {device} does not exist ({torch.cuda.device_count()} CUDA device(s) visible)"
+        )
     if problems or module is None:
         raise BackendUnavailableError(
-            "The NVDEC backend is unavailable: " + "; ".join(problems)
-            + ". Use backend='pyav' to decode on the CPU.")
+            "The NVDEC backend is unavailable: "
+            + "; ".join(problems)
+            + ". Use backend='pyav' to decode on the CPU."
+        )
     return module
 
 
@@ -57,8 +64,12 @@ class _DeviceArray:
 
     def __init__(self, ptr: int, rows: int, cols: int, typestr: str) -> None:
         self.__cuda_array_interface__ = {
-            "shape": (rows, cols), "typestr": typestr, "data": (ptr, False),
-            "version": 3, "strides": None, "stream": None,
+            "shape": (rows, cols),
+            "typestr": typestr,
+            "data": (ptr, False),
+            "version": 3,
+            "strides": None,
+            "stream": None,
         }
 
 
@@ -71,8 +82,17 @@ class _NvDecoder:
     overwritten by the next ``Decode`` call.
     """
 
-    def __init__(self, nvc: ModuleType, device: torch.device, stream: torch.cuda.Stream,
-                 codec: str, width: int, height: int, max_width: int, max_height: int) -> None:
+    def __init__(
+        self,
+        nvc: ModuleType,
+        device: torch.device,
+        stream: torch.cuda.Stream,
+        codec: str,
+        width: int,
+        height: int,
+        max_width: int,
+        max_height: int,
+    ) -> None:
         self._nvc = nvc
         self.device = device
         self.codec = codec
@@ -128,16 +148,26 @@ class _NvDecoder:
             raise DecodeError(
                 f"{index.path}: NVDEC produced {w}x{h} frames, the index says "
                 f"{index.width}x{index.height} (interlaced or cropped stream?); decode it on "
-                f"the CPU")
+                f"the CPU"
+            )
         if fmt not in ("NV12", "P016"):
-            raise DecodeError(f"{index.path}: NVDEC output format {fmt} is not converted "
-                              f"(only NV12 and P016, i.e. 4:2:0)")
+            raise DecodeError(
+                f"{index.path}: NVDEC output format {fmt} is not converted "
+                f"(only NV12 and P016, i.e. 4:2:0)"
+            )
         raw = self._surface(frame, h + (h + 1) // 2, w, fmt)
         convert = nv12_to_rgb if fmt == "NV12" else p016_to_rgb
         siting = "left" if self.codec in LEFT_SITED else "center"
         matrix = colorspace_matrix(getattr(index, "color_space", 2))
-        return convert(raw, h, index.width, matrix=matrix, full_range=index.full_range,
-                       siting=siting, size=size)
+        return convert(
+            raw,
+            h,
+            index.width,
+            matrix=matrix,
+            full_range=index.full_range,
+            siting=siting,
+            size=size,
+        )
 
     def _surface(self, frame: Any, rows: int, cols: int, fmt: str) -> torch.Tensor:
         """The frame's output buffer as a ``[rows, cols]`` CUDA tensor, without a copy.

@@ -94,8 +94,14 @@ class Engine:
 
     # -------------------------------------------------------------------- public
 
-    def decode(self, index: VideoIndex, frames: Sequence[int], *,
-               size: tuple[int, int] | None = None, mode: ReadMode = "auto") -> DecodeResult:
+    def decode(
+        self,
+        index: VideoIndex,
+        frames: Sequence[int],
+        *,
+        size: tuple[int, int] | None = None,
+        mode: ReadMode = "auto",
+    ) -> DecodeResult:
         """See :meth:`tvl_async._backends.base.Backend.decode`."""
         if mode not in READ_MODES:
             raise invalid_value("read mode", mode, READ_MODES, file=index.path)
@@ -105,7 +111,8 @@ class Engine:
         if not index.timestamps_ok:
             raise UnsupportedCodecError(
                 f"{index.path}: the stream has no usable timestamps, so NVDEC output cannot be "
-                f"matched to frames; decode this file on the CPU (backend='pyav')")
+                f"matched to frames; decode this file on the CPU (backend='pyav')"
+            )
         got: dict[int, torch.Tensor] = {}
         before = self.frames_decoded
         src = self._source(index)
@@ -121,19 +128,22 @@ class Engine:
             raise
         except Exception as e:  # FFmpeg, PyNvVideoCodec (PyNvVCException) or CUDA errors
             self._forget(index.path)
-            raise DecodeError(f"{index.path}: decoding frames {short(wanted)} failed: "
-                              f"{type(e).__name__}: {e}") from e
+            raise DecodeError(
+                f"{index.path}: decoding frames {short(wanted)} failed: {type(e).__name__}: {e}"
+            ) from e
         out = [got[i] for i in wanted]
         self._deliver(out)
         return DecodeResult(out, self.frames_decoded - before)
 
-    def stream(self, index: VideoIndex, start: int = 0, *,
-               size: tuple[int, int] | None = None) -> Iterator[torch.Tensor]:
+    def stream(
+        self, index: VideoIndex, start: int = 0, *, size: tuple[int, int] | None = None
+    ) -> Iterator[torch.Tensor]:
         """Yield frames ``start…n_frames-1`` decoding forward once, with a decoder of its own."""
         start = index.check_frame(start)
         if not index.timestamps_ok:
             raise UnsupportedCodecError(
-                f"{index.path}: the stream has no usable timestamps; decode it on the CPU")
+                f"{index.path}: the stream has no usable timestamps; decode it on the CPU"
+            )
         src = PacketSource(index)
         dec: FrameDecoder | None = None
         expected = start
@@ -162,7 +172,8 @@ class Engine:
                         if i != expected:
                             raise DecodeError(
                                 f"{index.path}: frame {expected} never came out of the decoder "
-                                f"(got frame {i} instead)")
+                                f"(got frame {i} instead)"
+                            )
                         ready.append(dec.to_rgb(frame, index, size))
                         expected += 1
                 for t in ready:
@@ -170,14 +181,17 @@ class Engine:
                     yield t
             if expected != index.n_frames:
                 raise DecodeError(
-                    f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}")
+                    f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}"
+                )
         except UnsupportedCodecError as e:
             raise _refused(index, e) from e
         except (TvlAsyncError, torch.cuda.OutOfMemoryError):
             raise
         except Exception as e:
-            raise DecodeError(f"{index.path}: decoding from frame {start} failed at frame "
-                              f"{expected}: {type(e).__name__}: {e}") from e
+            raise DecodeError(
+                f"{index.path}: decoding from frame {start} failed at frame "
+                f"{expected}: {type(e).__name__}: {e}"
+            ) from e
         finally:
             src.close()
             if dec is not None:
@@ -234,9 +248,16 @@ class Engine:
             take(outs)
         dec.dirty = False
 
-    def _decode_run(self, src: PacketSource, dec: FrameDecoder, index: VideoIndex, key: int,
-                    run: list[int], got: dict[int, torch.Tensor],
-                    size: tuple[int, int] | None) -> None:
+    def _decode_run(
+        self,
+        src: PacketSource,
+        dec: FrameDecoder,
+        index: VideoIndex,
+        key: int,
+        run: list[int],
+        got: dict[int, torch.Tensor],
+        size: tuple[int, int] | None,
+    ) -> None:
         remaining = {i for i in run if i not in got}
         if not remaining:
             return
@@ -272,8 +293,10 @@ class Engine:
                 with contextlib.suppress(Exception):
                     self._settle(dec)
         if remaining:
-            raise DecodeError(f"{index.path}: frames {short(sorted(remaining))} never came out "
-                              f"of the decoder (decoding from keyframe {key})")
+            raise DecodeError(
+                f"{index.path}: frames {short(sorted(remaining))} never came out "
+                f"of the decoder (decoding from keyframe {key})"
+            )
 
 
 def _refused(index: VideoIndex, error: UnsupportedCodecError) -> UnsupportedCodecError:
@@ -282,7 +305,6 @@ def _refused(index: VideoIndex, error: UnsupportedCodecError) -> UnsupportedCode
     if not text.startswith(index.path):
         text = f"{index.path}: {text}; decode it on the CPU (backend='pyav')"
     return UnsupportedCodecError(text)
-
 
 
 short = short_list  # the name nvdec.py re-exports

@@ -72,8 +72,10 @@ class PacketSource:
         try:
             self._stream = self._container.streams[index.stream_index]
             if self._stream.type != "video":
-                raise DecodeError(f"{index.path}: stream {index.stream_index} is not video; "
-                                  f"the file changed since it was indexed")
+                raise DecodeError(
+                    f"{index.path}: stream {index.stream_index} is not video; "
+                    f"the file changed since it was indexed"
+                )
         except BaseException:
             self._container.close()
             raise
@@ -121,8 +123,9 @@ class PacketSource:
             return None
         pts = pkt.pts if pkt.pts is not None else fallback_pts
         if pts is None:
-            raise DecodeError(f"{self.index.path}: a packet without pts; the file changed since "
-                              f"it was indexed")
+            raise DecodeError(
+                f"{self.index.path}: a packet without pts; the file changed since it was indexed"
+            )
         if first and self._av1_config and not av1_has_sequence_header(data.tobytes()):
             # Seeking may land on a keyframe without an in-band sequence header; give NVDEC the
             # one from the container (av1C configOBUs) in front of it.

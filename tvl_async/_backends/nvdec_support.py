@@ -19,8 +19,15 @@ from tvl_async._index import VideoIndex
 log = logging.getLogger(__name__)
 
 # Highest bit depth NVDEC decodes per codec (4:2:0).
-MAX_BIT_DEPTH: dict[str, int] = {"H264": 8, "HEVC": 12, "VP8": 8, "VP9": 12, "AV1": 10,
-                                 "MPEG1": 8, "MPEG2": 8}
+MAX_BIT_DEPTH: dict[str, int] = {
+    "H264": 8,
+    "HEVC": 12,
+    "VP8": 8,
+    "VP9": 12,
+    "AV1": 10,
+    "MPEG1": 8,
+    "MPEG2": 8,
+}
 # Size limits used when the driver cannot be asked (GetDecoderCaps): (min w, min h, max w, max h).
 STATIC_LIMITS: dict[str, tuple[int, int, int, int]] = {
     "H264": (48, 16, 4096, 4096),
@@ -33,9 +40,14 @@ STATIC_LIMITS: dict[str, tuple[int, int, int, int]] = {
 }
 # 4:2:0 pixel formats and their bit depth; anything else (4:2:2, 4:4:4, gray) stays on the CPU.
 PIX_FMT_DEPTH: dict[str, int] = {
-    "yuv420p": 8, "yuvj420p": 8, "nv12": 8,
-    "yuv420p10le": 10, "yuv420p10be": 10, "p010le": 10,
-    "yuv420p12le": 12, "yuv420p12be": 12,
+    "yuv420p": 8,
+    "yuvj420p": 8,
+    "nv12": 8,
+    "yuv420p10le": 10,
+    "yuv420p10be": 10,
+    "p010le": 10,
+    "yuv420p12le": 12,
+    "yuv420p12be": 12,
 }
 # Codecs whose 4:2:0 chroma is co-sited with the even columns (FFmpeg reports "left"); the others
 # leave it unspecified and FFmpeg centres it. Used to match the CPU path's 10-bit conversion.
@@ -57,8 +69,10 @@ def static_unsupported_reason(index: VideoIndex) -> str | None:
         names = ", ".join(sorted({k for k in NVDEC_CODECS if "lib" not in k}))
         return f"codec {index.codec!r} has no NVDEC decoder here (supported: {names})"
     if index.pix_fmt not in PIX_FMT_DEPTH:
-        return (f"pixel format {index.pix_fmt!r} is not 4:2:0 at 8/10/12 bits "
-                f"(supported: {', '.join(PIX_FMT_DEPTH)})")
+        return (
+            f"pixel format {index.pix_fmt!r} is not 4:2:0 at 8/10/12 bits "
+            f"(supported: {', '.join(PIX_FMT_DEPTH)})"
+        )
     depth = PIX_FMT_DEPTH[index.pix_fmt]
     if depth > MAX_BIT_DEPTH[codec]:
         return f"NVDEC decodes {codec} at up to {MAX_BIT_DEPTH[codec]} bits, this file has {depth}"
@@ -66,15 +80,19 @@ def static_unsupported_reason(index: VideoIndex) -> str | None:
         return "the stream has no usable timestamps (NVDEC output is matched to frames by pts)"
     field_order = getattr(index, "field_order", "unknown")
     if field_order not in PROGRESSIVE:
-        return (f"the stream is interlaced (field order {field_order!r}); NVDEC would "
-                f"deinterlace it, the CPU gives the coded frames")
+        return (
+            f"the stream is interlaced (field order {field_order!r}); NVDEC would "
+            f"deinterlace it, the CPU gives the coded frames"
+        )
     colour = colorspace_unsupported_reason(getattr(index, "color_space", 2))
     if colour is not None:
         return colour
     min_w, min_h, max_w, max_h = STATIC_LIMITS[codec]
     if not (min_w <= index.width <= max_w and min_h <= index.height <= max_h):
-        return (f"size {index.width}x{index.height} is outside NVDEC's {codec} range "
-                f"{min_w}x{min_h}..{max_w}x{max_h}")
+        return (
+            f"size {index.width}x{index.height} is outside NVDEC's {codec} range "
+            f"{min_w}x{min_h}..{max_w}x{max_h}"
+        )
     return None
 
 
@@ -99,8 +117,9 @@ _CAPS: dict[tuple[int, str, str, int], dict[str, int] | None] = {}
 _CAPS_LOCK = threading.Lock()
 
 
-def decoder_caps(nvc: ModuleType, gpu: int, codec: str, depth: int,
-                 chroma: str = "420") -> dict[str, int] | None:
+def decoder_caps(
+    nvc: ModuleType, gpu: int, codec: str, depth: int, chroma: str = "420"
+) -> dict[str, int] | None:
     """NVDEC's capabilities for ``codec`` at ``depth`` bits (4:2:0) on ``gpu``, or None.
 
     Asks ``GetDecoderCaps`` the first time only, from any thread (a lock makes concurrent first
@@ -111,8 +130,9 @@ def decoder_caps(nvc: ModuleType, gpu: int, codec: str, depth: int,
     with _CAPS_LOCK:
         if key not in _CAPS:
             try:
-                caps = nvc.GetDecoderCaps(gpuid=gpu, codec=getattr(nvc.cudaVideoCodec, codec),
-                                          bitdepth=depth)
+                caps = nvc.GetDecoderCaps(
+                    gpuid=gpu, codec=getattr(nvc.cudaVideoCodec, codec), bitdepth=depth
+                )
                 _CAPS[key] = {str(k): int(v) for k, v in dict(caps).items()}
             except Exception as e:
                 log.debug("GetDecoderCaps(%s, %d bits) failed: %s", codec, depth, e)
@@ -124,7 +144,8 @@ def rejection(error: BaseException) -> str | None:
     """NVDEC's refusal of a stream (``PyNvVCExceptionUnsupported`` or its messages), or None."""
     text = f"{type(error).__name__}: {error}"
     if type(error).__name__ == "PyNvVCExceptionUnsupported" or any(
-            r in text.lower() for r in REJECTIONS):
+        r in text.lower() for r in REJECTIONS
+    ):
         return text
     return None
 
@@ -138,5 +159,4 @@ Key = tuple[str, int, int, int]
 
 def cache_key(index: VideoIndex) -> Key:
     """The decoder cache key: (codec, bit depth, width, height)."""
-    return (NVDEC_CODECS.get(index.codec, index.codec), bit_depth(index), index.width,
-            index.height)
+    return (NVDEC_CODECS.get(index.codec, index.codec), bit_depth(index), index.width, index.height)

@@ -214,8 +214,10 @@ class PyAVBackend:
         """The indexed stream (``index.stream_index``), checked to still be video."""
         streams = container.streams
         if index.stream_index >= len(streams) or streams[index.stream_index].type != "video":
-            raise DecodeError(f"{index.path}: stream {index.stream_index} is not video; the "
-                              f"file changed since it was indexed")
+            raise DecodeError(
+                f"{index.path}: stream {index.stream_index} is not video; the "
+                f"file changed since it was indexed"
+            )
         return streams[index.stream_index]
 
     def _converter(self, index: VideoIndex) -> FrameConverter:
@@ -377,4 +379,3 @@ def _close_quietly(container: Any) -> None:
         container.close()
     except Exception as e:  # closing must never mask the error being handled
         log.debug("closing %s failed: %s", container, e)
-

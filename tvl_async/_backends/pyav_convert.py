@@ -24,8 +24,14 @@ import numpy as np
 _TB = Fraction(1, 1000)  # any time base: the graph does not look at it
 
 #: swscale flag names for the ``interpolation`` of a resize done during conversion.
-SWS_FLAGS = {"BILINEAR": "bilinear", "BICUBIC": "bicubic", "AREA": "area", "POINT": "neighbor",
-             "FAST_BILINEAR": "fast_bilinear", "LANCZOS": "lanczos"}
+SWS_FLAGS = {
+    "BILINEAR": "bilinear",
+    "BICUBIC": "bicubic",
+    "AREA": "area",
+    "POINT": "neighbor",
+    "FAST_BILINEAR": "fast_bilinear",
+    "LANCZOS": "lanczos",
+}
 
 
 def orientation_filters(turns: int, mirror: bool) -> list[tuple[str, str]]:
@@ -56,8 +62,9 @@ class FrameConverter:
     colour properties change. Not thread-safe.
     """
 
-    def __init__(self, turns: int = 0, mirror: bool = False,
-                 interpolation: str = "BILINEAR") -> None:
+    def __init__(
+        self, turns: int = 0, mirror: bool = False, interpolation: str = "BILINEAR"
+    ) -> None:
         self.turns = turns % 4
         self.mirror = mirror
         self.interpolation = interpolation.upper()
@@ -67,8 +74,14 @@ class FrameConverter:
     def __call__(self, frame: Any, size: tuple[int, int] | None = None) -> np.ndarray:
         """RGB24 pixels of ``frame``, turned, and resized to ``size`` = ``(width, height)``
         (displayed orientation) when given."""
-        key = (frame.width, frame.height, frame.format.name, int(frame.colorspace),
-               int(frame.color_range), size)
+        key = (
+            frame.width,
+            frame.height,
+            frame.format.name,
+            int(frame.colorspace),
+            int(frame.color_range),
+            size,
+        )
         if key != self._key:
             self._graph = self._build(frame, size)
             self._key = key
@@ -78,8 +91,12 @@ class FrameConverter:
 
     def _build(self, frame: Any, size: tuple[int, int] | None) -> Any:
         graph = av.filter.Graph()
-        last = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                time_base=frame.time_base or _TB)
+        last = graph.add_buffer(
+            width=frame.width,
+            height=frame.height,
+            format=frame.format.name,
+            time_base=frame.time_base or _TB,
+        )
         chain = orientation_filters(self.turns, self.mirror)
         if size is None:
             chain.append(("scale", "flags=bicubic"))
@@ -95,4 +112,3 @@ class FrameConverter:
         last.link_to(sink)
         graph.configure()
         return graph
-

@@ -161,8 +161,17 @@ def nv12_to_rgb(
     """
     _check_dtype(nv12, (torch.uint8,), "nv12_to_rgb")
     y, u, v = _split_semi_planar(nv12, height, width, "nv12_to_rgb")
-    return yuv_planes_to_rgb(y, u, v, scale=1.0, matrix=matrix, full_range=full_range,
-                             chroma=chroma, siting=siting, size=size)
+    return yuv_planes_to_rgb(
+        y,
+        u,
+        v,
+        scale=1.0,
+        matrix=matrix,
+        full_range=full_range,
+        chroma=chroma,
+        siting=siting,
+        size=size,
+    )
 
 
 def p016_to_rgb(
@@ -198,8 +207,17 @@ def p016_to_rgb(
     """
     _check_dtype(p016, (torch.uint16, torch.int16, torch.int32), "p016_to_rgb")
     y, u, v = _split_semi_planar(p016, height, width, "p016_to_rgb")
-    return yuv_planes_to_rgb(y, u, v, scale=1.0 / 256.0, matrix=matrix, full_range=full_range,
-                             chroma=chroma, siting=siting, size=size)
+    return yuv_planes_to_rgb(
+        y,
+        u,
+        v,
+        scale=1.0 / 256.0,
+        matrix=matrix,
+        full_range=full_range,
+        chroma=chroma,
+        siting=siting,
+        size=size,
+    )
 
 
 def yuv420p_to_rgb(
@@ -232,9 +250,17 @@ def yuv420p_to_rgb(
     """
     if not 8 <= bit_depth <= 16:
         raise invalid_value("bit_depth", bit_depth, "8 to 16")
-    return yuv_planes_to_rgb(_as_float(y), _as_float(u), _as_float(v),
-                             scale=2.0 ** (8 - bit_depth), matrix=matrix,
-                             full_range=full_range, chroma=chroma, siting=siting, size=size)
+    return yuv_planes_to_rgb(
+        _as_float(y),
+        _as_float(u),
+        _as_float(v),
+        scale=2.0 ** (8 - bit_depth),
+        matrix=matrix,
+        full_range=full_range,
+        chroma=chroma,
+        siting=siting,
+        size=size,
+    )
 
 
 def yuv_planes_to_rgb(
@@ -274,9 +300,13 @@ def yuv_planes_to_rgb(
     h, w = int(y.shape[-2]), int(y.shape[-1])
     hc, wc = (h + 1) // 2, (w + 1) // 2
     if tuple(u.shape[-2:]) != (hc, wc) or tuple(v.shape[-2:]) != (hc, wc):
-        raise invalid_value("chroma planes", None, f"{hc}x{wc} planes (rows x cols)",
-                            shown=f"U {tuple(u.shape)}, V {tuple(v.shape)}",
-                            context=f"for a {h}x{w} luma plane")
+        raise invalid_value(
+            "chroma planes",
+            None,
+            f"{hc}x{wc} planes (rows x cols)",
+            shown=f"U {tuple(u.shape)}, V {tuple(v.shape)}",
+            context=f"for a {h}x{w} luma plane",
+        )
     yf = y.to(torch.float32)
     cb = u.to(torch.float32)
     cr = v.to(torch.float32)
@@ -343,16 +373,20 @@ def _split_semi_planar(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Luma, U and V views of an NV12-style image (float32 for 16-bit containers)."""
     if height < 1 or width < 1:
-        raise invalid_value(f"{fn} size", None, "sizes >= 1x1",
-                            shown=f"{height}x{width}, height x width")
+        raise invalid_value(
+            f"{fn} size", None, "sizes >= 1x1", shown=f"{height}x{width}, height x width"
+        )
     hc, wc = (height + 1) // 2, (width + 1) // 2
     rows, cols = int(img.shape[-2]), int(img.shape[-1])
     if rows < height + hc or cols < width:
-        raise invalid_value(f"{fn} input shape", tuple(img.shape),
-                            f"[..., >= {height + hc}, >= {width}] shapes",
-                            context=f"for a {width}x{height} image, which needs at least "
-                                    f"{height + hc} rows of {width} samples (luma then "
-                                    "interleaved chroma)")
+        raise invalid_value(
+            f"{fn} input shape",
+            tuple(img.shape),
+            f"[..., >= {height + hc}, >= {width}] shapes",
+            context=f"for a {width}x{height} image, which needs at least "
+            f"{height + hc} rows of {width} samples (luma then "
+            "interleaved chroma)",
+        )
     if img.dtype != torch.uint8:
         img = _as_float(img)
     y = img[..., :height, :width]
@@ -389,6 +423,7 @@ def _resize(rgb: torch.Tensor, width: int, height: int) -> torch.Tensor:
     lead = rgb.shape[:-3]
     flat = rgb.reshape(-1, *rgb.shape[-3:])
     shrink = width < rgb.shape[-1] or height < rgb.shape[-2]
-    out = F.interpolate(flat, size=(height, width), mode="bilinear", align_corners=False,
-                        antialias=shrink)
+    out = F.interpolate(
+        flat, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink
+    )
     return out.reshape(*lead, *out.shape[-3:])

@@ -32,7 +32,8 @@ def positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}; allowed: {POSITIVE_INT}") from None
+            f"invalid value {text!r}; allowed: {POSITIVE_INT}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"invalid value {value}; allowed: {POSITIVE_INT}")
     return value
@@ -58,8 +59,9 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def progress(iterable: Iterable[T], *, total: int | None, desc: str, unit: str = "it",
-             enabled: bool = True) -> Iterator[T]:
+def progress(
+    iterable: Iterable[T], *, total: int | None, desc: str, unit: str = "it", enabled: bool = True
+) -> Iterator[T]:
     """``iterable`` wrapped in a tqdm progress bar on stderr (tqdm's defaults otherwise);
     ``enabled=False`` (``--quiet``) gives the plain iterable."""
     if not enabled:
@@ -67,8 +69,9 @@ def progress(iterable: Iterable[T], *, total: int | None, desc: str, unit: str =
     return iter(tqdm(iterable, total=total, desc=desc, unit=unit, file=sys.stderr))
 
 
-def progress_bar(*, total: int | None, desc: str, unit: str = "it",
-                 enabled: bool = True) -> tqdm[None]:
+def progress_bar(
+    *, total: int | None, desc: str, unit: str = "it", enabled: bool = True
+) -> tqdm[None]:
     """A tqdm bar on stderr that the caller updates (``bar.update(n)``, ``bar.close()``);
     disabled (it prints nothing) when ``enabled`` is False."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled)

@@ -26,11 +26,16 @@ from tvl_async.cli.play import command as play
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = OneLineParser(prog="tvl-async", description=__doc__.splitlines()[0],
-                           epilog="tvl-async COMMAND --help shows the options of a command.")
+    parser = OneLineParser(
+        prog="tvl-async",
+        description=__doc__.splitlines()[0],
+        epilog="tvl-async COMMAND --help shows the options of a command.",
+    )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = cast("argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND"))  # its parsers are OneLineParser too
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )  # its parsers are OneLineParser too
     demo.add_parser(sub)
     probe.add_parsers(sub)
     transcode.add_parser(sub)
@@ -45,8 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
-    def one_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,  # noqa: ARG001 (showwarning)
-                 file: Any = None, line: str | None = None) -> None:  # noqa: ARG001
+    def one_line(  # showwarning's signature: only the message is used
+        message: Warning | str,
+        category: type[Warning],  # noqa: ARG001
+        filename: str,  # noqa: ARG001
+        lineno: int,  # noqa: ARG001
+        file: Any = None,  # noqa: ARG001
+        line: str | None = None,  # noqa: ARG001
+    ) -> None:
         text = " ".join(str(message).split())
         print(f"tvl-async {args.command}: warning: {text}", file=sys.stderr, flush=True)
 

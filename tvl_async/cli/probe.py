@@ -46,14 +46,19 @@ def cmd_probe(args: argparse.Namespace) -> int:
         gops = idx.gop_lengths()
         print(f"{path}")
         print(f"  streams: {streams}")
-        print(f"  video: {idx.codec} {idx.width}x{idx.height} {idx.pix_fmt}  "
-              f"{idx.frame_rate:.3f} fps  {idx.duration:.3f} s  start {idx.start_time:.3f} s")
-        print(f"  frames: {idx.n_frames} (header says {idx.header_frames or 'nothing'})  "
-              f"timestamps: {'pts' if idx.timestamps_ok else 'none (decode-order fallback)'}")
-        print(f"  GOPs: {idx.n_keys}  length min/mean/max: {gops.min()}/{gops.mean():.1f}/"
-              f"{gops.max()}")
-        print(f"  random access: ~{random_access_cost(gops):.1f} frames decoded per random "
-              f"frame")
+        print(
+            f"  video: {idx.codec} {idx.width}x{idx.height} {idx.pix_fmt}  "
+            f"{idx.frame_rate:.3f} fps  {idx.duration:.3f} s  start {idx.start_time:.3f} s"
+        )
+        print(
+            f"  frames: {idx.n_frames} (header says {idx.header_frames or 'nothing'})  "
+            f"timestamps: {'pts' if idx.timestamps_ok else 'none (decode-order fallback)'}"
+        )
+        print(
+            f"  GOPs: {idx.n_keys}  length min/mean/max: {gops.min()}/{gops.mean():.1f}/"
+            f"{gops.max()}"
+        )
+        print(f"  random access: ~{random_access_cost(gops):.1f} frames decoded per random frame")
     return 0
 
 
@@ -62,8 +67,9 @@ def cmd_index(args: argparse.Namespace) -> int:
     files = find_videos(args.paths)
     t0 = time.perf_counter()
     frames = 0
-    for path in progress(files, total=len(files), desc="indexing", unit="file",
-                         enabled=not args.quiet):
+    for path in progress(
+        files, total=len(files), desc="indexing", unit="file", enabled=not args.quiet
+    ):
         frames += load_index(path).n_frames
     dt = time.perf_counter() - t0
     folder = cache_dir()

@@ -21,9 +21,15 @@ from tvl_async.cli._common import error_line, human_bytes, positive_int, progres
 
 #: Encoders ``transcode`` knows how to set up, by the names it accepts.
 ENCODERS: dict[str, str] = {
-    "h264": "libx264", "libx264": "libx264", "hevc": "libx265", "libx265": "libx265",
-    "vp9": "libvpx-vp9", "libvpx-vp9": "libvpx-vp9", "av1": "libsvtav1",
-    "libsvtav1": "libsvtav1", "mpeg4": "mpeg4",
+    "h264": "libx264",
+    "libx264": "libx264",
+    "hevc": "libx265",
+    "libx265": "libx265",
+    "vp9": "libvpx-vp9",
+    "libvpx-vp9": "libvpx-vp9",
+    "av1": "libsvtav1",
+    "libsvtav1": "libsvtav1",
+    "mpeg4": "mpeg4",
 }
 #: Containers ``transcode`` writes, with the encoders each can hold.
 CONTAINERS: dict[str, tuple[str, ...]] = {
@@ -37,30 +43,59 @@ CONTAINERS: dict[str, tuple[str, ...]] = {
 def encoder_options(codec: str, gop: int, bframes: int, crf: int, preset: str) -> dict[str, str]:
     """FFmpeg options that give ``codec`` a fixed keyframe interval of ``gop`` frames."""
     if codec == "libx264":
-        return {"preset": preset, "crf": str(crf), "x264-params":
-                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}"}
+        return {
+            "preset": preset,
+            "crf": str(crf),
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}",
+        }
     if codec == "libx265":
-        return {"preset": preset, "crf": str(crf), "x265-params":
-                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error"}
+        return {
+            "preset": preset,
+            "crf": str(crf),
+            "x265-params": (
+                f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes={bframes}:log-level=error"
+            ),
+        }
     if codec == "libvpx-vp9":
-        return {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1",
-                "g": str(gop), "keyint_min": str(gop)}
+        return {
+            "crf": str(crf),
+            "b": "0",
+            "deadline": "good",
+            "cpu-used": "4",
+            "row-mt": "1",
+            "g": str(gop),
+            "keyint_min": str(gop),
+        }
     if codec == "libsvtav1":
         return {"crf": str(crf), "preset": "8", "svtav1-params": f"keyint={gop}:log-level=0"}
     return {"qscale": "3", "g": str(gop), "bf": str(bframes)}  # mpeg4
 
 
 #: ``--preset`` values of libx264 and libx265.
-X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
-                "slower", "veryslow", "placebo")
+X26X_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 #: ``--crf`` range per encoder (mpeg4 has no CRF: it encodes at a fixed quantiser).
 CRF_RANGES: dict[str, tuple[int, int]] = {
-    "libx264": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63), "libsvtav1": (1, 63),
+    "libx264": (0, 51),
+    "libx265": (0, 51),
+    "libvpx-vp9": (0, 63),
+    "libsvtav1": (1, 63),
 }
 
 
-def check_options(codec: str, *, gop: int, bframes: int, crf: int, preset: str,
-                  pix_fmt: str) -> None:
+def check_options(
+    codec: str, *, gop: int, bframes: int, crf: int, preset: str, pix_fmt: str
+) -> None:
     """Refuse encoder settings that would fail (or be ignored) on every file, before the first
     one: CRF range, B-frames the GOP cannot hold, a preset or pixel format the encoder rejects.
 
@@ -76,8 +111,10 @@ def check_options(codec: str, *, gop: int, bframes: int, crf: int, preset: str,
     if codec == "mpeg4" and bframes and gop % (bframes + 1):
         # FFmpeg's MPEG-4 encoder rounds the keyframe interval down to a multiple of
         # bframes + 1 (--gop 16 --bframes 2 gives GOPs of 15)
-        raise ValueError(f"--gop {gop} with --codec mpeg4 --bframes {bframes}: the keyframe "
-                         f"interval must be a multiple of bframes + 1 = {bframes + 1}")
+        raise ValueError(
+            f"--gop {gop} with --codec mpeg4 --bframes {bframes}: the keyframe "
+            f"interval must be a multiple of bframes + 1 = {bframes + 1}"
+        )
     ctx = av.CodecContext.create(codec, "w")
     ctx.width, ctx.height, ctx.time_base = 64, 64, Fraction(1, 25)
     try:
@@ -87,16 +124,19 @@ def check_options(codec: str, *, gop: int, bframes: int, crf: int, preset: str,
     if codec not in ("libx264", "libx265"):  # the others take no preset (and SVT-AV1 prints a
         return  # banner when opened); their pixel format is checked by the first file
     if preset not in X26X_PRESETS:  # checked here: libx264 prints its own complaint
-        raise ValueError(f"--preset {preset!r}: not a {codec} preset; allowed: "
-                         f"{', '.join(X26X_PRESETS)}")
+        raise ValueError(
+            f"--preset {preset!r}: not a {codec} preset; allowed: {', '.join(X26X_PRESETS)}"
+        )
     ctx.options = encoder_options(codec, gop, bframes, crf, preset)
     level = av.logging.get_level()
     av.logging.set_level(av.logging.PANIC)  # the encoder's own complaint would be a second line
     try:
         ctx.open()
     except av.FFmpegError as e:
-        raise ValueError(f"--pix-fmt {pix_fmt!r}: {codec} cannot encode it "
-                         f"({e.strerror or e}); yuv420p works everywhere") from None
+        raise ValueError(
+            f"--pix-fmt {pix_fmt!r}: {codec} cannot encode it "
+            f"({e.strerror or e}); yuv420p works everywhere"
+        ) from None
     finally:
         av.logging.set_level(level)
 
@@ -136,9 +176,20 @@ def transcode_jobs(items: Sequence[str], out_dir: Path, suffix: str) -> list[tup
     return jobs
 
 
-def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, crf: int,
-                   preset: str, width: int | None, height: int | None, pix_fmt: str,
-                   show_progress: bool) -> dict[str, Any]:
+def transcode_file(
+    src: Path,
+    dst: Path,
+    *,
+    codec: str,
+    gop: int,
+    bframes: int,
+    crf: int,
+    preset: str,
+    width: int | None,
+    height: int | None,
+    pix_fmt: str,
+    show_progress: bool,
+) -> dict[str, Any]:
     """Re-encode the first video stream of ``src`` into ``dst`` (no audio, no subtitles).
 
     Keeps every frame and its timestamp (variable frame rates stay variable); writes to a
@@ -163,16 +214,19 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
         out_w, out_h = output_size(ctx.width, ctx.height, width, height)
         rate = vs.average_rate or vs.guessed_rate or Fraction(25)
         in_tb = vs.time_base or Fraction(1, 1)
-        with av.open(str(tmp), "w", format=dst.suffix.lstrip(".").replace("mkv", "matroska")) \
-                as out:
-            ost = out.add_stream(codec, rate=rate,
-                                 options=encoder_options(codec, gop, bframes, crf, preset))
+        with av.open(
+            str(tmp), "w", format=dst.suffix.lstrip(".").replace("mkv", "matroska")
+        ) as out:
+            ost = out.add_stream(
+                codec, rate=rate, options=encoder_options(codec, gop, bframes, crf, preset)
+            )
             ost.width, ost.height, ost.pix_fmt = out_w, out_h, pix_fmt
             ost.codec_context.gop_size = gop
             if codec == "mpeg4":
                 ost.codec_context.max_b_frames = bframes
-            bar = progress_bar(total=vs.frames or None, desc=src.name, unit="frame",
-                               enabled=show_progress)
+            bar = progress_bar(
+                total=vs.frames or None, desc=src.name, unit="frame", enabled=show_progress
+            )
             first: int | None = None
             prev = -1
             tb: Fraction | None = None
@@ -204,8 +258,13 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
         raise
     finally:
         inp.close()
-    return {"frames": n, "size": (ctx.width, ctx.height), "out_size": (out_w, out_h),
-            "bytes_in": src.stat().st_size, "bytes_out": dst.stat().st_size}
+    return {
+        "frames": n,
+        "size": (ctx.width, ctx.height),
+        "out_size": (out_w, out_h),
+        "bytes_in": src.stat().st_size,
+        "bytes_out": dst.stat().st_size,
+    }
 
 
 # ---------------------------------------------------------------------------------- command
@@ -213,34 +272,61 @@ def transcode_file(src: Path, dst: Path, *, codec: str, gop: int, bframes: int, 
 
 def add_parser(sub: Any) -> None:
     """Register ``transcode`` on the ``tvl-async`` subcommand parser ``sub``."""
-    p = sub.add_parser("transcode", help="re-encode videos for training (keyframe interval, "
-                       "size, codec; drops audio)",
-                       description="Re-encode video files or folders into OUTPUT for fast "
-                       "random access (NVVL's data preparation): a keyframe every --gop frames, "
-                       "optional resize, no audio. Every frame is kept, and the time between "
-                       "frames (variable rates stay variable); timestamps start at 0. "
-                       "Folders keep their layout under OUTPUT.")
+    p = sub.add_parser(
+        "transcode",
+        help="re-encode videos for training (keyframe interval, size, codec; drops audio)",
+        description="Re-encode video files or folders into OUTPUT for fast "
+        "random access (NVVL's data preparation): a keyframe every --gop frames, "
+        "optional resize, no audio. Every frame is kept, and the time between "
+        "frames (variable rates stay variable); timestamps start at 0. "
+        "Folders keep their layout under OUTPUT.",
+    )
     p.add_argument("inputs", nargs="+", help="video files or folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--gop", type=positive_int, default=16,
-                   help="keyframe interval in frames (default 16; smaller = cheaper random "
-                   "access, bigger files)")
-    p.add_argument("--codec", default="h264", choices=sorted(ENCODERS),
-                   help="encoder (default h264 = libx264)")
-    p.add_argument("--width", type=positive_int, default=None,
-                   help="output width in pixels (alone: keeps the aspect ratio)")
-    p.add_argument("--height", type=positive_int, default=None,
-                   help="output height in pixels (alone: keeps the aspect ratio)")
-    p.add_argument("--crf", type=int, default=18,
-                   help="quality, lower is better (default 18; h264/hevc 0..51, vp9 0..63, "
-                   "av1 1..63; mpeg4 uses a fixed quantiser)")
-    p.add_argument("--bframes", type=int, default=0, choices=range(0, 17), metavar="0..16",
-                   help="B-frames between references (default 0)")
-    p.add_argument("--preset", default="fast",
-                   help="x264/x265 preset, ultrafast..placebo (default fast)")
+    p.add_argument(
+        "--gop",
+        type=positive_int,
+        default=16,
+        help="keyframe interval in frames (default 16; smaller = cheaper random "
+        "access, bigger files)",
+    )
+    p.add_argument(
+        "--codec", default="h264", choices=sorted(ENCODERS), help="encoder (default h264 = libx264)"
+    )
+    p.add_argument(
+        "--width",
+        type=positive_int,
+        default=None,
+        help="output width in pixels (alone: keeps the aspect ratio)",
+    )
+    p.add_argument(
+        "--height",
+        type=positive_int,
+        default=None,
+        help="output height in pixels (alone: keeps the aspect ratio)",
+    )
+    p.add_argument(
+        "--crf",
+        type=int,
+        default=18,
+        help="quality, lower is better (default 18; h264/hevc 0..51, vp9 0..63, "
+        "av1 1..63; mpeg4 uses a fixed quantiser)",
+    )
+    p.add_argument(
+        "--bframes",
+        type=int,
+        default=0,
+        choices=range(0, 17),
+        metavar="0..16",
+        help="B-frames between references (default 0)",
+    )
+    p.add_argument(
+        "--preset", default="fast", help="x264/x265 preset, ultrafast..placebo (default fast)"
+    )
     p.add_argument("--pix-fmt", default="yuv420p", help="pixel format (default yuv420p)")
-    p.add_argument("--format", default="mp4", choices=list(CONTAINERS),
-                   help="container (default mp4)")
+    p.add_argument(
+        "--format", default="mp4", choices=list(CONTAINERS), help="container (default mp4)"
+    )
     p.add_argument("--overwrite", action="store_true", help="redo outputs that exist")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_transcode)
@@ -254,13 +340,23 @@ def _check_codec(args: argparse.Namespace) -> str:
     try:
         av.codec.Codec(codec, "w")
     except Exception:
-        raise ValueError(f"encoder {codec!r} is not in this FFmpeg build; allowed: "
-                         f"{', '.join(sorted(set(ENCODERS.values())))} where built in") from None
+        raise ValueError(
+            f"encoder {codec!r} is not in this FFmpeg build; allowed: "
+            f"{', '.join(sorted(set(ENCODERS.values())))} where built in"
+        ) from None
     if codec not in CONTAINERS[args.format]:
-        raise ValueError(f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
-                         f"codecs: {', '.join(CONTAINERS[args.format])}")
-    check_options(codec, gop=args.gop, bframes=args.bframes, crf=args.crf, preset=args.preset,
-                  pix_fmt=args.pix_fmt)
+        raise ValueError(
+            f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
+            f"codecs: {', '.join(CONTAINERS[args.format])}"
+        )
+    check_options(
+        codec,
+        gop=args.gop,
+        bframes=args.bframes,
+        crf=args.crf,
+        preset=args.preset,
+        pix_fmt=args.pix_fmt,
+    )
     return codec
 
 
@@ -282,10 +378,19 @@ def cmd_transcode(args: argparse.Namespace) -> int:
             continue
         t1 = time.perf_counter()
         try:
-            r = transcode_file(src, dst, codec=codec, gop=args.gop, bframes=args.bframes,
-                               crf=args.crf, preset=args.preset, width=args.width,
-                               height=args.height, pix_fmt=args.pix_fmt,
-                               show_progress=not args.quiet)
+            r = transcode_file(
+                src,
+                dst,
+                codec=codec,
+                gop=args.gop,
+                bframes=args.bframes,
+                crf=args.crf,
+                preset=args.preset,
+                width=args.width,
+                height=args.height,
+                pix_fmt=args.pix_fmt,
+                show_progress=not args.quiet,
+            )
         except Exception as e:  # one line per failed file; the others go on
             if args.debug:
                 raise
@@ -297,11 +402,16 @@ def cmd_transcode(args: argparse.Namespace) -> int:
         bytes_in += r["bytes_in"]
         bytes_out += r["bytes_out"]
         (w, h), (ow, oh) = r["size"], r["out_size"]
-        print(f"[{k}/{len(jobs)}] {src} -> {dst}: {r['frames']} frames, {w}x{h} -> {ow}x{oh}, "
-              f"keyframe every {args.gop}, {human_bytes(r['bytes_in'])} -> "
-              f"{human_bytes(r['bytes_out'])}, {time.perf_counter() - t1:.1f} s", flush=True)
+        print(
+            f"[{k}/{len(jobs)}] {src} -> {dst}: {r['frames']} frames, {w}x{h} -> {ow}x{oh}, "
+            f"keyframe every {args.gop}, {human_bytes(r['bytes_in'])} -> "
+            f"{human_bytes(r['bytes_out'])}, {time.perf_counter() - t1:.1f} s",
+            flush=True,
+        )
     dt = time.perf_counter() - t0
-    print(f"transcoded {done} files ({frames} frames, {human_bytes(bytes_in)} -> "
-          f"{human_bytes(bytes_out)}) in {dt:.1f} s; skipped {skipped}, failed {failed}; "
-          f"output: {out_dir}")
+    print(
+        f"transcoded {done} files ({frames} frames, {human_bytes(bytes_in)} -> "
+        f"{human_bytes(bytes_out)}) in {dt:.1f} s; skipped {skipped}, failed {failed}; "
+        f"output: {out_dir}"
+    )
     return 2 if failed else 0

@@ -70,8 +70,12 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
     cfg = BenchConfig(**spec["config"])
     files: list[str] = spec["files"]
-    common = {"batch_size": spec["batch_size"], "crop": spec["crop"], "seed": spec["seed"],
-              "device": spec["device"]}
+    common = {
+        "batch_size": spec["batch_size"],
+        "crop": spec["crop"],
+        "seed": spec["seed"],
+        "device": spec["device"],
+    }
     total = cfg.warmup + cfg.batches
     done = [0]
 
@@ -82,19 +86,36 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     sampler = RssSampler()
     t0 = time.perf_counter()
     if cfg.kind == "baseline":
-        run = w.run_baseline(files, n_batches=total, workers=cfg.options.get("workers", 2),
-                             on_batch=on_batch, **common)
+        run = w.run_baseline(
+            files,
+            n_batches=total,
+            workers=cfg.options.get("workers", 2),
+            on_batch=on_batch,
+            **common,
+        )
     elif cfg.kind == "ceiling":
-        run = w.run_ceiling(files, n_batches=total, on_batch=on_batch,
-                            decode_threads=cfg.options["decode_threads"],
-                            ffmpeg_threads=cfg.options["ffmpeg_threads"], **common)
+        run = w.run_ceiling(
+            files,
+            n_batches=total,
+            on_batch=on_batch,
+            decode_threads=cfg.options["decode_threads"],
+            ffmpeg_threads=cfg.options["ffmpeg_threads"],
+            **common,
+        )
     else:
-        run = w.run_tvl(files, n_batches=total, sampling=cfg.sampling, lookahead=cfg.lookahead,
-                        chunk_size=cfg.chunk_size, on_batch=on_batch,
-                        decode_threads=cfg.options.get("decode_threads"),
-                        ffmpeg_threads=cfg.options.get("ffmpeg_threads"),
-                        memory_budget=cfg.options.get("memory_budget"),
-                        consumer_seconds=cfg.consumer_seconds, **common)
+        run = w.run_tvl(
+            files,
+            n_batches=total,
+            sampling=cfg.sampling,
+            lookahead=cfg.lookahead,
+            chunk_size=cfg.chunk_size,
+            on_batch=on_batch,
+            decode_threads=cfg.options.get("decode_threads"),
+            ffmpeg_threads=cfg.options.get("ffmpeg_threads"),
+            memory_budget=cfg.options.get("memory_budget"),
+            consumer_seconds=cfg.consumer_seconds,
+            **common,
+        )
     tree_kb = sampler.stop()
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -103,16 +124,26 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     timed = arrivals[-1] - start
     images = cfg.batches * spec["batch_size"]
     out: dict[str, Any] = {
-        "name": cfg.name, "kind": cfg.kind, "sampling": cfg.sampling,
+        "name": cfg.name,
+        "kind": cfg.kind,
+        "sampling": cfg.sampling,
         "images_per_s": images / timed if timed > 0 else float("nan"),
-        "timed_s": timed, "timed_batches": cfg.batches, "warmup_batches": cfg.warmup,
-        "first_batch_s": arrivals[0] - t0, "total_s": arrivals[-1] - t0,
-        "peak_rss_mb": (own + children) / 1024, "peak_rss_self_mb": own / 1024,
-        "peak_rss_children_mb": children / 1024, "peak_tree_rss_mb": tree_kb / 1024,
-        "lookahead": run.lookahead, "memory_bound_mb": _mb(run.memory_bound_bytes),
+        "timed_s": timed,
+        "timed_batches": cfg.batches,
+        "warmup_batches": cfg.warmup,
+        "first_batch_s": arrivals[0] - t0,
+        "total_s": arrivals[-1] - t0,
+        "peak_rss_mb": (own + children) / 1024,
+        "peak_rss_self_mb": own / 1024,
+        "peak_rss_children_mb": children / 1024,
+        "peak_tree_rss_mb": tree_kb / 1024,
+        "lookahead": run.lookahead,
+        "memory_bound_mb": _mb(run.memory_bound_bytes),
         "peak_buffer_mb": _mb(run.peak_buffer_bytes),
-        "wait_after_first_s": run.wait_after_first, "consumer_s": cfg.consumer_seconds,
-        "decoded_per_delivered": None, **run.extra,
+        "wait_after_first_s": run.wait_after_first,
+        "consumer_s": cfg.consumer_seconds,
+        "decoded_per_delivered": None,
+        **run.extra,
     }
     if run.frames_decoded_at:
         decoded = run.frames_decoded_at[-1] - run.frames_decoded_at[cfg.warmup - 1]
@@ -121,7 +152,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         # the consumer's wait once the first lookahead window has been delivered
         window = math.ceil(run.lookahead / spec["batch_size"])
         out["window_batches"] = window
-        out["wait_after_window_s"] = sum(run.extra["waits_s"][window + 1:])
+        out["wait_after_window_s"] = sum(run.extra["waits_s"][window + 1 :])
     elif cfg.kind == "baseline":
         out["decoded_per_delivered"] = spec.get("baseline_decoded_per_frame")
     return out

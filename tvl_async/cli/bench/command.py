@@ -22,9 +22,11 @@ from tvl_async.cli.bench.configs import DEFAULT_CHUNKS, DEFAULT_LOOKAHEADS, REFE
 def add_parser(sub: Any) -> None:
     """Register ``bench`` on the ``tvl-async`` subcommand parser ``sub``."""
     p = sub.add_parser(
-        "bench", help="measure tvl_async against a DataLoader + PyAV baseline",
+        "bench",
+        help="measure tvl_async against a DataLoader + PyAV baseline",
         description="tvl-async bench: tvl_async against a DataLoader + PyAV-seek baseline and "
-        "the sequential ceiling, on one machine, in one run. See docs/benchmarks.md.")
+        "the sequential ceiling, on one machine, in one run. See docs/benchmarks.md.",
+    )
     add_bench_arguments(p)
     p.set_defaults(func=cmd_bench)
 
@@ -65,47 +67,97 @@ def _size(text: str) -> str:
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     """The bench options, shared by ``tvl-async bench`` and ``python -m tvl_async.cli.bench``."""
-    p.add_argument("folder", nargs="?", help="videos to use (default: the reference set, "
-                   "written into --cache-dir on first use)")
+    p.add_argument(
+        "folder",
+        nargs="?",
+        help="videos to use (default: the reference set, written into --cache-dir on first use)",
+    )
     r = REFERENCE
-    p.add_argument("--files", type=positive_int, default=r.files,
-                   help=f"files in the generated set (default {r.files})")
-    p.add_argument("--seconds", type=_positive_seconds, default=r.seconds,
-                   help=f"seconds per generated file (default {r.seconds:g})")
-    p.add_argument("--size", type=_size, default=f"{r.width}x{r.height}",
-                   help=f"generated frame size WxH (default {r.width}x{r.height})")
+    p.add_argument(
+        "--files",
+        type=positive_int,
+        default=r.files,
+        help=f"files in the generated set (default {r.files})",
+    )
+    p.add_argument(
+        "--seconds",
+        type=_positive_seconds,
+        default=r.seconds,
+        help=f"seconds per generated file (default {r.seconds:g})",
+    )
+    p.add_argument(
+        "--size",
+        type=_size,
+        default=f"{r.width}x{r.height}",
+        help=f"generated frame size WxH (default {r.width}x{r.height})",
+    )
     p.add_argument("--fps", type=positive_int, default=r.fps, help=f"(default {r.fps})")
-    p.add_argument("--gop", type=positive_int, default=r.gop,
-                   help=f"keyframe interval of the generated set (default {r.gop})")
-    p.add_argument("--cache-dir", help="where to write the generated set "
-                   "(default <index cache>/bench-videos)")
-    p.add_argument("--batches", type=positive_int, default=4,
-                   help="timed batches per configuration, after the warm-up (default 4; "
-                   "tvl_async times at least one lookahead window unless --warmup is given)")
-    p.add_argument("--warmup", type=positive_int, default=None,
-                   help="warm-up batches (default: 1, or one per DataLoader worker)")
+    p.add_argument(
+        "--gop",
+        type=positive_int,
+        default=r.gop,
+        help=f"keyframe interval of the generated set (default {r.gop})",
+    )
+    p.add_argument(
+        "--cache-dir", help="where to write the generated set (default <index cache>/bench-videos)"
+    )
+    p.add_argument(
+        "--batches",
+        type=positive_int,
+        default=4,
+        help="timed batches per configuration, after the warm-up (default 4; "
+        "tvl_async times at least one lookahead window unless --warmup is given)",
+    )
+    p.add_argument(
+        "--warmup",
+        type=positive_int,
+        default=None,
+        help="warm-up batches (default: 1, or one per DataLoader worker)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=128, help="(default 128)")
     p.add_argument("--crop", type=positive_int, default=224, help="output size (default 224)")
-    p.add_argument("--lookaheads", type=_lookahead_list, default=",".join(DEFAULT_LOOKAHEADS),
-                   help="uniform configurations ('default' = the library's choice; "
-                   f"default {','.join(DEFAULT_LOOKAHEADS)})")
-    p.add_argument("--chunks", type=_int_list, default=",".join(map(str, DEFAULT_CHUNKS)),
-                   help="chunked configurations (default 4,8,16)")
+    p.add_argument(
+        "--lookaheads",
+        type=_lookahead_list,
+        default=",".join(DEFAULT_LOOKAHEADS),
+        help="uniform configurations ('default' = the library's choice; "
+        f"default {','.join(DEFAULT_LOOKAHEADS)})",
+    )
+    p.add_argument(
+        "--chunks",
+        type=_int_list,
+        default=",".join(map(str, DEFAULT_CHUNKS)),
+        help="chunked configurations (default 4,8,16)",
+    )
     p.add_argument("--only", help="comma-separated name prefixes of the configurations to run")
     p.add_argument("--no-slow", action="store_true", help="skip the slow-consumer run")
-    p.add_argument("--workers", type=positive_int, default=2,
-                   help="baseline DataLoader workers (default 2)")
-    p.add_argument("--decode-threads", type=positive_int, default=None,
-                   help="tvl_async and ceiling decode threads (default: the library's)")
-    p.add_argument("--ffmpeg-threads", type=positive_int, default=None,
-                   help="FFmpeg threads per decode thread (default: the library's)")
-    p.add_argument("--memory-budget", type=positive_int, default=None,
-                   help="tvl_async memory_budget in bytes (default: the library's)")
+    p.add_argument(
+        "--workers", type=positive_int, default=2, help="baseline DataLoader workers (default 2)"
+    )
+    p.add_argument(
+        "--decode-threads",
+        type=positive_int,
+        default=None,
+        help="tvl_async and ceiling decode threads (default: the library's)",
+    )
+    p.add_argument(
+        "--ffmpeg-threads",
+        type=positive_int,
+        default=None,
+        help="FFmpeg threads per decode thread (default: the library's)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=positive_int,
+        default=None,
+        help="tvl_async memory_budget in bytes (default: the library's)",
+    )
     p.add_argument("--device", default="cpu", help="where batches end up (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the full report here")
-    p.add_argument("--plot", help="write a PNG bar chart of images/s here (needs matplotlib: "
-                   "the bench extra)")
+    p.add_argument(
+        "--plot", help="write a PNG bar chart of images/s here (needs matplotlib: the bench extra)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or messages")
 
 
@@ -121,8 +173,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(args)
     print(format_table(report))
     m = report["machine"]
-    print(f"\n{m['cpu_count']} cores ({m['cpu']}), load before/after each run in the JSON; "
-          f"{report['videos']['n_files']} files, {report['videos']['n_frames']} frames")
+    print(
+        f"\n{m['cpu_count']} cores ({m['cpu']}), load before/after each run in the JSON; "
+        f"{report['videos']['n_files']} files, {report['videos']['n_frames']} frames"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.plot:

@@ -36,8 +36,9 @@ class BenchConfig:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-def build_configs(args: argparse.Namespace, default_lookahead: int,
-                  default_threads: int) -> list[BenchConfig]:
+def build_configs(
+    args: argparse.Namespace, default_lookahead: int, default_threads: int
+) -> list[BenchConfig]:
     """The configurations to run, in order (baseline first, ceiling last).
 
     Args:
@@ -55,36 +56,86 @@ def build_configs(args: argparse.Namespace, default_lookahead: int,
         n: int = args.batches
         return max(n, math.ceil(lookahead / args.batch_size)) if auto else n
 
-    out = [BenchConfig("baseline", "baseline", warmup=args.workers if auto else args.warmup,
-                       batches=args.batches, options={"workers": args.workers})]
+    out = [
+        BenchConfig(
+            "baseline",
+            "baseline",
+            warmup=args.workers if auto else args.warmup,
+            batches=args.batches,
+            options={"workers": args.workers},
+        )
+    ]
     for text in args.lookaheads.split(","):
         text = text.strip()
         la = default_lookahead if text == "default" else int(text)
         name = f"uniform L={la}" + (" (default)" if text == "default" else "")
-        out.append(BenchConfig(name, "tvl", "uniform", lookahead=la, warmup=warmup,
-                               batches=tvl_batches(la), options=dict(threads)))
+        out.append(
+            BenchConfig(
+                name,
+                "tvl",
+                "uniform",
+                lookahead=la,
+                warmup=warmup,
+                batches=tvl_batches(la),
+                options=dict(threads),
+            )
+        )
     for k in (int(v) for v in args.chunks.split(",") if v.strip()):
-        out.append(BenchConfig(f"chunked k={k}", "tvl", "chunked", lookahead=default_lookahead,
-                               chunk_size=k, warmup=warmup,
-                               batches=tvl_batches(default_lookahead), options=dict(threads)))
-    out.append(BenchConfig("gop_shuffle", "tvl", "gop_shuffle", lookahead=default_lookahead,
-                           warmup=warmup, batches=tvl_batches(default_lookahead),
-                           options=dict(threads)))
+        out.append(
+            BenchConfig(
+                f"chunked k={k}",
+                "tvl",
+                "chunked",
+                lookahead=default_lookahead,
+                chunk_size=k,
+                warmup=warmup,
+                batches=tvl_batches(default_lookahead),
+                options=dict(threads),
+            )
+        )
+    out.append(
+        BenchConfig(
+            "gop_shuffle",
+            "tvl",
+            "gop_shuffle",
+            lookahead=default_lookahead,
+            warmup=warmup,
+            batches=tvl_batches(default_lookahead),
+            options=dict(threads),
+        )
+    )
     if not args.no_slow:
-        paced = {"uniform": next((c.name for c in out if c.name.endswith("(default)")), None),
-                 "gop_shuffle": "gop_shuffle"}
+        paced = {
+            "uniform": next((c.name for c in out if c.name.endswith("(default)")), None),
+            "gop_shuffle": "gop_shuffle",
+        }
         for sampling, pace in paced.items():
             if pace is not None and any(c.name == pace for c in out):
                 # past the first window: its cold start is paid once (docs/benchmarks.md)
                 batches = 4 * args.batches + (tvl_batches(default_lookahead) if auto else 0)
-                out.append(BenchConfig(f"{sampling} slow consumer", "tvl", sampling,
-                                       lookahead=default_lookahead, slow_consumer=pace,
-                                       warmup=1, batches=batches, options=dict(threads)))
+                out.append(
+                    BenchConfig(
+                        f"{sampling} slow consumer",
+                        "tvl",
+                        sampling,
+                        lookahead=default_lookahead,
+                        slow_consumer=pace,
+                        warmup=1,
+                        batches=batches,
+                        options=dict(threads),
+                    )
+                )
     decode_threads = args.decode_threads or default_threads
     ff = args.ffmpeg_threads or max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
-    out.append(BenchConfig("ceiling", "ceiling", warmup=warmup,
-                           batches=tvl_batches(default_lookahead),
-                           options={"decode_threads": decode_threads, "ffmpeg_threads": ff}))
+    out.append(
+        BenchConfig(
+            "ceiling",
+            "ceiling",
+            warmup=warmup,
+            batches=tvl_batches(default_lookahead),
+            options={"decode_threads": decode_threads, "ffmpeg_threads": ff},
+        )
+    )
     return out
 
 

@@ -13,31 +13,43 @@ from typing import Any
 
 def format_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table."""
-    head = ("| configuration | images/s | × baseline | × ceiling | decoded / delivered | "
-            "peak RSS MB | first batch s | wait after first s | wait after window s |")
+    head = (
+        "| configuration | images/s | × baseline | × ceiling | decoded / delivered | "
+        "peak RSS MB | first batch s | wait after first s | wait after window s |"
+    )
     lines = [head, "| " + " | ".join(["---"] + ["---:"] * 8) + " |"]
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error'].splitlines()[-1][:80]} |"
-                         + " |" * 7)
+            lines.append(f"| {r['name']} | failed: {r['error'].splitlines()[-1][:80]} |" + " |" * 7)
             continue
         slow = r.get("consumer_s")
         name = r["name"] + (f" ({slow:.2f} s/batch)" if slow else "")
         rss = max(r.get("peak_tree_rss_mb") or 0.0, r.get("peak_rss_mb") or 0.0)
-        lines.append("| " + " | ".join([
-            name, _f(r.get("images_per_s"), 1), _f(r.get("vs_baseline"), 2, "×"),
-            _f(r.get("vs_ceiling"), 2, "×"),
-            # a slow consumer's decoders run ahead into the window: no per-batch figure
-            _f(None if slow else r.get("decoded_per_delivered"), 2), _f(rss, 0),
-            _f(r.get("first_batch_s"), 1),
-            _f(r.get("wait_after_first_s") if slow else None, 2),
-            _f(r.get("wait_after_window_s") if slow else None, 2)]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    name,
+                    _f(r.get("images_per_s"), 1),
+                    _f(r.get("vs_baseline"), 2, "×"),
+                    _f(r.get("vs_ceiling"), 2, "×"),
+                    # a slow consumer's decoders run ahead into the window: no per-batch figure
+                    _f(None if slow else r.get("decoded_per_delivered"), 2),
+                    _f(rss, 0),
+                    _f(r.get("first_batch_s"), 1),
+                    _f(r.get("wait_after_first_s") if slow else None, 2),
+                    _f(r.get("wait_after_window_s") if slow else None, 2),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 def _f(v: float | None, digits: int, suffix: str = "") -> str:
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else \
-        f"{v:.{digits}f}{suffix}"
+    return (
+        "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}{suffix}"
+    )
 
 
 def check_plotting() -> None:
@@ -45,9 +57,11 @@ def check_plotting() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as e:
-        raise RuntimeError(f"--plot needs matplotlib ({e}); install it with "
-                           f"pip install matplotlib, or pip install -e \".[bench]\" from a "
-                           f"checkout") from None
+        raise RuntimeError(
+            f"--plot needs matplotlib ({e}); install it with "
+            f'pip install matplotlib, or pip install -e ".[bench]" from a '
+            f"checkout"
+        ) from None
 
 
 def write_plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
@@ -62,10 +76,15 @@ def write_plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    rows = [(r["name"], float(r["images_per_s"])) for r in report["results"]
-            if "error" not in r and r.get("images_per_s") and not r.get("consumer_s")]
-    title = (f"tvl-async bench: images/s, {report['machine']['cpu_count']} cores "
-             f"({report['videos'].get('width', '?')}x{report['videos'].get('height', '?')})")
+    rows = [
+        (r["name"], float(r["images_per_s"]))
+        for r in report["results"]
+        if "error" not in r and r.get("images_per_s") and not r.get("consumer_s")
+    ]
+    title = (
+        f"tvl-async bench: images/s, {report['machine']['cpu_count']} cores "
+        f"({report['videos'].get('width', '?')}x{report['videos'].get('height', '?')})"
+    )
     fig, ax = plt.subplots(figsize=(9, 0.4 * len(rows) + 1.2))
     try:
         names, values = [n for n, _ in rows][::-1], [v for _, v in rows][::-1]

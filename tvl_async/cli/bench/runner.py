@@ -61,9 +61,14 @@ def run_config(spec: dict[str, Any], on_progress: Callable[[int, int], None]) ->
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen([sys.executable, "-m", "tvl_async.cli.bench.child"], env=env,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tvl_async.cli.bench.child"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(json.dumps(spec))
     proc.stdin.close()
@@ -73,16 +78,19 @@ def run_config(spec: dict[str, Any], on_progress: Callable[[int, int], None]) ->
     result: dict[str, Any] | None = None
     for line in proc.stdout:
         if line.startswith(PROGRESS):
-            done, total = (int(v) for v in line[len(PROGRESS):].split())
+            done, total = (int(v) for v in line[len(PROGRESS) :].split())
             on_progress(done, total)
         elif line.startswith(RESULT):
-            result = json.loads(line[len(RESULT):])
+            result = json.loads(line[len(RESULT) :])
     code = proc.wait()
     drain.join(5.0)
     if code != 0 or result is None:
         tail = "".join(err_lines[-20:]).strip()
-        return {"name": spec["config"]["name"], "kind": spec["config"]["kind"],
-                "error": f"exit code {code}: {tail[-2000:]}"}
+        return {
+            "name": spec["config"]["name"],
+            "kind": spec["config"]["kind"],
+            "error": f"exit code {code}: {tail[-2000:]}",
+        }
     return result
 
 
@@ -90,9 +98,14 @@ def library_defaults(files: list[str], crop: int, memory_budget: int | None) -> 
     """``(lookahead, decode_threads)`` that ``Prefetcher`` picks for the reference workload on
     the CPU (read from a Prefetcher that is never started)."""
     kwargs: dict[str, Any] = {} if memory_budget is None else {"memory_budget": memory_budget}
-    p = Prefetcher(files, seq_len=1, batch_size=1, epochs=1,
-                   processing=ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE),
-                   **kwargs)
+    p = Prefetcher(
+        files,
+        seq_len=1,
+        batch_size=1,
+        epochs=1,
+        processing=ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE),
+        **kwargs,
+    )
     try:
         return p.lookahead, p.decode_threads
     finally:
@@ -119,26 +132,40 @@ def machine() -> dict[str, Any]:
             mem = int(f.readline().split()[1]) / 2**20
     except (OSError, ValueError, IndexError):
         pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "memory_gb": mem,
-            "python": platform.python_version(), "torch": torch.__version__,
-            "av": av.__version__, "ffmpeg": {k: ".".join(map(str, v))
-                                             for k, v in av.library_versions.items()},
-            "platform": platform.platform()}
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "memory_gb": mem,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "av": av.__version__,
+        "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()},
+        "platform": platform.platform(),
+    }
 
 
-def _videos(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[list[str],
-                                                                            dict[str, Any]]:
+def _videos(
+    args: argparse.Namespace, say: Callable[[str], None]
+) -> tuple[list[str], dict[str, Any]]:
     """The files to measure and what the report says of them (writes the set when needed)."""
     if args.folder:
         return [str(p) for p in find_videos([args.folder])], {"folder": str(args.folder)}
     width, height = parse_size(args.size)
-    spec = VideoSetSpec(files=args.files, seconds=args.seconds, width=width, height=height,
-                        fps=args.fps, gop=args.gop)
+    spec = VideoSetSpec(
+        files=args.files,
+        seconds=args.seconds,
+        width=width,
+        height=height,
+        fps=args.fps,
+        gop=args.gop,
+    )
     root = Path(args.cache_dir) if args.cache_dir else default_bench_dir()
 
     def encoding(k: int, n: int) -> None:
-        say(f"bench: encoding distinct video {k + 1}/{n} ({spec.width}x{spec.height}, "
-            f"{spec.n_frames} frames) into {root / spec.tag} ...")
+        say(
+            f"bench: encoding distinct video {k + 1}/{n} ({spec.width}x{spec.height}, "
+            f"{spec.n_frames} frames) into {root / spec.tag} ..."
+        )
 
     files = [str(p) for p in make_bench_videos(spec, root, on_encode=encoding)]
     return files, asdict(spec) | {"folder": str(root / spec.tag)}
@@ -146,6 +173,7 @@ def _videos(args: argparse.Namespace, say: Callable[[str], None]) -> tuple[list[
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Write/find the videos, run every configuration, return the report (blocks)."""
+
     def say(text: str) -> None:
         if not args.quiet:
             print(text, file=sys.stderr)
@@ -160,21 +188,31 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         configs = [c for c in configs if any(c.name.startswith(w) for w in wanted)]
     # frames a seek-and-decode reader decodes per random frame (the baseline cannot count them)
     baseline_cost = random_access_cost(np.concatenate([ix.gop_lengths() for ix in indexes]))
-    base_spec = {"files": files, "batch_size": args.batch_size, "crop": args.crop,
-                 "seed": args.seed, "device": args.device,
-                 "baseline_decoded_per_frame": baseline_cost}
+    base_spec = {
+        "files": files,
+        "batch_size": args.batch_size,
+        "crop": args.crop,
+        "seed": args.seed,
+        "device": args.device,
+        "baseline_decoded_per_frame": baseline_cost,
+    }
     if args.memory_budget is not None:
         for c in configs:
             if c.kind == "tvl":
                 c.options["memory_budget"] = args.memory_budget
     results: list[dict[str, Any]] = []
-    bar = progress_bar(total=sum(c.warmup + c.batches for c in configs), desc="bench",
-                       unit="batch", enabled=not args.quiet)
+    bar = progress_bar(
+        total=sum(c.warmup + c.batches for c in configs),
+        desc="bench",
+        unit="batch",
+        enabled=not args.quiet,
+    )
     done_before = 0
     for cfg in configs:
         if cfg.slow_consumer:
-            cfg.consumer_seconds = slow_consumer_seconds(results, cfg.slow_consumer,
-                                                         args.batch_size)
+            cfg.consumer_seconds = slow_consumer_seconds(
+                results, cfg.slow_consumer, args.batch_size
+            )
         bar.set_description(cfg.name)
         load_before = list(os.getloadavg())
 
@@ -191,14 +229,23 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             say(f"bench: {cfg.name} failed: {r['error']}")
     bar.close()
     _ratios(results)
-    return {"machine": machine(), "videos": videos,
-            "workload": {"seq_len": 1, "batch_size": args.batch_size, "crop": args.crop,
-                         "random_resized_crop": list(CROP_SCALE), "color_jitter": JITTER,
-                         "device": args.device, "default_lookahead": default_la,
-                         "decode_threads": args.decode_threads or default_threads,
-                         "baseline_workers": args.workers},
-            "command": "tvl-async bench " + " ".join(args.argv),
-            "results": results}
+    return {
+        "machine": machine(),
+        "videos": videos,
+        "workload": {
+            "seq_len": 1,
+            "batch_size": args.batch_size,
+            "crop": args.crop,
+            "random_resized_crop": list(CROP_SCALE),
+            "color_jitter": JITTER,
+            "device": args.device,
+            "default_lookahead": default_la,
+            "decode_threads": args.decode_threads or default_threads,
+            "baseline_workers": args.workers,
+        },
+        "command": "tvl-async bench " + " ".join(args.argv),
+        "results": results,
+    }
 
 
 def _ratios(results: list[dict[str, Any]]) -> None:

@@ -22,7 +22,11 @@ from tvl_async import cache_dir
 
 #: x264 settings of the distinct videos (cycled): preset, B-frames.
 _MASTER_SETTINGS: tuple[tuple[str, int], ...] = (
-    ("veryfast", 2), ("fast", 2), ("veryfast", 3), ("fast", 3))
+    ("veryfast", 2),
+    ("fast", 2),
+    ("veryfast", 3),
+    ("fast", 3),
+)
 #: Noise amplitude and constant rate factor: about 12-15 Mbit/s at 1080p (measured), in the
 #: range of camera footage; flat synthetic frames would decode several times faster than real
 #: video, and pure noise several times slower.
@@ -56,8 +60,10 @@ class VideoSetSpec:
     @property
     def tag(self) -> str:
         """Folder name that identifies the content (file count excluded: links are cheap)."""
-        return (f"{self.width}x{self.height}_{self.fps}fps_{self.n_frames}f_g{self.gop}"
-                f"_d{self.distinct}")
+        return (
+            f"{self.width}x{self.height}_{self.fps}fps_{self.n_frames}f_g{self.gop}"
+            f"_d{self.distinct}"
+        )
 
 
 def default_bench_dir() -> Path:
@@ -65,8 +71,12 @@ def default_bench_dir() -> Path:
     return (cache_dir() or Path.home() / ".cache" / "tvl_async") / "bench-videos"
 
 
-def make_bench_videos(spec: VideoSetSpec, root: str | os.PathLike[str] | None = None, *,
-                      on_encode: Callable[[int, int], None] | None = None) -> list[Path]:
+def make_bench_videos(
+    spec: VideoSetSpec,
+    root: str | os.PathLike[str] | None = None,
+    *,
+    on_encode: Callable[[int, int], None] | None = None,
+) -> list[Path]:
     """Write (or reuse) the video set of ``spec`` under ``root``; returns the file paths.
 
     Blocks while encoding (minutes at 1080p on two cores; ``on_encode(k, n)`` is called before
@@ -89,10 +99,19 @@ def make_bench_videos(spec: VideoSetSpec, root: str | os.PathLike[str] | None = 
                 on_encode(k, distinct)
             preset, bframes = _MASTER_SETTINGS[k % len(_MASTER_SETTINGS)]
             tmp = masters_dir / f".master_{k}.{os.getpid()}.tmp.mp4"
-            write_video(tmp, VideoSpec(
-                n_frames=spec.n_frames, width=spec.width, height=spec.height, fps=spec.fps,
-                gop=spec.gop, bframes=bframes, texture=TEXTURE,
-                options={"preset": preset, "crf": CRF, "threads": "0"}))
+            write_video(
+                tmp,
+                VideoSpec(
+                    n_frames=spec.n_frames,
+                    width=spec.width,
+                    height=spec.height,
+                    fps=spec.fps,
+                    gop=spec.gop,
+                    bframes=bframes,
+                    texture=TEXTURE,
+                    options={"preset": preset, "crf": CRF, "threads": "0"},
+                ),
+            )
             tmp.replace(path)
         masters.append(path)
     files = []

@@ -51,8 +51,9 @@ class RunResult:
 # ----------------------------------------------------------------------------- processing
 
 
-def color_jitter(x: torch.Tensor, generator: torch.Generator,
-                 strength: float = JITTER) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, generator: torch.Generator, strength: float = JITTER
+) -> torch.Tensor:
     """Brightness, contrast and saturation jitter of uint8 ``[N, 3, H, W]`` images.
 
     Plain torch ops (torchvision's ColorJitter formulas, fixed order); one factor of each kind
@@ -60,8 +61,9 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator,
     """
     n = x.shape[0]
     v = x.to(torch.float32).div_(255.0)
-    f = torch.empty(3, n, dtype=torch.float32).uniform_(1 - strength, 1 + strength,
-                                                        generator=generator)
+    f = torch.empty(3, n, dtype=torch.float32).uniform_(
+        1 - strength, 1 + strength, generator=generator
+    )
     f = f.view(3, n, 1, 1, 1)
     v.mul_(f[0]).clamp_(0.0, 1.0)
     gray = _gray(v)
@@ -73,7 +75,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator,
 
 
 def _gray(v: torch.Tensor) -> torch.Tensor:
-    return (0.299 * v[:, 0:1] + 0.587 * v[:, 1:2] + 0.114 * v[:, 2:3])
+    return 0.299 * v[:, 0:1] + 0.587 * v[:, 1:2] + 0.114 * v[:, 2:3]
 
 
 def random_resized_crop(img: torch.Tensor, size: int, rng: random.Random) -> torch.Tensor:
@@ -93,9 +95,10 @@ def random_resized_crop(img: torch.Tensor, size: int, rng: random.Random) -> tor
     else:
         ch, cw = min(h, w), min(h, w)
         top, left = (h - ch) // 2, (w - cw) // 2
-    crop = img[None, :, top:top + ch, left:left + cw]
-    return F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=True)[0]
+    crop = img[None, :, top : top + ch, left : left + cw]
+    return F.interpolate(
+        crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+    )[0]
 
 
 class JitterTransform:
@@ -169,13 +172,26 @@ def uniform_items(files: list[str], n: int, seed: int) -> list[tuple[str, int]]:
     return out
 
 
-def run_baseline(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
-                 workers: int, device: str, on_batch: Callable[[], None]) -> RunResult:
+def run_baseline(
+    files: list[str],
+    *,
+    batch_size: int,
+    n_batches: int,
+    crop: int,
+    seed: int,
+    workers: int,
+    device: str,
+    on_batch: Callable[[], None],
+) -> RunResult:
     """torch DataLoader, ``workers`` worker processes, the SeekDataset above."""
     items = uniform_items(files, n_batches * batch_size, seed)
-    loader = torch.utils.data.DataLoader(SeekDataset(items, crop, seed), batch_size=batch_size,
-                                         num_workers=workers, shuffle=False,
-                                         pin_memory=device.startswith("cuda"))
+    loader = torch.utils.data.DataLoader(
+        SeekDataset(items, crop, seed),
+        batch_size=batch_size,
+        num_workers=workers,
+        shuffle=False,
+        pin_memory=device.startswith("cuda"),
+    )
     arrivals = []
     it = iter(loader)
     for _ in range(n_batches):
@@ -192,10 +208,23 @@ def run_baseline(files: list[str], *, batch_size: int, n_batches: int, crop: int
 # ----------------------------------------------------------------------------- tvl_async
 
 
-def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
-            sampling: str, lookahead: int | None, chunk_size: int, decode_threads: int | None,
-            ffmpeg_threads: int | None, memory_budget: int | None, device: str,
-            consumer_seconds: float, on_batch: Callable[[], None]) -> RunResult:
+def run_tvl(
+    files: list[str],
+    *,
+    batch_size: int,
+    n_batches: int,
+    crop: int,
+    seed: int,
+    sampling: str,
+    lookahead: int | None,
+    chunk_size: int,
+    decode_threads: int | None,
+    ffmpeg_threads: int | None,
+    memory_budget: int | None,
+    device: str,
+    consumer_seconds: float,
+    on_batch: Callable[[], None],
+) -> RunResult:
     """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
     per batch stands for a training step (0: take batches as fast as they come)."""
     desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
@@ -205,11 +234,23 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
     arrivals: list[float] = []
     decoded: list[float] = []
     waits: list[float] = []
-    with Prefetcher(files, seq_len=1, batch_size=batch_size, sampling=sampling,
-                    lookahead=lookahead, chunk_size=chunk_size, seed=seed, epochs=None,
-                    drop_last=True, processing=desc, transform=JitterTransform(seed),
-                    device=device, decode_threads=decode_threads,
-                    ffmpeg_threads=ffmpeg_threads, **kwargs) as it:
+    with Prefetcher(
+        files,
+        seq_len=1,
+        batch_size=batch_size,
+        sampling=sampling,
+        lookahead=lookahead,
+        chunk_size=chunk_size,
+        seed=seed,
+        epochs=None,
+        drop_last=True,
+        processing=desc,
+        transform=JitterTransform(seed),
+        device=device,
+        decode_threads=decode_threads,
+        ffmpeg_threads=ffmpeg_threads,
+        **kwargs,
+    ) as it:
         for _ in range(n_batches):
             t0 = time.perf_counter()
             batch = next(it)
@@ -221,20 +262,36 @@ def run_tvl(files: list[str], *, batch_size: int, n_batches: int, crop: int, see
             if consumer_seconds:
                 time.sleep(consumer_seconds)
         s = it.stats()
-    return RunResult(arrivals=arrivals, frames_decoded=float(s.frames_decoded),
-                     frames_decoded_at=decoded, wait_after_first=s.wait_time_after_first,
-                     lookahead=s.lookahead, memory_bound_bytes=s.memory_bound_bytes,
-                     peak_buffer_bytes=s.peak_buffer_bytes,
-                     extra={"decode_threads": s.decode_threads, "wait_time": s.wait_time,
-                            "waits_s": [round(w, 3) for w in waits]})
+    return RunResult(
+        arrivals=arrivals,
+        frames_decoded=float(s.frames_decoded),
+        frames_decoded_at=decoded,
+        wait_after_first=s.wait_time_after_first,
+        lookahead=s.lookahead,
+        memory_bound_bytes=s.memory_bound_bytes,
+        peak_buffer_bytes=s.peak_buffer_bytes,
+        extra={
+            "decode_threads": s.decode_threads,
+            "wait_time": s.wait_time,
+            "waits_s": [round(w, 3) for w in waits],
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- ceiling
 
 
-def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: int, crop: int,
-                    seed: int, out: queue.Queue[torch.Tensor | BaseException],
-                    stop: threading.Event, decoded: list[int]) -> None:
+def _ceiling_worker(
+    files: list[str],
+    k: int,
+    n_threads: int,
+    ffmpeg_threads: int,
+    crop: int,
+    seed: int,
+    out: queue.Queue[torch.Tensor | BaseException],
+    stop: threading.Event,
+    decoded: list[int],
+) -> None:
     import av
 
     rng = random.Random(seed * 7919 + k)
@@ -262,18 +319,32 @@ def _ceiling_worker(files: list[str], k: int, n_threads: int, ffmpeg_threads: in
         out.put(e)
 
 
-def run_ceiling(files: list[str], *, batch_size: int, n_batches: int, crop: int, seed: int,
-                decode_threads: int, ffmpeg_threads: int, device: str,
-                on_batch: Callable[[], None]) -> RunResult:
+def run_ceiling(
+    files: list[str],
+    *,
+    batch_size: int,
+    n_batches: int,
+    crop: int,
+    seed: int,
+    decode_threads: int,
+    ffmpeg_threads: int,
+    device: str,
+    on_batch: Callable[[], None],
+) -> RunResult:
     """Every frame of the files in order (``decode_threads`` threads, each reading its own
     files), the same crop and jitter, no planner: what the decoder can do at best."""
     out: queue.Queue[torch.Tensor | BaseException] = queue.Queue(maxsize=4 * batch_size)
     stop = threading.Event()
     decoded = [0] * decode_threads
-    threads = [threading.Thread(target=_ceiling_worker, daemon=True, name=f"ceiling-{k}",
-                                args=(files, k, decode_threads, ffmpeg_threads, crop, seed, out,
-                                      stop, decoded))
-               for k in range(decode_threads)]
+    threads = [
+        threading.Thread(
+            target=_ceiling_worker,
+            daemon=True,
+            name=f"ceiling-{k}",
+            args=(files, k, decode_threads, ffmpeg_threads, crop, seed, out, stop, decoded),
+        )
+        for k in range(decode_threads)
+    ]
     for t in threads:
         t.start()
     jitter = JitterTransform(seed)
@@ -298,5 +369,6 @@ def run_ceiling(files: list[str], *, batch_size: int, n_batches: int, crop: int,
         stop.set()
         for t in threads:
             t.join(5.0)
-    return RunResult(arrivals=arrivals, frames_decoded=float(sum(decoded)),
-                     frames_decoded_at=counts)
+    return RunResult(
+        arrivals=arrivals, frames_decoded=float(sum(decoded)), frames_decoded_at=counts
+    )

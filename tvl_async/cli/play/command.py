@@ -19,18 +19,24 @@ from tvl_async.cli.play.worker import SPEEDS, backends, devices
 
 def add_parser(sub: Any) -> None:
     """Register ``play`` on the ``tvl-async`` subcommand parser ``sub``."""
-    p = sub.add_parser("play", help="open the Tk video player on a file",
-                       description="Play a video with VideoLoader in a Tk window: play/pause at "
-                       "the file's own frame rate, seek with the slider or the frame box, "
-                       "Left/Right step one frame, slow motion. Needs a display.")
+    p = sub.add_parser(
+        "play",
+        help="open the Tk video player on a file",
+        description="Play a video with VideoLoader in a Tk window: play/pause at "
+        "the file's own frame rate, seek with the slider or the frame box, "
+        "Left/Right step one frame, slow motion. Needs a display.",
+    )
     add_arguments(p)
     p.set_defaults(func=run)
 
 
 def build_parser(prog: str = "tvl-async play") -> argparse.ArgumentParser:
     """Options of the player (shared by ``tvl-async play`` and examples/video_player.py)."""
-    p = argparse.ArgumentParser(prog=prog, description="Play a video with tvl_async's "
-                                "VideoLoader (Tk; space play/pause, Left/Right step).")
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Play a video with tvl_async's "
+        "VideoLoader (Tk; space play/pause, Left/Right step).",
+    )
     add_arguments(p)
     return p
 
@@ -40,15 +46,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", nargs="?", help="video file (default: choose one with a dialog)")
     p.add_argument("--frame", type=int, default=0, help="frame shown first (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
-    p.add_argument("--backend", default="auto", choices=["auto", "pyav", "nvdec"],
-                   help="decoder (default auto: nvdec on a GPU when available)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "pyav", "nvdec"],
+        help="decoder (default auto: nvdec on a GPU when available)",
+    )
     p.add_argument("--speed", default="1x", choices=list(SPEEDS), help="playback speed")
     p.add_argument("--play", action="store_true", help="start playing at once")
     p.add_argument("--exit-at-end", action="store_true", help="close at the end of playback")
-    p.add_argument("--report", action="store_true",
-                   help="print 'shown INDEX TIME MONOTONIC X Y W H' per frame (test hook)")
-    p.add_argument("--max-width", type=int, default=1280,
-                   help="show wider frames subsampled (pixels, default 1280)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="print 'shown INDEX TIME MONOTONIC X Y W H' per frame (test hook)",
+    )
+    p.add_argument(
+        "--max-width",
+        type=int,
+        default=1280,
+        help="show wider frames subsampled (pixels, default 1280)",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -60,11 +77,14 @@ def _check(args: argparse.Namespace) -> None:
     if args.frame < 0:
         raise ValueError(f"--frame: invalid value {args.frame}; allowed: an integer >= 0")
     if args.device not in devices():
-        raise ValueError(f"--device: invalid value {args.device!r}; allowed here: "
-                         f"{', '.join(devices())}")
+        raise ValueError(
+            f"--device: invalid value {args.device!r}; allowed here: {', '.join(devices())}"
+        )
     if args.backend != "auto" and args.backend not in backends(args.device):
-        raise ValueError(f"--backend: invalid value {args.backend!r} for {args.device}; allowed "
-                         f"here: auto, {', '.join(backends(args.device))}")
+        raise ValueError(
+            f"--backend: invalid value {args.backend!r} for {args.device}; allowed "
+            f"here: auto, {', '.join(backends(args.device))}"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,19 +94,32 @@ def run(args: argparse.Namespace) -> int:
         import tkinter as tk
     except ImportError as e:
         raise RuntimeError(f"Tk is not available in this Python ({e}); install python3-tk") from e
-    if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") \
-            and not os.environ.get("WAYLAND_DISPLAY"):
-        raise RuntimeError("no display: set DISPLAY, or run under a virtual one "
-                           "(xvfb-run tvl-async play FILE)")
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("DISPLAY")
+        and not os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise RuntimeError(
+            "no display: set DISPLAY, or run under a virtual one (xvfb-run tvl-async play FILE)"
+        )
     try:
         root = tk.Tk()
     except tk.TclError as e:
         raise RuntimeError(f"cannot open a window: {e}") from e
     from tvl_async.cli.play.player import Player
 
-    player = Player(root, args.file, start_frame=args.frame, device=args.device,
-                    backend=args.backend, speed=SPEEDS[args.speed], play=args.play,
-                    report=args.report, exit_at_end=args.exit_at_end, max_width=args.max_width)
+    player = Player(
+        root,
+        args.file,
+        start_frame=args.frame,
+        device=args.device,
+        backend=args.backend,
+        speed=SPEEDS[args.speed],
+        play=args.play,
+        report=args.report,
+        exit_at_end=args.exit_at_end,
+        max_width=args.max_width,
+    )
     try:
         root.mainloop()
     finally:
@@ -94,15 +127,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None, *,
-         demo_clip: Callable[[], str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, demo_clip: Callable[[], str] | None = None) -> int:
     """Entry point of examples/video_player.py; errors are one line on stderr, exit code 2.
     With ``demo_clip``, ``--demo``/``--quick`` plays the file it returns. Blocks until the
     window closes."""
     parser = build_parser("video_player.py")
     if demo_clip is not None:
-        parser.add_argument("--demo", "--quick", action="store_true",
-                            help="play a small generated test clip (no FILE needed)")
+        parser.add_argument(
+            "--demo",
+            "--quick",
+            action="store_true",
+            help="play a small generated test clip (no FILE needed)",
+        )
     args = parser.parse_args(argv)
     try:
         if getattr(args, "demo", False) and demo_clip is not None:

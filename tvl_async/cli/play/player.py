@@ -63,10 +63,20 @@ class Player:
         max_width: frames wider than this are shown subsampled (pixels).
     """
 
-    def __init__(self, root: Any, path: str | None = None, *, start_frame: int = 0,
-                 device: str = "cpu", backend: str = "auto", speed: float = 1.0,
-                 play: bool = False, report: bool = False, exit_at_end: bool = False,
-                 max_width: int = 1280) -> None:
+    def __init__(
+        self,
+        root: Any,
+        path: str | None = None,
+        *,
+        start_frame: int = 0,
+        device: str = "cpu",
+        backend: str = "auto",
+        speed: float = 1.0,
+        play: bool = False,
+        report: bool = False,
+        exit_at_end: bool = False,
+        max_width: int = 1280,
+    ) -> None:
         import tkinter as tk
         from tkinter import ttk
 
@@ -95,8 +105,11 @@ class Player:
         self.results: queue.Queue[worker.Result] = queue.Queue(maxsize=BUFFER_FRAMES)
         self.stop = threading.Event()
         self.thread = threading.Thread(
-            target=worker.decode_worker, args=(self.commands, self.results, self.stop, max_width),
-            name="tvl-async-player-decode", daemon=True)
+            target=worker.decode_worker,
+            args=(self.commands, self.results, self.stop, max_width),
+            name="tvl-async-player-decode",
+            daemon=True,
+        )
         self.thread.start()
 
         root.title(TITLE)
@@ -105,8 +118,15 @@ class Player:
         self.image = tk.Label(root, image=self.photo, background="black", borderwidth=0)
         self.image.grid(row=0, column=0, sticky="n")
 
-        self.slider = tk.Scale(root, from_=0, to=0, orient="horizontal", showvalue=False,
-                               command=self._on_slider, length=320)
+        self.slider = tk.Scale(
+            root,
+            from_=0,
+            to=0,
+            orient="horizontal",
+            showvalue=False,
+            command=self._on_slider,
+            length=320,
+        )
         self.slider.grid(row=1, column=0, sticky="ew", padx=4)
 
         bar = ttk.Frame(root)
@@ -118,16 +138,18 @@ class Player:
         ttk.Button(bar, text="|▶", width=3, command=lambda: self.step(1)).pack(side="left")
         ttk.Label(bar, text=" frame").pack(side="left")
         self.frame_var = tk.StringVar(value="0")
-        self.spinbox = tk.Spinbox(bar, from_=0, to=0, width=7, textvariable=self.frame_var,
-                                  command=self._on_spinbox)
+        self.spinbox = tk.Spinbox(
+            bar, from_=0, to=0, width=7, textvariable=self.frame_var, command=self._on_spinbox
+        )
         self.spinbox.bind("<Return>", lambda _e: self._on_spinbox())
         self.spinbox.bind("<KP_Enter>", lambda _e: self._on_spinbox())
         self.spinbox.pack(side="left")
         ttk.Label(bar, text=" speed").pack(side="left")
         label = next((k for k, v in SPEEDS.items() if v == speed), f"{speed:g}x")
         self.speed_var = tk.StringVar(value=label)
-        speed_box = ttk.Combobox(bar, textvariable=self.speed_var, values=list(SPEEDS),
-                                 width=6, state="readonly")
+        speed_box = ttk.Combobox(
+            bar, textvariable=self.speed_var, values=list(SPEEDS), width=6, state="readonly"
+        )
         speed_box.bind("<<ComboboxSelected>>", lambda _e: self._on_speed())
         speed_box.pack(side="left")
 
@@ -135,26 +157,33 @@ class Player:
         devices_here = devices()
         if len(devices_here) > 1:
             ttk.Label(bar, text=" device").pack(side="left")
-            box = ttk.Combobox(bar, textvariable=self.device_var, values=devices_here, width=7,
-                               state="readonly")
+            box = ttk.Combobox(
+                bar, textvariable=self.device_var, values=devices_here, width=7, state="readonly"
+            )
             box.bind("<<ComboboxSelected>>", lambda _e: self._on_device())
             box.pack(side="left")
         self.backend_var = tk.StringVar(value=backend)
-        self.backend_box = ttk.Combobox(bar, textvariable=self.backend_var, width=6,
-                                        state="readonly")
+        self.backend_box = ttk.Combobox(
+            bar, textvariable=self.backend_var, width=6, state="readonly"
+        )
         self.backend_box.bind("<<ComboboxSelected>>", lambda _e: self._on_device())
         self.backend_label = ttk.Label(bar, text=" backend")
         self._update_backend_choice()
 
         self.status = tk.StringVar(value="no file: press Open…")
         ttk.Label(root, textvariable=self.status, anchor="w", font="TkFixedFont").grid(
-            row=3, column=0, sticky="ew", padx=4, pady=(0, 4))
+            row=3, column=0, sticky="ew", padx=4, pady=(0, 4)
+        )
         root.columnconfigure(0, weight=1)
 
-        for key, action in (("<space>", self.toggle), ("<Right>", lambda: self.step(1)),
-                            ("<Left>", lambda: self.step(-1)), ("<Home>", lambda: self.seek(0)),
-                            ("<End>", lambda: self.seek(self.n_frames - 1)),
-                            ("<o>", self.ask_open)):
+        for key, action in (
+            ("<space>", self.toggle),
+            ("<Right>", lambda: self.step(1)),
+            ("<Left>", lambda: self.step(-1)),
+            ("<Home>", lambda: self.seek(0)),
+            ("<End>", lambda: self.seek(self.n_frames - 1)),
+            ("<o>", self.ask_open),
+        ):
             root.bind(key, self._key(action))
         if path is not None:
             self.open(path)
@@ -167,6 +196,7 @@ class Player:
             if event.widget is self.spinbox:
                 return  # typing a frame number: the keys belong to the spinbox
             action()
+
         return handler
 
     def ask_open(self) -> None:
@@ -356,8 +386,10 @@ class Player:
             gaps = np.diff(info.times)
             if gaps.max() - gaps.min() > 1e-3:
                 vfr = " (variable)"
-        self.info = (f"{info.width}x{info.height} {info.codec}  {info.frame_rate:.3f} fps{vfr}  "
-                     f"{info.backend} on {info.device}")
+        self.info = (
+            f"{info.width}x{info.height} {info.codec}  {info.frame_rate:.3f} fps{vfr}  "
+            f"{info.backend} on {info.device}"
+        )
         self.root.title(f"{TITLE}: {os.path.basename(info.path)}")
         self.slider.configure(to=max(info.n_frames - 1, 0), length=max(320, min(info.width, 1280)))
         self.spinbox.configure(to=max(info.n_frames - 1, 0))
@@ -371,18 +403,20 @@ class Player:
             self._send(worker.Show(start, self.gen))
 
     def _display(self, frame: worker.Frame, now: float) -> None:  # noqa: ARG002 (the clock passes it)
-        self.photo.configure(data=frame.ppm, format="PPM", width=frame.width,
-                             height=frame.height)
+        self.photo.configure(data=frame.ppm, format="PPM", width=frame.width, height=frame.height)
         self.current = frame.index
         self._slider_value = frame.index
         self.slider.set(frame.index)
         if self.root.focus_get() is not self.spinbox or self.playing:
             self.frame_var.set(str(frame.index))
-        self.status.set(f"frame {frame.index} of 0..{self.n_frames - 1}   t = {frame.time:.3f} s   "
-                        f"{self.info}")
+        self.status.set(
+            f"frame {frame.index} of 0..{self.n_frames - 1}   t = {frame.time:.3f} s   {self.info}"
+        )
         if self.report:
             self.root.update_idletasks()
             img = self.image
-            print(f"shown {frame.index} {frame.time:.6f} {time.monotonic():.6f} "
-                  f"{img.winfo_rootx()} {img.winfo_rooty()} {frame.width} {frame.height}",
-                  flush=True)
+            print(
+                f"shown {frame.index} {frame.time:.6f} {time.monotonic():.6f} "
+                f"{img.winfo_rootx()} {img.winfo_rooty()} {frame.width} {frame.height}",
+                flush=True,
+            )

@@ -176,8 +176,12 @@ Command = Open | Show | Play | Pause
 Result = Opened | Frame | Failed | End
 
 
-def decode_worker(commands: queue.Queue[Command], results: queue.Queue[Result],
-                   stop: threading.Event, max_width: int) -> None:
+def decode_worker(
+    commands: queue.Queue[Command],
+    results: queue.Queue[Result],
+    stop: threading.Event,
+    max_width: int,
+) -> None:
     """Body of the decode thread: owns the VideoLoader; never blocks longer than a poll slice.
 
     Handles every waiting command before decoding more (a burst of seeks from a dragged slider
@@ -202,7 +206,7 @@ def decode_worker(commands: queue.Queue[Command], results: queue.Queue[Result],
             except queue.Empty:
                 pass
             for k, cmd in enumerate(batch):
-                later = batch[k + 1:]
+                later = batch[k + 1 :]
                 if isinstance(cmd, Show) and any(isinstance(c, Show | Open) for c in later):
                     continue  # superseded before we got to it
                 gen = cmd.gen
@@ -214,17 +218,24 @@ def decode_worker(commands: queue.Queue[Command], results: queue.Queue[Result],
                             loader = None
                         loader = VideoLoader(cmd.path, device=cmd.device, backend=cmd.backend)
                         times = loader.timestamps.numpy()
-                        pending = Opened(loader.path, loader.n_frames, times,
-                                          loader.frame_rate, loader.width, loader.height,
-                                          loader.index.codec, loader.backend_name,
-                                          str(loader.device), gen)
+                        pending = Opened(
+                            loader.path,
+                            loader.n_frames,
+                            times,
+                            loader.frame_rate,
+                            loader.width,
+                            loader.height,
+                            loader.index.codec,
+                            loader.backend_name,
+                            str(loader.device),
+                            gen,
+                        )
                     elif loader is None:
                         continue
                     elif isinstance(cmd, Show):
                         frame = loader.select_frame(cmd.index)
                         ppm, w, h = frame_to_ppm(frame, max_width)
-                        pending = Frame(cmd.index, float(times[cmd.index]), ppm, w, h, gen,
-                                         False)
+                        pending = Frame(cmd.index, float(times[cmd.index]), ppm, w, h, gen, False)
                     elif isinstance(cmd, Play):
                         loader.seek_to_frame(cmd.start)
                         playing = cmd.start
