@@ -78,6 +78,12 @@ def static_unsupported_reason(index: VideoIndex) -> str | None:
         return f"NVDEC decodes {codec} at up to {MAX_BIT_DEPTH[codec]} bits, this file has {depth}"
     if not index.timestamps_ok:
         return "the stream has no usable timestamps (NVDEC output is matched to frames by pts)"
+    if index.turns or (index.mirrored and index.autorotate):
+        return (
+            f"the display matrix turns the picture by {index.rotation} degrees"
+            f"{' and mirrors it' if index.mirrored else ''}; the rotation is applied on the "
+            f"CPU path only"
+        )
     field_order = getattr(index, "field_order", "unknown")
     if field_order not in PROGRESSIVE:
         return (
