@@ -56,7 +56,7 @@ class TinyVideoRegressor(nn.Module):
 
 def example_videos(quick: bool) -> list[str]:
     """Small synthetic videos, written once (rank 0 writes, the others wait for the files)."""
-    from tvl_async._index import cache_dir
+    from tvl_async import cache_dir
 
     base = cache_dir() or Path(tempfile.gettempdir()) / "tvl_async"
     folder = base / ("examples-ddp-quick" if quick else "examples-ddp")
