@@ -715,3 +715,23 @@ def test_errors_are_tvl_or_standard() -> None:
     """The documented error classes: the tvl_async ones share one base class."""
     for cls in (VideoOpenError, NoVideoStreamError, UnsupportedCodecError, DecodeError):
         assert issubclass(cls, TvlAsyncError)
+
+
+@pytest.mark.timeout(60)
+def test_fifo_in_a_folder_is_refused_unopened(files: dict[str, Path], tmp_path: Path) -> None:
+    """A FIFO named like a video would block any open(); it is refused without one, and with
+    on_error="skip" left out while the other files load."""
+    import os
+    import shutil
+
+    folder = tmp_path / "with_fifo"
+    folder.mkdir()
+    shutil.copy(files["good"], folder / "a.mp4")
+    os.mkfifo(folder / "x.mp4")
+    with pytest.raises(VideoOpenError, match=r"x\.mp4"):
+        VideoLoader(folder / "x.mp4")
+    with pytest.warns(UserWarning, match=r"x\.mp4"):
+        it = Prefetcher(folder, seq_len=2, on_error="skip")
+    with it:
+        assert it.stats().unindexed_files == [str(folder / "x.mp4")]
+        assert len(list(it)) > 0

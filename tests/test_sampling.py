@@ -559,3 +559,27 @@ def test_gop_shuffle_statistics(size: int) -> None:
     assert _close(m["file"], m["file_se"], file, 0.04)
     # far from i.i.d.: about N(G-1)/(2SG) times its same-GOP pairs
     assert m["gop"] > 5 * PAIRS * GOP / N_ALL
+
+
+def test_rank_and_world_size_from_torchruns_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before init_process_group, torchrun's RANK/WORLD_SIZE give the shard; arguments win."""
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert distributed_rank() == (1, 3)
+    assert distributed_rank(0, 2) == (0, 2)
+    ds = VideoDataset.from_frame_counts([30], 1)
+    shards = [UniformSampler(ds, seed=0, rank=r, world_size=3).epoch_order(0) for r in range(3)]
+    assert np.array_equal(UniformSampler(ds, seed=0).epoch_order(0), shards[1])
+    monkeypatch.setenv("RANK", "x")
+    with pytest.raises(ValueError, match=r"RANK \('x'\)"):
+        distributed_rank()
+
+
+def test_world_size_without_a_rank_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WORLD_SIZE=2 with no RANK: refuse, never read the whole epoch on every rank."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="rank is unknown"):
+        distributed_rank()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed_rank() == (0, 1)

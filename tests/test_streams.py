@@ -122,3 +122,20 @@ def test_dataset_and_prefetcher_take_stream_index(two_streams: Path) -> None:
     assert clip.shape == (2, 3, 270, 480) and [frame_index_of(f) for f in clip] == [100, 101]
     with pytest.raises(ValueError, match="stream_index"):
         Prefetcher([two_streams], seq_len=2, stream_index=-1)
+
+
+def test_cli_probe_takes_stream_index(two_streams: Path) -> None:
+    import sys
+
+    def probe(*extra: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "tvl_async.cli.main", "probe", str(two_streams), *extra],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return out
+
+    assert "(reading #1)" in probe() and "480x270" in probe()
+    chosen = probe("--stream-index", "0")
+    assert "(reading #0)" in chosen and "320x180" in chosen

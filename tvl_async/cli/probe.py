@@ -21,12 +21,23 @@ def add_parsers(sub: Any) -> None:
     """Register ``probe`` and ``index`` on the ``tvl-async`` subcommand parser ``sub``."""
     p = sub.add_parser("probe", help="streams, frame count, GOPs and random-access cost of files")
     p.add_argument("paths", nargs="+", help="video files or folders")
+    _add_stream_index(p)
     p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("index", help="build the index cache for folders of videos")
     p.add_argument("paths", nargs="+", help="video files or folders")
+    _add_stream_index(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_index)
+
+
+def _add_stream_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stream-index",
+        type=int,
+        default=None,
+        help="the video stream to read (an index among all streams; default: ffmpeg's best)",
+    )
 
 
 def random_access_cost(gops: np.ndarray) -> float:
@@ -40,12 +51,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     import av
 
     for path in find_videos(args.paths):
-        idx = load_index(path)
+        idx = load_index(path, stream_index=args.stream_index)
         with av.open(str(path)) as c:
             streams = ", ".join(f"#{s.index} {s.type}:{s.codec_context.name}" for s in c.streams)
         gops = idx.gop_lengths()
         print(f"{path}")
-        print(f"  streams: {streams}")
+        print(f"  streams: {streams}  (reading #{idx.stream_index})")
         print(
             f"  video: {idx.codec} {idx.width}x{idx.height} {idx.pix_fmt}  "
             f"{idx.frame_rate:.3f} fps  {idx.duration:.3f} s  start {idx.start_time:.3f} s"
@@ -70,7 +81,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     for path in progress(
         files, total=len(files), desc="indexing", unit="file", enabled=not args.quiet
     ):
-        frames += load_index(path).n_frames
+        frames += load_index(path, stream_index=args.stream_index).n_frames
     dt = time.perf_counter() - t0
     folder = cache_dir()
     where = str(folder) if folder else "off (TVL_ASYNC_CACHE=off): nothing was stored"
