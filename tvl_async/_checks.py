@@ -13,12 +13,14 @@ raise it. Pure functions of their arguments: any thread may call them.
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
     "check_choice",
+    "check_int",
     "check_option_names",
     "invalid_message",
     "invalid_type",
@@ -125,3 +127,12 @@ def check_option_names(
         raise error(
             invalid_message("option", key, ", ".join(names), context=f"for {owner} {hint}".rstrip())
         )
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int >= ``minimum`` (numpy integers too, bools refused); raises naming it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise invalid_type(name, value, "integers")
+    if value < minimum:
+        raise invalid_value(name, value, f"integers >= {minimum}")
+    return int(value)

@@ -84,6 +84,13 @@ _MIN_ONE_NOTES: dict[str, str] = {
     "shuffle_buffer": " (samples)",
 }
 
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "backend": BACKENDS,
+    "sampling": SAMPLINGS,
+    "on_error": ON_ERROR,
+}
+_SECONDS_NOTES = {"timeout": "None (forever)", "index_timeout": "None (no limit)"}
+
 
 def _shown(text: str) -> dict[str, Any]:
     """``json_schema_extra`` of a field whose default the README shows in words, not as the
@@ -269,20 +276,11 @@ class PrefetchConfig(BaseModel):
             raise invalid_value("device", value, _DEVICES_ALLOWED)
         return f"cuda:{int(index)}"
 
-    @field_validator("backend", mode="before")
+    @field_validator(*_CHOICES, mode="before")
     @classmethod
-    def _backend(cls, value: Any) -> str:
-        return check_choice("backend", value, BACKENDS, fold=True)
-
-    @field_validator("sampling", mode="before")
-    @classmethod
-    def _sampling(cls, value: Any) -> str:
-        return check_choice("sampling", value, SAMPLINGS, fold=True)
-
-    @field_validator("on_error", mode="before")
-    @classmethod
-    def _on_error(cls, value: Any) -> str:
-        return check_choice("on_error", value, ON_ERROR, fold=True)
+    def _choice(cls, value: Any, info: ValidationInfo) -> str:
+        name = str(info.field_name)
+        return check_choice(name, value, _CHOICES[name], fold=True)
 
     @field_validator("transform", "get_label", mode="before")
     @classmethod
@@ -291,21 +289,13 @@ class PrefetchConfig(BaseModel):
             raise invalid_type(str(info.field_name), value, "callables or None")
         return value
 
-    @field_validator("timeout")
+    @field_validator(*_SECONDS_NOTES)
     @classmethod
-    def _timeout(cls, value: float | None) -> float | None:
+    def _seconds(cls, value: float | None, info: ValidationInfo) -> float | None:
+        name = str(info.field_name)
         if value is not None and not (math.isfinite(value) and value > 0):
             raise invalid_value(
-                "timeout", value, "finite numbers of seconds > 0, or None (forever)"
-            )
-        return value
-
-    @field_validator("index_timeout")
-    @classmethod
-    def _index_timeout(cls, value: float | None) -> float | None:
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise invalid_value(
-                "index_timeout", value, "finite numbers of seconds > 0, or None (no limit)"
+                name, value, f"finite numbers of seconds > 0, or {_SECONDS_NOTES[name]}"
             )
         return value
 

@@ -15,7 +15,6 @@ loading. The order samples are read in is ``tvl_async._sampling``'s.
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -24,59 +23,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tvl_async._checks import invalid_type, invalid_value
-from tvl_async._index import INDEX_TIMEOUT, IndexFailure, VideoIndex, load_indexes
+from tvl_async._checks import check_int, invalid_type
+from tvl_async._grid import IntArray, check_frame_rate, readonly, time_grid
+from tvl_async._index import INDEX_TIMEOUT, VideoIndex, index_files
 
-IntArray = npt.NDArray[np.int64]
 PathLike = str | os.PathLike[str]
 
 _MAX_NAMED_SKIPS = 10
-
-
-def check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise invalid_type(name, value, "integers")
-    if value < minimum:
-        raise invalid_value(name, value, f"integers >= {minimum}")
-    return int(value)
-
-
-def _readonly(a: IntArray) -> IntArray:
-    a.flags.writeable = False
-    return a
-
-
-def check_frame_rate(value: object) -> float | None:
-    """``frame_rate`` as a float, or None; raises naming the value and what is allowed."""
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(float(value))
-        or float(value) <= 0
-    ):
-        raise ValueError(
-            f"Invalid frame_rate ({value!r}). Supported values are numbers > 0 "
-            f"(grid points per second) or None (every frame)"
-        )
-    return float(value)
-
-
-def time_grid(index: VideoIndex, frame_rate: float) -> IntArray:
-    """Frame shown at each grid time ``t_first + j / frame_rate`` (the last frame whose
-    presentation time is <= it), for every ``j`` before the end of the last frame."""
-    n = max(math.ceil(index.duration * frame_rate - 1e-6), 1)
-    t = index.times[0] + np.arange(n, dtype=np.float64) / frame_rate
-    frames = np.searchsorted(index.times, t + 1e-9, side="right").astype(np.int64) - 1
-    return _readonly(np.clip(frames, 0, index.n_frames - 1))
-
-
-def expand_runs(starts: IntArray, lengths: IntArray) -> IntArray:
-    """Concatenate ``arange(s, s + n)`` for each (s, n), vectorised."""
-    total = int(lengths.sum())
-    offsets = np.cumsum(lengths) - lengths
-    return np.repeat(starts - offsets, lengths) + np.arange(total, dtype=np.int64)
 
 
 class VideoDataset:
@@ -146,7 +99,7 @@ class VideoDataset:
         rate = check_frame_rate(frame_rate)
         self._unindexed: list[tuple[str, str]] = []
         if indexes is None:
-            found = load_indexes(
+            paths, idx, self._unindexed = index_files(
                 paths,
                 stream_index=stream_index,
                 autorotate=autorotate,
@@ -154,21 +107,6 @@ class VideoDataset:
                 progress=progress,
                 timeout=index_timeout,
             )
-            idx = [r for r in found if isinstance(r, VideoIndex)]
-            for r in found:
-                if isinstance(r, IndexFailure):
-                    self._unindexed.append((r.path, r.cause))
-                    warnings.warn(
-                        f"leaving out '{r.path}': it cannot be indexed ({r.cause})",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-            paths = [p for p, r in zip(paths, found, strict=True) if isinstance(r, VideoIndex)]
-            if not paths:
-                raise ValueError(
-                    f"none of the {len(found)} file(s) could be indexed; the "
-                    f"first: '{self._unindexed[0][0]}' ({self._unindexed[0][1]})"
-                )
         else:
             idx = list(indexes)
             if len(idx) != len(paths):
@@ -237,9 +175,9 @@ class VideoDataset:
         span = self.span
         frames = np.asarray(n_frames, dtype=np.int64)
         counts = np.where(frames >= span, (frames - span) // self._step + 1, 0).astype(np.int64)
-        self._n_frames = _readonly(frames)
-        self._counts = _readonly(counts)
-        self._offsets = _readonly(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        self._n_frames = readonly(frames)
+        self._counts = readonly(counts)
+        self._offsets = readonly(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
         self._len = int(self._offsets[-1])
         self._skipped = [paths[k] for k in np.flatnonzero(counts == 0)]
         self._arrays: tuple[IntArray, IntArray] | None = None
@@ -309,7 +247,7 @@ class VideoDataset:
         """``[n_points]`` frame index at each grid point of file ``file_index`` (read-only);
         without ``frame_rate``, every frame (``arange(n_frames)``)."""
         if self._grids is None:
-            return _readonly(np.arange(int(self._n_frames[file_index]), dtype=np.int64))
+            return readonly(np.arange(int(self._n_frames[file_index]), dtype=np.int64))
         return self._grids[file_index]
 
     @property
@@ -404,7 +342,7 @@ class VideoDataset:
             ids = np.arange(self._len, dtype=np.int64)
             f = np.repeat(np.arange(len(self._counts), dtype=np.int64), self._counts)
             start = (ids - self._offsets[f]) * self._step
-            self._arrays = (_readonly(f), _readonly(start))
+            self._arrays = (readonly(f), readonly(start))
         return self._arrays
 
     def sample_gops(self) -> IntArray:
@@ -417,7 +355,7 @@ class VideoDataset:
                 for f, c in enumerate(self._counts)
                 if c > 0
             ]
-            self._gops = _readonly(np.concatenate(parts))
+            self._gops = readonly(np.concatenate(parts))
         return self._gops
 
     def _first_frames(self, f: int, starts: IntArray) -> IntArray:

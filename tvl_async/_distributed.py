@@ -17,8 +17,7 @@ from collections.abc import Mapping
 
 import torch
 
-from tvl_async._checks import invalid_value
-from tvl_async._dataset import check_int
+from tvl_async._checks import check_int, invalid_value
 from tvl_async._devices import resolve_device as pin_current_cuda
 
 __all__ = ["distributed_rank", "env_int", "resolve_device"]

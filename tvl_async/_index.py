@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,6 +184,31 @@ def load_indexes(
                     r.error.add_note(f"while indexing '{r.path}'")
                 raise r.error
     return results
+
+
+def index_files(
+    paths: list[str], **options: Any
+) -> tuple[list[str], list[VideoIndex], list[tuple[str, str]]]:
+    """:func:`load_indexes` for a dataset: the files that could be indexed, their indexes, and
+    ``(path, cause)`` of the others, each warned about once (``UserWarning``); blocks.
+
+    Raises:
+        ValueError: none of the files could be indexed (naming the first and its cause).
+    """
+    found = load_indexes(paths, **options)
+    failures = [r for r in found if isinstance(r, IndexFailure)]
+    for r in failures:
+        warnings.warn(
+            f"leaving out '{r.path}': it cannot be indexed ({r.cause})", UserWarning, stacklevel=4
+        )
+    if len(failures) == len(found):
+        first = failures[0]
+        raise ValueError(
+            f"none of the {len(found)} file(s) could be indexed; the first: '{first.path}' "
+            f"({first.cause})"
+        )
+    kept = [(p, r) for p, r in zip(paths, found, strict=True) if isinstance(r, VideoIndex)]
+    return [p for p, _ in kept], [r for _, r in kept], [(r.path, r.cause) for r in failures]
 
 
 def _progress_bar(total: int) -> Any:

@@ -30,24 +30,18 @@ from types import TracebackType
 from typing import Any
 
 import janus
-import torch
 
 from tvl_async import _service as service
-from tvl_async._backends import resolve_backend
 from tvl_async._batch import Batch, PrefetchStats, SkippedSample
 from tvl_async._channel import Control, Counters, Item, Progress
-from tvl_async._checks import invalid_value
 from tvl_async._config import PrefetchConfig
 from tvl_async._consumer import Consumer
 from tvl_async._dataset import VideoDataset
-from tvl_async._decoding import DecodePool, default_decode_threads, default_ffmpeg_threads
-from tvl_async._distributed import resolve_device
-from tvl_async._errors import BackendUnavailableError, PrefetcherClosedError
-from tvl_async._index import find_videos
+from tvl_async._decoding import DecodePool
+from tvl_async._errors import PrefetcherClosedError
 from tvl_async._loops import EpochLoops
-from tvl_async._planning import check_output_sizes, default_lookahead, sample_bytes
-from tvl_async._processing import needed_frames
-from tvl_async._sampling import EpochIterator, make_sampler
+from tvl_async._sampling import EpochIterator
+from tvl_async._setup import prepare
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
 
@@ -109,60 +103,20 @@ class Prefetcher:
     ) -> None:
         if seq_len is not None:
             options["seq_len"] = seq_len
-        self.config = PrefetchConfig.from_options(config, **options)
-        dataset = files_or_dataset if isinstance(files_or_dataset, VideoDataset) else None
-        if dataset is not None:
-            self.config = _dataset_config(dataset, self.config)
-        cfg = self.config
-        self.device = resolve_device(cfg.device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailableError(
-                f"device '{cfg.device}' asked for, but PyTorch sees no CUDA device "
-                f"(torch.cuda.is_available() is False; torch {torch.__version__})"
-            )
-        self.backend_name = resolve_backend(cfg.backend, self.device)
-        if dataset is None:
-            files = [str(p) for p in find_videos(files_or_dataset)]  # type: ignore[arg-type]
-            dataset = VideoDataset(
-                files,
-                cfg.seq_len,
-                stride=cfg.stride,
-                step=cfg.step,
-                get_label=cfg.get_label,
-                frame_rate=cfg.frame_rate,
-                stream_index=cfg.stream_index,
-                autorotate=cfg.autorotate,
-                on_error=cfg.on_error,
-                progress=cfg.progress,
-                index_timeout=cfg.index_timeout,
-            )
-        self.dataset = dataset
-        self._processing = cfg.outputs
-        check_output_sizes(self._processing, dataset)
-        self._positions = sorted(
-            {p for d in self._processing.values() for p in needed_frames(d, cfg.seq_len)}
-        )
-        sampler = make_sampler(
-            dataset,
-            cfg.sampling,
-            shuffle=cfg.shuffle,
-            seed=cfg.seed,
-            replacement=cfg.replacement,
-            chunk_size=cfg.chunk_size,
-            shuffle_buffer=cfg.shuffle_buffer,
-            rank=cfg.rank,
-            world_size=cfg.world_size,
-            drop_last=cfg.drop_last,
-        )
+        setup = prepare(files_or_dataset, PrefetchConfig.from_options(config, **options))
+        cfg = self.config = setup.config
+        self.device = setup.device
+        self.backend_name = setup.backend
+        self.dataset = setup.dataset
+        self.sampler = setup.sampler
+        self.lookahead = setup.lookahead
+        self.decode_threads = setup.decode_threads
+        self._processing = setup.outputs
+        self._positions = setup.positions
+        self._sample_bytes = setup.sample_bytes
+        self._ffmpeg_threads = setup.ffmpeg_threads
+        sampler = setup.sampler
         self._epochs = EpochIterator(sampler, None)  # endless: loops end in self._loops
-        self.sampler = sampler
-        self._sample_bytes = sample_bytes(self._processing, cfg.seq_len, dataset.indexes)
-        self.lookahead = cfg.lookahead or default_lookahead(
-            cfg.memory_budget, self._sample_bytes, len(sampler), cfg.batch_size
-        )
-        threads = cfg.decode_threads or default_decode_threads(self.backend_name)
-        self.decode_threads = 0 if self.backend_name == "nvdec" else threads
-        self._ffmpeg_threads = cfg.ffmpeg_threads or default_ffmpeg_threads(self.decode_threads)
         self._transform = cfg.transform
         self._queue: janus.Queue[Item] | None = None
         self._stop = threading.Event()
@@ -437,31 +391,3 @@ class Prefetcher:
             f"device='{self.device}', backend={self.backend_name!r}, "
             f"state={self._state.value})"
         )
-
-
-def _dataset_config(dataset: VideoDataset, config: PrefetchConfig) -> PrefetchConfig:
-    """``config`` with the clip options of ``dataset``, which brings its own: refuse different
-    ones given explicitly (``config.model_fields_set``), which would otherwise be ignored."""
-    own = {
-        "seq_len": dataset.seq_len,
-        "stride": dataset.stride,
-        "step": dataset.step,
-        "frame_rate": dataset.frame_rate,
-    }
-    for name, value in own.items():
-        given = getattr(config, name)
-        if name in config.model_fields_set and given != value:
-            raise invalid_value(
-                name,
-                given,
-                f"the dataset's own ({value}), or leave it out and set {name} on the VideoDataset",
-                context="given with a VideoDataset",
-            )
-    if config.get_label is not None:
-        raise invalid_value(
-            "get_label",
-            config.get_label,
-            "None: pass it to VideoDataset(files, seq_len, get_label=...) instead",
-            context="given with a VideoDataset",
-        )
-    return config.replace(**own)

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from tvl_async._checks import invalid_value
+from tvl_async._checks import check_int, invalid_value
 from tvl_async._config import SAMPLINGS  # from the Literal: the list is written once
-from tvl_async._dataset import IntArray, check_int, expand_runs
 from tvl_async._distributed import distributed_rank
+from tvl_async._grid import IntArray, expand_runs
 
 
 @runtime_checkable

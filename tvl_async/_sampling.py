@@ -20,9 +20,11 @@ import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from tvl_async._checks import check_int
 from tvl_async._config import SAMPLINGS
-from tvl_async._dataset import IntArray, VideoDataset, check_int
+from tvl_async._dataset import VideoDataset
 from tvl_async._distributed import distributed_rank
+from tvl_async._grid import IntArray
 from tvl_async._samplers import (
     ChunkedSampler,
     GopShuffleSampler,
