@@ -40,6 +40,7 @@ from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import DecodePool
 from tvl_async._errors import PrefetcherClosedError
 from tvl_async._loops import EpochLoops
+from tvl_async._requests import ServicePlan, dropped_files
 from tvl_async._sampling import EpochIterator
 from tvl_async._setup import prepare
 
@@ -150,7 +151,7 @@ class Prefetcher:
         if self._state is State.CLOSED:
             raise PrefetcherClosedError("this Prefetcher is closed; create a new one")
         self._queue = janus.Queue(maxsize=self.config.queue_depth)
-        plan = service.ServicePlan(
+        plan = ServicePlan(
             config=self.config,
             dataset=self.dataset,
             epochs=self._epochs,
@@ -350,7 +351,7 @@ class Prefetcher:
         # states without "loop_end" come from one run of `epochs` epochs from epoch 0
         self._loops.start_at(self._epochs.epoch, state.get("loop_end", self.config.epochs))
         self._consumer.failures = dict(failures)
-        dropped = sorted(service.dropped_files(failures, self.config.max_file_failures))
+        dropped = sorted(dropped_files(failures, self.config.max_file_failures))
         with self._counters.lock:
             self._counters.dropped_files = dropped
         self._consumer.progress = Progress(files_dropped=len(dropped))
