@@ -29,10 +29,12 @@ import torch
 from av.video.reformatter import Interpolation
 from test_nvdec_cpu import write_colour_video
 
-from tvl_async._backends.yuv import (
+from tvl_async._backends.colorspaces import (
     COLORSPACES,
     colorspace_matrix,
     colorspace_unsupported_reason,
+)
+from tvl_async._backends.yuv import (
     nv12_to_rgb,
     p016_to_rgb,
     yuv420p_to_rgb,

@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from tvl_async._backends.colorspaces import colorspace_matrix
 from tvl_async._backends.nvdec_packets import EncodedPacket
 from tvl_async._backends.nvdec_support import LEFT_SITED, rejection
-from tvl_async._backends.yuv import colorspace_matrix, nv12_to_rgb, p016_to_rgb
+from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb
 from tvl_async._errors import BackendUnavailableError, DecodeError, UnsupportedCodecError
 from tvl_async._index import VideoIndex
 

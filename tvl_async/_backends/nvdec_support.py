@@ -12,8 +12,8 @@ import logging
 import threading
 from types import ModuleType
 
+from tvl_async._backends.colorspaces import colorspace_unsupported_reason
 from tvl_async._backends.nvdec_packets import NVDEC_CODECS, nvdec_codec
-from tvl_async._backends.yuv import colorspace_unsupported_reason
 from tvl_async._index import VideoIndex
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ memory. They work on CPU tensors too, which is how the tests check them against 
 Conventions:
 
 * All arithmetic is float32; the result is rounded to nearest and clamped to 0..255.
-* ``matrix`` is a name from :data:`MATRICES` (``"bt601"``, ``"bt709"``, ``"fcc"``, ``"smpte240m"``,
-  ``"bt2020"``: each a (Kr, Kb) pair); ``None`` means unspecified and is treated as BT.601, as
-  FFmpeg's swscale does. :func:`colorspace_matrix` maps the colour-space code a stream declares
-  (FFmpeg's ``AVColorSpace``, recorded in the index) to the matrix the CPU path uses for it.
+* ``matrix`` is a name from ``tvl_async._backends.colorspaces.MATRICES`` (``"bt601"``,
+  ``"bt709"``, ``"fcc"``, ``"smpte240m"``, ``"bt2020"``: each a (Kr, Kb) pair); ``None`` means
+  unspecified and is treated as BT.601, as FFmpeg's swscale does (``colorspace_matrix`` there
+  maps a stream's declared colour-space code to the matrix the CPU path uses for it).
 * ``full_range=False`` is limited ("MPEG", studio) range: luma 16..235, chroma 16..240 at 8 bits;
   ``True`` is full ("JPEG") range.
 * Chroma upsampling (``chroma=``):
@@ -44,90 +44,23 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from tvl_async._backends.colorspaces import MATRICES
 from tvl_async._checks import invalid_type, invalid_value
 
-Matrix = Literal["bt601", "bt709", "fcc", "smpte240m", "bt2020"]
 ChromaUpsampling = Literal["nearest", "linear"]
 
-# (Kr, Kb) of each YCbCr matrix, as libswscale's coefficient table has them.
-MATRICES: dict[str, tuple[float, float]] = {
-    "bt601": (0.299, 0.114),  # BT.470 System B/G, SMPTE 170M, and "unspecified"
-    "bt709": (0.2126, 0.0722),
-    "fcc": (0.30, 0.11),  # FCC Title 47 (NTSC 1953)
-    "smpte240m": (0.212, 0.087),
-    "bt2020": (0.2627, 0.0593),  # BT.2020 non-constant luminance
-}
-# FFmpeg's AVColorSpace codes (libavutil/pixfmt.h, named as av_color_space_name() does) and the
-# matrix the CPU path (PyAV -> libswscale) converts each with. None: no (Kr, Kb) matrix converts
-# it (YCgCo, constant-luminance BT.2020, ICtCp...); libswscale refuses those too.
-COLORSPACES: dict[int, tuple[str, str | None]] = {
-    0: ("gbr", "bt601"),  # RGB tag on a YUV stream: swscale treats it as unspecified
-    1: ("bt709", "bt709"),
-    2: ("unknown", "bt601"),  # unspecified: BT.601, as swscale
-    3: ("reserved", "bt601"),  # as unspecified
-    4: ("fcc", "fcc"),
-    5: ("bt470bg", "bt601"),
-    6: ("smpte170m", "bt601"),
-    7: ("smpte240m", "smpte240m"),
-    8: ("ycgco", None),
-    9: ("bt2020nc", "bt2020"),
-    10: ("bt2020c", None),
-    11: ("smpte2085", None),
-    12: ("chroma-derived-nc", None),
-    13: ("chroma-derived-c", None),
-    14: ("ictcp", None),
-    15: ("ipt-c2", None),
-    16: ("ycgco-re", None),
-    17: ("ycgco-ro", None),
-}
 CHROMA_MODES: tuple[str, ...] = get_args(ChromaUpsampling)
 CHROMA_SITINGS: tuple[str, ...] = ("left", "center")
 
 __all__ = [
     "CHROMA_MODES",
     "CHROMA_SITINGS",
-    "COLORSPACES",
-    "MATRICES",
     "ChromaUpsampling",
-    "Matrix",
-    "colorspace_matrix",
-    "colorspace_unsupported_reason",
     "nv12_to_rgb",
     "p016_to_rgb",
     "yuv420p_to_rgb",
     "yuv_planes_to_rgb",
 ]
-
-
-def colorspace_unsupported_reason(code: int) -> str | None:
-    """Why a stream declaring AVColorSpace ``code`` cannot be converted here, or None if it can.
-
-    Codes outside FFmpeg's table are refused too (a newer FFmpeg may know them). Pure.
-    """
-    name, matrix = COLORSPACES.get(int(code), (None, None))
-    if matrix is not None:
-        return None
-    known = ", ".join(f"{c} ({n})" for c, (n, m) in COLORSPACES.items() if m is not None)
-    what = f"{code} ({name})" if name else f"{code} (not in FFmpeg's table)"
-    return f"colour space {what} has no YCbCr matrix here (converted: {known})"
-
-
-def colorspace_matrix(code: int) -> str:
-    """The :data:`MATRICES` name that converts a stream declaring AVColorSpace ``code``.
-
-    The same matrix libswscale (the CPU path) uses for that code: BT.601 for unspecified,
-    reserved and the RGB tag, BT.709, FCC, SMPTE 240M and BT.2020 (non-constant luminance).
-
-    Raises:
-        ValueError: no (Kr, Kb) matrix converts ``code``
-            (:func:`colorspace_unsupported_reason` says why).
-    """
-    reason = colorspace_unsupported_reason(code)
-    if reason is not None:
-        raise ValueError(f"Invalid colour space ({code}): {reason}")
-    matrix = COLORSPACES[int(code)][1]
-    assert matrix is not None
-    return matrix
 
 
 def nv12_to_rgb(

@@ -35,13 +35,13 @@ from typing import Any
 import numpy as np
 
 from tvl_async.cli.play import worker
-from tvl_async.cli.play.worker import SPEEDS, PlaybackClock, backends, devices
+from tvl_async.cli.play.window import TITLE, build_window
+from tvl_async.cli.play.worker import SPEEDS, PlaybackClock, backends
 
 __all__ = ["Player"]
 
 POLL_MS = 5  # longest the Tk loop waits between two looks at the decode queue
 BUFFER_FRAMES = 8  # frames decoded ahead while playing
-TITLE = "tvl-async player"
 
 
 # ---------------------------------------------------------------------------------- the app
@@ -63,6 +63,20 @@ class Player:
         max_width: frames wider than this are shown subsampled (pixels).
     """
 
+    # widgets, made by build_window (Tk objects)
+    backend_box: Any
+    backend_label: Any
+    backend_var: Any
+    device_var: Any
+    frame_var: Any
+    image: Any
+    photo: Any
+    play_button: Any
+    slider: Any
+    speed_var: Any
+    spinbox: Any
+    status: Any
+
     def __init__(
         self,
         root: Any,
@@ -78,7 +92,6 @@ class Player:
         max_width: int = 1280,
     ) -> None:
         import tkinter as tk
-        from tkinter import ttk
 
         self.tk = tk
         self.root = root
@@ -112,79 +125,7 @@ class Player:
         )
         self.thread.start()
 
-        root.title(TITLE)
-        root.protocol("WM_DELETE_WINDOW", self.close)
-        self.photo = tk.PhotoImage(width=320, height=180)
-        self.image = tk.Label(root, image=self.photo, background="black", borderwidth=0)
-        self.image.grid(row=0, column=0, sticky="n")
-
-        self.slider = tk.Scale(
-            root,
-            from_=0,
-            to=0,
-            orient="horizontal",
-            showvalue=False,
-            command=self._on_slider,
-            length=320,
-        )
-        self.slider.grid(row=1, column=0, sticky="ew", padx=4)
-
-        bar = ttk.Frame(root)
-        bar.grid(row=2, column=0, sticky="ew", padx=4, pady=2)
-        ttk.Button(bar, text="Open…", command=self.ask_open).pack(side="left")
-        ttk.Button(bar, text="◀|", width=3, command=lambda: self.step(-1)).pack(side="left")
-        self.play_button = ttk.Button(bar, text="Play", width=6, command=self.toggle)
-        self.play_button.pack(side="left")
-        ttk.Button(bar, text="|▶", width=3, command=lambda: self.step(1)).pack(side="left")
-        ttk.Label(bar, text=" frame").pack(side="left")
-        self.frame_var = tk.StringVar(value="0")
-        self.spinbox = tk.Spinbox(
-            bar, from_=0, to=0, width=7, textvariable=self.frame_var, command=self._on_spinbox
-        )
-        self.spinbox.bind("<Return>", lambda _e: self._on_spinbox())
-        self.spinbox.bind("<KP_Enter>", lambda _e: self._on_spinbox())
-        self.spinbox.pack(side="left")
-        ttk.Label(bar, text=" speed").pack(side="left")
-        label = next((k for k, v in SPEEDS.items() if v == speed), f"{speed:g}x")
-        self.speed_var = tk.StringVar(value=label)
-        speed_box = ttk.Combobox(
-            bar, textvariable=self.speed_var, values=list(SPEEDS), width=6, state="readonly"
-        )
-        speed_box.bind("<<ComboboxSelected>>", lambda _e: self._on_speed())
-        speed_box.pack(side="left")
-
-        self.device_var = tk.StringVar(value=device)
-        devices_here = devices()
-        if len(devices_here) > 1:
-            ttk.Label(bar, text=" device").pack(side="left")
-            box = ttk.Combobox(
-                bar, textvariable=self.device_var, values=devices_here, width=7, state="readonly"
-            )
-            box.bind("<<ComboboxSelected>>", lambda _e: self._on_device())
-            box.pack(side="left")
-        self.backend_var = tk.StringVar(value=backend)
-        self.backend_box = ttk.Combobox(
-            bar, textvariable=self.backend_var, width=6, state="readonly"
-        )
-        self.backend_box.bind("<<ComboboxSelected>>", lambda _e: self._on_device())
-        self.backend_label = ttk.Label(bar, text=" backend")
-        self._update_backend_choice()
-
-        self.status = tk.StringVar(value="no file: press Open…")
-        ttk.Label(root, textvariable=self.status, anchor="w", font="TkFixedFont").grid(
-            row=3, column=0, sticky="ew", padx=4, pady=(0, 4)
-        )
-        root.columnconfigure(0, weight=1)
-
-        for key, action in (
-            ("<space>", self.toggle),
-            ("<Right>", lambda: self.step(1)),
-            ("<Left>", lambda: self.step(-1)),
-            ("<Home>", lambda: self.seek(0)),
-            ("<End>", lambda: self.seek(self.n_frames - 1)),
-            ("<o>", self.ask_open),
-        ):
-            root.bind(key, self._key(action))
+        build_window(self, root, speed=speed, device=device, backend=backend)
         if path is not None:
             self.open(path)
         self._poll_id = root.after(POLL_MS, self._poll)
