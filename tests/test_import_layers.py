@@ -71,3 +71,17 @@ def test_the_library_importing_the_apps_breaks_both_contracts(tmp_path: Path) ->
     assert done.returncode == 1, done.stdout
     assert "The library never imports its applications (tvl_async.cli) BROKEN" in done.stdout
     assert "tvl_async._config -> tvl_async.cli.main" in done.stdout
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_over_400_lines() -> None:
+    """The house rule: modules stay small (mostly 100-300 lines, none over 400)."""
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text(encoding="utf-8").splitlines())
+        for p in sorted((ROOT / "tvl_async").rglob("*.py"))
+    }
+    assert len(sizes) > 40  # the walk found the package
+    over = {name: n for name, n in sizes.items() if n > MAX_MODULE_LINES}
+    assert not over, f"modules over {MAX_MODULE_LINES} lines: {over}"
