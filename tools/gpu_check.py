@@ -65,7 +65,7 @@ CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("av1_10bit", "mp4", {"codec": "libsvtav1", "pix_fmt": "yuv420p10le"}),
 ]
 #: GPU-vs-CPU colour limits (levels of 255) the CPU tests measured (docs/gpu.md)
-MAX_DIFF, MEAN_DIFF = 4, 2.0
+MAX_DIFF, MEAN_DIFF = 5, 2.0  # 8-bit: max 3; 10-bit: max 5 (tests/test_yuv.py)
 
 
 # ---------------------------------------------------------------------------------- helpers
