@@ -143,6 +143,9 @@ class PrefetchStats:
             started, in order (the first entry includes the service's start-up).
         unindexed_files: files left out at construction because they could not be indexed
             (``on_error="skip"``; the warning gave each one's cause).
+        bytes_read: bytes fetched from remote (URL) sources since the service started, index
+            reads included (counted per process: Prefetchers running together share it).
+        bytes_read_per_sample: ``bytes_read`` per sample delivered.
     """
 
     batches_delivered: int
@@ -166,3 +169,5 @@ class PrefetchStats:
     decode_threads: int
     epoch_start_waits: list[float] = field(default_factory=list)
     unindexed_files: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+    bytes_read_per_sample: float = 0.0

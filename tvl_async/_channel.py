@@ -28,6 +28,7 @@ class Counters:
     fallback_files: list[str] = field(default_factory=list)
     peak_buffer_bytes: int = 0
     started: float = 0.0
+    bytes_at_start: int = 0  # tvl_async._source.bytes_read() when the service started
     transforming: str = ""  # what the user's transform is running on, while it runs
 
 

@@ -1,12 +1,10 @@
 """The single definition of every :class:`tvl_async.Prefetcher` option: :class:`PrefetchConfig`.
 
-Each field holds the option's name, type, default, check and one-line doc (its ``description``).
-``Prefetcher(files, seq_len, **options)`` forwards its options here, the README's option table
-is generated from the fields (``python tools/options_table.py``), and the choice tuples come from
-the ``Literal`` types (``typing.get_args``). Every bad value fails at construction with a
-:class:`pydantic.ValidationError` (a ``ValueError``) in the house form (:mod:`tvl_async._checks`):
-``Invalid sampling ('foo'). Supported values are sequential, uniform, chunked, gop_shuffle.``
-The model is plain immutable data: any thread may build and read it.
+Each field holds an option's name, type, default, check and one-line doc (``description``);
+``Prefetcher(files, seq_len, **options)`` forwards here, the README's option table is generated
+from the fields (``tools/options_table.py``), choice tuples come from the ``Literal`` types. A bad
+value fails at construction in the house form (``Invalid sampling ('foo'). Supported values are
+...``). Plain immutable data: any thread may build and read it.
 """
 
 from __future__ import annotations
@@ -84,11 +82,7 @@ _MIN_ONE_NOTES: dict[str, str] = {
     "shuffle_buffer": " (samples)",
 }
 
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "backend": BACKENDS,
-    "sampling": SAMPLINGS,
-    "on_error": ON_ERROR,
-}
+_CHOICES = {"backend": BACKENDS, "sampling": SAMPLINGS, "on_error": ON_ERROR}
 _SECONDS_NOTES = {"timeout": "None (forever)", "index_timeout": "None (no limit)"}
 
 
@@ -226,6 +220,9 @@ class PrefetchConfig(BaseModel):
     index_timeout: float | None = Field(
         300.0,
         description="seconds one file may take to index before it counts as failed; None: no limit",
+    )
+    storage_options: dict[str, Any] | None = Field(
+        None, description="fsspec options for URL sources: credentials, `client_kwargs` endpoint"
     )
 
     @model_validator(mode="before")

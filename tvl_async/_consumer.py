@@ -23,6 +23,7 @@ from tvl_async._decoding import DecodePool
 from tvl_async._devices import hand_over
 from tvl_async._errors import PrefetcherClosedError, ServiceError
 from tvl_async._loops import EpochLoops
+from tvl_async._source import bytes_read
 
 POLL_SECONDS = 0.05  # slice of the consumer's waits
 
@@ -206,4 +207,6 @@ class Consumer:
             decode_threads=decode_threads,
             epoch_start_waits=list(self.epoch_waits),
             unindexed_files=unindexed_files,
+            bytes_read=(read := bytes_read() - c.bytes_at_start),
+            bytes_read_per_sample=read / self.samples if self.samples else 0.0,
         )

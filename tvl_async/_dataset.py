@@ -4,9 +4,7 @@ Sample ``i`` is NVVL's clip: ``seq_len`` frames ``start, start+stride, …`` of 
 valid start ``step`` frames apart, files concatenated in the order given. With ``frame_rate``, the
 same over each file's time grid ``t_first + j / frame_rate`` (grid point ``j``: the frame shown at
 that time), so clips have a fixed time between frames on files of any (or variable) rate. Files too
-short for one clip are skipped with one warning; the sample ids of the other files stay consistent.
-Sample → (file, start) lookups are vectorised so that datasets of 10^7 samples cost a few arrays,
-built lazily.
+short for one clip are skipped with one warning. Lookups are vectorised (10^7 samples: few arrays).
 
 This module knows nothing of decoding (``tvl_async._clips.VideoClipDataset`` decodes samples
 for a plain ``DataLoader``). Nothing here starts a thread; everything blocks only on index
@@ -26,6 +24,7 @@ import numpy.typing as npt
 from tvl_async._checks import check_int, invalid_type
 from tvl_async._grid import IntArray, check_frame_rate, readonly, time_grid
 from tvl_async._index import INDEX_TIMEOUT, VideoIndex, index_files
+from tvl_async._source import remember_options
 
 PathLike = str | os.PathLike[str]
 
@@ -60,6 +59,7 @@ class VideoDataset:
         progress: a tqdm progress bar while indexing (needs tqdm).
         index_timeout: seconds one file may take to index (None: no limit); a file over it
             counts as failed (``TimeoutError``).
+        storage_options: fsspec options for URL files (credentials, endpoints).
 
     Raises:
         ValueError: no files, bad sizes, ``indexes`` of the wrong length, or no file holds a clip.
@@ -88,15 +88,15 @@ class VideoDataset:
         on_error: str = "raise",
         progress: bool = False,
         index_timeout: float | None = INDEX_TIMEOUT,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
-        paths = (
-            [os.fspath(files)]
-            if isinstance(files, (str, os.PathLike))
-            else [os.fspath(f) for f in files]
-        )
+        given = [files] if isinstance(files, (str, os.PathLike)) else files
+        paths = [os.fspath(f) for f in given]
         if not paths:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
         rate = check_frame_rate(frame_rate)
+        for p in paths:
+            remember_options(p, storage_options)
         self._unindexed: list[tuple[str, str]] = []
         if indexes is None:
             paths, idx, self._unindexed = index_files(

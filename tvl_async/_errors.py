@@ -47,3 +47,8 @@ def short_list(values: Iterable[object], limit: int = 8) -> str:
     items = list(values)
     text = ", ".join(str(i) for i in items[:limit])
     return f"[{text}{', …' if len(items) > limit else ''}]"
+
+
+class RemoteReadError(TvlAsyncError, OSError):
+    """A remote source (an fsspec URL) stalled past the read timeout or kept failing after
+    the retries; the message names the URL."""

@@ -32,8 +32,10 @@ from tvl_async._index_open import (
     first_video_stream,
     open_container,
     select_video_stream,
+    stat_source,
     survive_new_streams,
 )
+from tvl_async._source import is_url, list_url_folder, local_path, remember_options
 
 __all__ = [
     "INDEX_TIMEOUT",
@@ -88,17 +90,12 @@ def load_index(
             name the exact cause).
         ValueError: ``stream_index`` is not a video stream (the video streams are listed).
     """
-    p = check_readable(path)
-    st = p.stat()
+    p, size, version = stat_source(path)
     folder = cache_dir() if cache else None
-    target = (
-        _index_cache.cache_file(folder, p, st.st_size, st.st_mtime_ns, stream_index)
-        if folder
-        else None
-    )
+    target = _index_cache.cache_file(folder, p, size, version, stream_index) if folder else None
     index = None
     if target is not None:
-        index = _index_cache.load_entry(target, p, st.st_size, st.st_mtime_ns, stream_index)
+        index = _index_cache.load_entry(target, p, size, version, stream_index)
     if index is None:
         index = build_index(p, stream_index)
         if target is not None:
@@ -309,4 +306,30 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
             f"no video files given (got {[str(i) for i in items]}; folders are "
             f"searched for {' '.join(VIDEO_SUFFIXES)})"
         )
+    return out
+
+
+def find_sources(
+    items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+    storage_options: dict[str, Any] | None = None,
+) -> list[str]:
+    """:func:`find_videos` for paths and fsspec URLs: a folder URL (``s3://bucket/videos/``) is
+    listed like a local folder (videos only, recursive, sorted); other URLs are kept as given.
+    ``storage_options`` are remembered for every URL (``tvl_async._source``); blocks.
+
+    Raises:
+        FileNotFoundError: a local path does not exist. ValueError: nothing found.
+    """
+    given = [items] if isinstance(items, (str, os.PathLike)) else list(items)
+    out: list[str] = []
+    for item in given:
+        text = local_path(os.fspath(item))
+        if not is_url(text):
+            out.extend(str(p) for p in find_videos([text]))
+            continue
+        remember_options(text, storage_options)
+        listed = list_url_folder(text, VIDEO_SUFFIXES) if text.endswith("/") else None
+        out.extend([text] if listed is None else listed)
+    if not out:
+        raise ValueError(f"no video files given (got {[str(i) for i in given]})")
     return out

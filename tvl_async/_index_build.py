@@ -31,9 +31,9 @@ import numpy as np
 from tvl_async._errors import UnsupportedCodecError, VideoOpenError
 from tvl_async._index_model import NO_TS, ORIENTATIONS, VideoIndex
 from tvl_async._index_open import (
-    check_readable,
     open_container,
     select_video_stream,
+    stat_source,
     survive_new_streams,
 )
 
@@ -277,8 +277,7 @@ def build_index(path: str | os.PathLike[str], stream_index: int | None = None) -
     """Demux ``path`` once (decoding only its first frame, for the display matrix) and return
     the index of stream ``stream_index`` (None: ffmpeg's best video stream); does not touch the
     cache; blocks."""
-    p = check_readable(path)
-    st = p.stat()
+    p, size, version = stat_source(path)
     with open_container(p) as container:
         stream = select_video_stream(container, str(p), stream_index)
         ctx = stream.codec_context
@@ -324,8 +323,8 @@ def build_index(path: str | os.PathLike[str], stream_index: int | None = None) -
         tb = Fraction(1, 1) / Fraction(rate or 25.0).limit_denominator(1001)
     return VideoIndex(
         path=str(p),
-        file_size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
+        file_size=size,
+        mtime_ns=version,
         time_base=tb,
         average_rate=rate,
         timestamps_ok=ok,

@@ -37,7 +37,7 @@ def cache_dir() -> Path | None:
 
 
 def cache_file(
-    folder: Path, path: Path, size: int, mtime_ns: int, stream_index: int | None = None
+    folder: Path, path: str | Path, size: int, mtime_ns: int, stream_index: int | None = None
 ) -> Path:
     """The cache entry's path for this file version and stream (None: the best stream)."""
     stream = "best" if stream_index is None else str(stream_index)
@@ -92,7 +92,7 @@ def save_entry(index: VideoIndex, target: Path) -> None:
 
 
 def load_entry(
-    target: Path, path: Path, size: int, mtime_ns: int, stream_index: int | None = None
+    target: Path, path: str | Path, size: int, mtime_ns: int, stream_index: int | None = None
 ) -> VideoIndex | None:
     """The cached index, or None when the entry is absent, stale or unreadable."""
     try:

@@ -8,6 +8,7 @@ Functions here block briefly on file I/O and may run in any thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import stat
@@ -18,6 +19,7 @@ from typing import Any
 import av
 
 from tvl_async._errors import NoVideoStreamError, VideoOpenError
+from tvl_async._source import is_url, local_path, open_remote, remote_info
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +70,34 @@ def check_readable(path: str | os.PathLike[str]) -> Path:
     return p.resolve()
 
 
+def stat_source(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """``(name, size in bytes, version)`` of a video source, checked readable; blocks briefly.
+
+    A local file: its resolved path, size and ``st_mtime_ns`` (:func:`check_readable` first).
+    An fsspec URL: the URL, its size, and its ETag (else mtime) as an integer, from one
+    metadata request (``tvl_async._source``).
+    """
+    text = local_path(os.fspath(path))
+    if is_url(text):
+        size, version = remote_info(text)
+        return text, size, int(hashlib.sha1(version.encode()).hexdigest()[:15], 16)
+    p = check_readable(text)
+    st = p.stat()
+    return str(p), st.st_size, st.st_mtime_ns
+
+
 def open_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
-    """Open ``path`` with PyAV, turning FFmpeg's errors into tvl_async ones naming the file."""
-    p = check_readable(path)
+    """Open ``path`` (a file or an fsspec URL, read by byte ranges) with PyAV, turning FFmpeg's
+    errors into tvl_async ones naming the source."""
+    text = local_path(os.fspath(path))
+    if is_url(text):
+        source: Any = open_remote(text)
+        p = text
+    else:
+        p = str(check_readable(text))
+        source = p
     try:
-        return av.open(str(p), mode="r", metadata_errors="ignore")
+        return av.open(source, mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
         raise VideoOpenError(f"{p}: cannot open as a video ({type(e).__name__}: {e})") from e
 

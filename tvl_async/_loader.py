@@ -17,8 +17,9 @@ import math
 import numbers
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 import torch
 
@@ -28,6 +29,7 @@ from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import INDEX_TIMEOUT, VideoIndex, load_indexes
+from tvl_async._source import remember_options
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LAYOUTS = ("TCHW", "THWC")
@@ -50,6 +52,7 @@ class VideoLoader:
             "rotate 90", mirrors) is applied, and :attr:`width`/:attr:`height` are the
             displayed size (as ffmpeg's ``-autorotate``, on by default). False: frames as
             stored.
+        storage_options: fsspec options for a URL ``path`` (credentials, an endpoint).
         index_timeout: seconds indexing the file may take before ``TimeoutError`` (None: no
             limit).
 
@@ -71,7 +74,9 @@ class VideoLoader:
         stream_index: int | None = None,
         autorotate: bool = True,
         index_timeout: float | None = INDEX_TIMEOUT,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
+        remember_options(os.fspath(path), storage_options)
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
             raise invalid_value("dtype", dtype, names)

@@ -43,6 +43,7 @@ from tvl_async._loops import EpochLoops
 from tvl_async._requests import ServicePlan, dropped_files
 from tvl_async._sampling import EpochIterator
 from tvl_async._setup import prepare
+from tvl_async._source import bytes_read
 
 __all__ = ["Batch", "PrefetchStats", "Prefetcher", "SkippedSample"]
 
@@ -175,6 +176,7 @@ class Prefetcher:
         )
         self._consumer.attach(self._queue, thread)
         self._counters.started = time.perf_counter()
+        self._counters.bytes_at_start = bytes_read()
         if self._loops.resume_at is None:  # the service reads ahead: remember where it began
             self._loops.resume_at = (self._epochs.epoch, self._epochs.position)
         self._finalizer = weakref.finalize(

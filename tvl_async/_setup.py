@@ -21,7 +21,7 @@ from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import default_decode_threads, default_ffmpeg_threads
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError
-from tvl_async._index import find_videos
+from tvl_async._index import find_sources
 from tvl_async._planning import check_output_sizes, default_lookahead, sample_bytes
 from tvl_async._process_desc import ProcessDesc
 from tvl_async._processing import needed_frames
@@ -120,7 +120,7 @@ def _index_dataset(
 ) -> VideoDataset:
     """Index ``files`` (a folder is listed) into the dataset ``cfg`` describes; blocks."""
     return VideoDataset(
-        [str(p) for p in find_videos(files)],
+        find_sources(files, cfg.storage_options),
         cfg.seq_len,
         stride=cfg.stride,
         step=cfg.step,
@@ -131,6 +131,7 @@ def _index_dataset(
         on_error=cfg.on_error,
         progress=cfg.progress,
         index_timeout=cfg.index_timeout,
+        storage_options=cfg.storage_options,
     )
 
 
