@@ -181,3 +181,19 @@ def test_server_stopped_mid_epoch_skip_counts_raise_names(
                 with pytest.raises(Exception, match=r"http://127\.0\.0\.1:\d+/") as err:
                     _rest_of(loop)
                 assert isinstance(err.value, tvl_async.TvlAsyncError | OSError)
+
+
+def test_bytes_and_file_objects_are_sources(folder: Path) -> None:
+    data = (folder / "c.mp4").read_bytes()
+    with VideoLoader(data) as from_bytes, VideoLoader(folder / "c.mp4") as local:
+        assert from_bytes.path == f"<bytes {from_bytes.path.split()[1]} {len(data)} B>"
+        _same_frames(from_bytes, local, [0, 11, 12, 47, 3])
+    with (folder / "a.mkv").open("rb") as f:
+        from_file = VideoLoader(f)
+    with from_file, VideoLoader(folder / "a.mkv") as local:  # read whole: the file may close
+        _same_frames(from_file, local, [40, 2, 25])
+    with Prefetcher([data, folder / "b.mp4"], 1, batch_size=16, sampling="sequential") as it:
+        batches = list(it)
+    names = [f for b in batches for f in b.files]
+    assert names[0].startswith("<bytes ") and names[-1] == str(folder / "b.mp4")
+    assert len(names) == 2 * N_FRAMES

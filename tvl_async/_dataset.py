@@ -6,9 +6,8 @@ same over each file's time grid ``t_first + j / frame_rate`` (grid point ``j``: 
 that time), so clips have a fixed time between frames on files of any (or variable) rate. Files too
 short for one clip are skipped with one warning. Lookups are vectorised (10^7 samples: few arrays).
 
-This module knows nothing of decoding (``tvl_async._clips.VideoClipDataset`` decodes samples
-for a plain ``DataLoader``). Nothing here starts a thread; everything blocks only on index
-loading. The order samples are read in is ``tvl_async._sampling``'s.
+It knows nothing of decoding (``tvl_async._clips.VideoClipDataset`` decodes for a plain
+``DataLoader``) and starts no thread; it blocks only on indexing. Sample order: ``_sampling``.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import numpy.typing as npt
 from tvl_async._checks import check_int, invalid_type
 from tvl_async._grid import IntArray, check_frame_rate, readonly, time_grid
 from tvl_async._index import INDEX_TIMEOUT, VideoIndex, index_files
-from tvl_async._source import remember_options
+from tvl_async._source import remember_options, source_name
 
 PathLike = str | os.PathLike[str]
 
@@ -39,7 +38,7 @@ class VideoDataset:
     the clip fits. Files are concatenated in the order given.
 
     Args:
-        files: video paths, or a single path.
+        files: video paths, fsspec URLs or bytes (see the README), or a single one.
         seq_len: frames per clip, >= 1.
         stride: frame distance inside a clip, >= 1.
         step: frame distance between consecutive clip starts of a file, >= 1.
@@ -90,8 +89,9 @@ class VideoDataset:
         index_timeout: float | None = INDEX_TIMEOUT,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
-        given = [files] if isinstance(files, (str, os.PathLike)) else files
-        paths = [os.fspath(f) for f in given]
+        one = isinstance(files, (str, os.PathLike, bytes)) or hasattr(files, "read")
+        items: Iterable[Any] = [files] if one else files  # type: ignore[assignment]
+        paths = [source_name(f) for f in items]
         if not paths:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
         rate = check_frame_rate(frame_rate)

@@ -35,7 +35,14 @@ from tvl_async._index_open import (
     stat_source,
     survive_new_streams,
 )
-from tvl_async._source import is_url, list_url_folder, local_path, remember_options
+from tvl_async._source import (
+    is_buffer,
+    is_url,
+    list_url_folder,
+    local_path,
+    remember_options,
+    source_name,
+)
 
 __all__ = [
     "INDEX_TIMEOUT",
@@ -91,7 +98,7 @@ def load_index(
         ValueError: ``stream_index`` is not a video stream (the video streams are listed).
     """
     p, size, version = stat_source(path)
-    folder = cache_dir() if cache else None
+    folder = cache_dir() if cache and not is_buffer(p) else None  # bytes: nothing to key on
     target = _index_cache.cache_file(folder, p, size, version, stream_index) if folder else None
     index = None
     if target is not None:
@@ -320,10 +327,14 @@ def find_sources(
     Raises:
         FileNotFoundError: a local path does not exist. ValueError: nothing found.
     """
-    given = [items] if isinstance(items, (str, os.PathLike)) else list(items)
+    single = isinstance(items, (str, os.PathLike, bytes, bytearray, memoryview))
+    given = [items] if single or hasattr(items, "read") else list(items)  # type: ignore[arg-type]
     out: list[str] = []
     for item in given:
-        text = local_path(os.fspath(item))
+        text = local_path(source_name(item))
+        if is_buffer(text):
+            out.append(text)
+            continue
         if not is_url(text):
             out.extend(str(p) for p in find_videos([text]))
             continue

@@ -9,6 +9,7 @@ Functions here block briefly on file I/O and may run in any thread.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import stat
@@ -19,7 +20,7 @@ from typing import Any
 import av
 
 from tvl_async._errors import NoVideoStreamError, VideoOpenError
-from tvl_async._source import is_url, local_path, open_remote, remote_info
+from tvl_async._source import buffer_of, is_buffer, is_url, local_path, open_remote, remote_info
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def stat_source(path: str | os.PathLike[str]) -> tuple[str, int, int]:
     metadata request (``tvl_async._source``).
     """
     text = local_path(os.fspath(path))
+    if is_buffer(text):
+        return text, len(buffer_of(text)), 0
     if is_url(text):
         size, version = remote_info(text)
         return text, size, int(hashlib.sha1(version.encode()).hexdigest()[:15], 16)
@@ -90,8 +93,11 @@ def open_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
     """Open ``path`` (a file or an fsspec URL, read by byte ranges) with PyAV, turning FFmpeg's
     errors into tvl_async ones naming the source."""
     text = local_path(os.fspath(path))
-    if is_url(text):
-        source: Any = open_remote(text)
+    if is_buffer(text):
+        source: Any = io.BytesIO(buffer_of(text))
+        p = text
+    elif is_url(text):
+        source = open_remote(text)
         p = text
     else:
         p = str(check_readable(text))

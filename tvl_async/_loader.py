@@ -29,7 +29,7 @@ from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError, DecodeError
 from tvl_async._index import INDEX_TIMEOUT, VideoIndex, load_indexes
-from tvl_async._source import remember_options
+from tvl_async._source import remember_options, source_name
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
 LAYOUTS = ("TCHW", "THWC")
@@ -76,7 +76,8 @@ class VideoLoader:
         index_timeout: float | None = INDEX_TIMEOUT,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        remember_options(os.fspath(path), storage_options)
+        path = source_name(path)
+        remember_options(path, storage_options)
         if dtype not in DTYPES:
             names = ", ".join(str(d).replace("torch.", "") for d in DTYPES)
             raise invalid_value("dtype", dtype, names)

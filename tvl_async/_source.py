@@ -1,4 +1,4 @@
-"""Where a video's bytes come from: a local path or an fsspec URL read by byte ranges.
+"""Where a video's bytes come from: a local path, an fsspec URL read by byte ranges, or bytes.
 
 A source is named by the string the user gave. Local paths (and ``file://`` URLs) are opened by
 FFmpeg itself; any other ``scheme://`` URL that fsspec knows (``http(s)://``, ``s3://``,
@@ -31,13 +31,16 @@ from tvl_async._errors import RemoteReadError
 __all__ = [
     "BLOCK_BYTES",
     "RemoteFile",
+    "buffer_of",
     "bytes_read",
+    "is_buffer",
     "is_url",
     "list_url_folder",
     "local_path",
     "open_remote",
     "remember_options",
     "remote_info",
+    "source_name",
 ]
 
 #: Bytes fetched per range request (aligned blocks; the last few are kept per open file).
@@ -46,6 +49,7 @@ _BLOCKS_KEPT = 16
 _T = TypeVar("_T")
 _lock = threading.Lock()
 _options: dict[str, dict[str, Any]] = {}
+_buffers: dict[str, bytes] = {}
 _bytes_read = [0]
 _pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="tvl-async-read")
 
@@ -69,6 +73,36 @@ def is_url(source: str) -> bool:
 def local_path(source: str) -> str:
     """``file://x`` as ``x``; other sources unchanged."""
     return source[len("file://") :] if source.startswith("file://") else source
+
+
+def source_name(item: Any) -> str:
+    """The name a source goes by: a path or URL as given (``os.fspath``); ``bytes`` (or
+    ``bytearray``/``memoryview``) and binary file objects (read whole, now) are kept in memory
+    under a name like ``<bytes 0: 12345 B>`` for the rest of the process (:func:`is_buffer`)."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        data = bytes(item)
+    elif hasattr(item, "read"):
+        data = item.read()
+        if not isinstance(data, bytes):
+            raise TypeError(f"{item!r}: a file object source must be opened in binary mode")
+    else:
+        return str(os.fspath(item))
+    with _lock:
+        name = f"<bytes {len(_buffers)}: {len(data)} B>"
+        _buffers[name] = data
+    return name
+
+
+def is_buffer(name: str) -> bool:
+    """True for the name of an in-memory source (:func:`source_name`)."""
+    with _lock:
+        return name in _buffers
+
+
+def buffer_of(name: str) -> bytes:
+    """The bytes of an in-memory source."""
+    with _lock:
+        return _buffers[name]
 
 
 def remember_options(url: str, storage_options: Mapping[str, Any] | None) -> None:
