@@ -170,6 +170,7 @@ class Consumer:
         queue_depth: int,
         lookahead: int,
         sample_bytes: int,
+        memory_budget: int,
         decode_threads: int,
         unindexed_files: list[str],
     ) -> PrefetchStats:
@@ -184,6 +185,7 @@ class Consumer:
             dropped = c.dropped_files[: self.progress.files_dropped]
             fallback = list(c.fallback_files)
             peak = c.peak_buffer_bytes
+            held = (c.held_samples, c.held_bytes)
         return PrefetchStats(
             batches_delivered=self.batches,
             samples_delivered=self.samples,
@@ -206,4 +208,8 @@ class Consumer:
             decode_threads=decode_threads,
             epoch_start_waits=list(self.epoch_waits),
             unindexed_files=unindexed_files,
+            held_samples=held[0],
+            held_bytes=held[1],
+            sample_bytes=sample_bytes,
+            memory_budget=memory_budget,
         )
