@@ -30,12 +30,17 @@ from tvl_async._backends.base import (
     pts_positions,
 )
 from tvl_async._backends.pyav_convert import FrameConverter
+from tvl_async._backends.pyav_skip import decode_packets
 from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError
 from tvl_async._errors import short_list as _short
 from tvl_async._index import VideoIndex, open_container, survive_new_streams
 
 log = logging.getLogger(__name__)
+
+#: Skip decoding what no wanted frame needs (``pyav_skip``); exact (tests compare against full
+#: decoding). False decodes every frame up to the last wanted one.
+SKIP_UNWANTED = True
 
 INTERPOLATIONS = ("BILINEAR", "BICUBIC", "AREA", "POINT", "FAST_BILINEAR", "LANCZOS")
 
@@ -280,16 +285,18 @@ class PyAVBackend:
         f.stream.codec_context.flush_buffers()  # nothing of the previous run leaks into this one
         return packets_from_key(f.container, f.stream, index, key, f.pos_of_pts)
 
-    def _frames_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
-        """Decoded frames from keyframe entry ``key`` to the end of the stream."""
-        ctx = f.stream.codec_context
-        for pkt in self._packets_from_key(f, index, key):
-            for frame in ctx.decode(pkt):
+    def _frames_from_key(
+        self, f: _OpenFile, index: VideoIndex, key: int, wanted: set[int] | None = None
+    ) -> Iterator[Any]:
+        """Decoded frames from keyframe entry ``key`` on (``wanted``: see ``decode_packets``)."""
+        packets = self._packets_from_key(f, index, key)
+        frames = decode_packets(f.stream.codec_context, packets, index, wanted)
+        try:
+            for frame in frames:
                 self.frames_decoded += 1
                 yield frame
-        for frame in ctx.decode(None):
-            self.frames_decoded += 1
-            yield frame
+        finally:
+            frames.close()  # type: ignore[attr-defined]
 
     def _decode_run(
         self,
@@ -301,24 +308,26 @@ class PyAVBackend:
         size: tuple[int, int] | None,
     ) -> None:
         remaining = {i for i in run if i not in got}
-        if not remaining:
-            return
-        last = max(remaining)
-        frames = self._frames_from_key(f, index, key)  # a generator: closed below
-        try:
-            for frame in frames:
-                i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
-                if i is None:
-                    continue
-                if i in remaining:
-                    got[i] = self._to_tensor(frame, size, index, i, f.convert)
-                    remaining.discard(i)
-                    if not remaining:
-                        return
-                elif i > last:  # output is in presentation order: the rest will not come
-                    break
-        finally:
-            frames.close()  # type: ignore[attr-defined]
+        # skipping first; again without, should a decoder have lost a wanted frame by it
+        for skip in (True, False) if SKIP_UNWANTED else (False,):
+            if not remaining:
+                return
+            last = max(remaining)
+            frames = self._frames_from_key(f, index, key, set(remaining) if skip else None)
+            try:
+                for frame in frames:
+                    i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
+                    if i is None:
+                        continue
+                    if i in remaining:
+                        got[i] = self._to_tensor(frame, size, index, i, f.convert)
+                        remaining.discard(i)
+                        if not remaining:
+                            return
+                    elif i > last:  # output is in presentation order: the rest will not come
+                        break
+            finally:
+                frames.close()  # type: ignore[attr-defined]
         raise DecodeError(
             f"{index.path}: frames {_short(sorted(remaining))} never came out of "
             f"the decoder (decoding from keyframe {key})"
