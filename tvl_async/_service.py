@@ -46,6 +46,9 @@ JOIN_SECONDS = 10.0  # how long close() waits for the service thread
 # decoder holds ~26 MB of frame buffers; reopening a file costs far less than decoding a GOP
 # (docs/benchmarks.md), and random sampling over many files rarely hits an open one anyway.
 OPEN_FILES_PER_THREAD = 4
+# CPU decoding skips H.264 non-reference frames that no sample wants and stops after the last
+# wanted frame (``_backends.pyav_skip``; exact). False: decode every frame up to the last wanted.
+SKIP_UNWANTED = True
 
 
 def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
@@ -69,7 +72,13 @@ def _collate(results: list[SampleResult], plan: ServicePlan) -> Batch:
 def _backend_spec(plan: ServicePlan) -> BackendSpec:
     if plan.backend == "pyav":
         return BackendSpec(
-            "pyav", "cpu", {"threads": plan.ffmpeg_threads, "max_open_files": OPEN_FILES_PER_THREAD}
+            "pyav",
+            "cpu",
+            {
+                "threads": plan.ffmpeg_threads,
+                "max_open_files": OPEN_FILES_PER_THREAD,
+                "skip_unwanted": SKIP_UNWANTED,
+            },
         )
 
     def on_fallback(path: str, _reason: str) -> None:

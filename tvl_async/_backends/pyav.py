@@ -38,10 +38,6 @@ from tvl_async._index import VideoIndex, open_container, survive_new_streams
 
 log = logging.getLogger(__name__)
 
-#: Skip decoding what no wanted frame needs (``pyav_skip``); exact (tests compare against full
-#: decoding). False decodes every frame up to the last wanted one.
-SKIP_UNWANTED = True
-
 INTERPOLATIONS = ("BILINEAR", "BICUBIC", "AREA", "POINT", "FAST_BILINEAR", "LANCZOS")
 
 
@@ -66,6 +62,8 @@ class PyAVBackend:
         threads: FFmpeg decoder threads per file (0 = FFmpeg's choice).
         thread_type: FFmpeg threading, ``"AUTO"``, ``"FRAME"``, ``"SLICE"`` or ``"NONE"``.
         interpolation: swscale interpolation used when ``size`` is given.
+        skip_unwanted: decode less (``pyav_skip``): drop H.264 non-reference frames nobody
+            wants and stop after the last wanted frame; the same frames, bit for bit.
 
     Not thread-safe: create, use and close it in one thread.
     """
@@ -81,6 +79,7 @@ class PyAVBackend:
         threads: int = 0,
         thread_type: str = "AUTO",
         interpolation: str = "BILINEAR",
+        skip_unwanted: bool = False,
     ) -> None:
         if max_open_files < 1:
             raise invalid_value("max_open_files", max_open_files, "integers >= 1")
@@ -91,6 +90,7 @@ class PyAVBackend:
         self.threads = threads
         self.thread_type = thread_type
         self.interpolation = interpolation.upper()
+        self.skip_unwanted = skip_unwanted
         self.frames_decoded = 0
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()  # (path, kind) already logged
@@ -309,7 +309,7 @@ class PyAVBackend:
     ) -> None:
         remaining = {i for i in run if i not in got}
         # skipping first; again without, should a decoder have lost a wanted frame by it
-        for skip in (True, False) if SKIP_UNWANTED else (False,):
+        for skip in (True, False) if self.skip_unwanted else (False,):
             if not remaining:
                 return
             last = max(remaining)
