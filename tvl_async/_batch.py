@@ -135,8 +135,8 @@ class PrefetchStats:
         samples_skipped: samples dropped (``on_error="skip"``); skipped: the first 1000 of them.
         dropped_files: files given up after repeated failures.
         fallback_files: files the GPU decoder could not handle, decoded on the CPU instead.
-        lookahead: samples planned ahead; memory_bound_bytes: lookahead × output bytes per sample;
-        peak_buffer_bytes: most bytes the reorder buffer held.
+        lookahead: samples planned ahead; memory_bound_bytes: lookahead × bytes per held sample
+            (``sample_bytes``); peak_buffer_bytes: most bytes the reorder buffer held.
         elapsed: seconds since the service started.
         decode_threads: CPU decode threads.
         epoch_start_waits: seconds the consumer waited for the first batch of each epoch it
@@ -146,6 +146,12 @@ class PrefetchStats:
         bytes_read: bytes fetched from remote (URL) sources since the service started, index
             reads included (counted per process: Prefetchers running together share it).
         bytes_read_per_sample: ``bytes_read`` per sample delivered.
+        held_samples, held_bytes: finished samples waiting in the reorder buffer, and their
+            bytes, as of the last sample the service took (float outputs wait as uint8 and are
+            converted per batch).
+        sample_bytes: bytes of one finished sample as held (all outputs, largest file).
+        memory_budget: the ``memory_budget`` option (bytes); the default lookahead holds at
+            most this much.
     """
 
     batches_delivered: int
@@ -171,3 +177,7 @@ class PrefetchStats:
     unindexed_files: list[str] = field(default_factory=list)
     bytes_read: int = 0
     bytes_read_per_sample: float = 0.0
+    held_samples: int = 0
+    held_bytes: int = 0
+    sample_bytes: int = 0
+    memory_budget: int = 0

@@ -1,7 +1,8 @@
 """Batching: collate finished samples into a :class:`~tvl_async._batch.Batch` with its metadata.
 
 Runs in the service thread, on the service's CUDA stream when there is one. Pure functions: no
-threads, no waits.
+threads, no waits. Samples held in their compact form (uint8 RGB, see
+:func:`~tvl_async._processing.held_compact`) are finished here, once per stacked batch.
 """
 
 from __future__ import annotations
@@ -14,15 +15,21 @@ import torch
 
 from tvl_async._batch import Batch
 from tvl_async._planning import SampleResult
+from tvl_async._process_desc import ProcessDesc
+from tvl_async._processing import finish_values, held_compact
 
 
-def collate(results: list[SampleResult], files: Sequence[str], names: Sequence[str]) -> Batch:
-    """Stack the outputs of ``results`` (finished samples of one epoch) into a batch.
+def collate(
+    results: list[SampleResult], files: Sequence[str], processing: Mapping[str, ProcessDesc]
+) -> Batch:
+    """Stack the outputs of ``results`` (finished samples of one epoch) into a batch, finishing
+    the outputs held compact (:func:`~tvl_async._processing.finish_values` on the stack, on its
+    device).
 
     Args:
         results: finished samples, in batch order.
         files: the dataset's files as the user gave them (``file_index`` indexes them).
-        names: the output names.
+        processing: the outputs by name.
 
     Raises:
         ValueError: clips of different sizes for one output, naming the sizes and files.
@@ -38,7 +45,11 @@ def collate(results: list[SampleResult], files: Sequence[str], names: Sequence[s
                 f"from {sorted({r.index.path for r in reqs})}); add scale_width/scale_height or "
                 f"width/height to the ProcessDesc"
             )
-        outputs[name] = torch.stack(tensors)
+        stacked = torch.stack(tensors)
+        desc = processing.get(name)
+        if desc is not None and held_compact(desc):
+            stacked = finish_values(stacked, desc)
+        outputs[name] = stacked
     labels: Any = [r.label for r in reqs]
     if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
         labels = torch.tensor(labels)
@@ -52,7 +63,7 @@ def collate(results: list[SampleResult], files: Sequence[str], names: Sequence[s
         timestamps=torch.tensor(np.array([r.index.times[r.frames] for r in reqs])),
         labels=labels,
         epoch=reqs[0].epoch,
-        augment={name: [r.augment[name].as_dict() for r in reqs] for name in names},
+        augment={name: [r.augment[name].as_dict() for r in reqs] for name in processing},
     )
 
 

@@ -27,6 +27,8 @@ class Counters:
     dropped_files: list[str] = field(default_factory=list)
     fallback_files: list[str] = field(default_factory=list)
     peak_buffer_bytes: int = 0
+    held_samples: int = 0  # finished samples in the reorder buffer (as of the last one taken)
+    held_bytes: int = 0  # their bytes
     started: float = 0.0
     bytes_at_start: int = 0  # tvl_async._source.bytes_read() when the service started
     transforming: str = ""  # what the user's transform is running on, while it runs

@@ -171,6 +171,7 @@ class Consumer:
         queue_depth: int,
         lookahead: int,
         sample_bytes: int,
+        memory_budget: int,
         decode_threads: int,
         unindexed_files: list[str],
     ) -> PrefetchStats:
@@ -185,6 +186,7 @@ class Consumer:
             dropped = c.dropped_files[: self.progress.files_dropped]
             fallback = list(c.fallback_files)
             peak = c.peak_buffer_bytes
+            held = (c.held_samples, c.held_bytes)
         return PrefetchStats(
             batches_delivered=self.batches,
             samples_delivered=self.samples,
@@ -209,4 +211,8 @@ class Consumer:
             unindexed_files=unindexed_files,
             bytes_read=(read := bytes_read() - c.bytes_at_start),
             bytes_read_per_sample=read / self.samples if self.samples else 0.0,
+            held_samples=held[0],
+            held_bytes=held[1],
+            sample_bytes=sample_bytes,
+            memory_budget=memory_budget,
         )

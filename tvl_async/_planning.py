@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -149,6 +149,16 @@ class LookaheadPlanner:
         self._ready_bytes = 0
         self.peak_bytes = 0
         self._exhausted = False
+
+    @property
+    def held_samples(self) -> int:
+        """Finished samples waiting in the reorder buffer now."""
+        return len(self._ready)
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the finished samples waiting in the reorder buffer keep alive now."""
+        return self._ready_bytes
 
     @property
     def done(self) -> bool:
@@ -282,14 +292,24 @@ def check_output_sizes(processing: Mapping[str, ProcessDesc], dataset: VideoData
 
 
 def sample_bytes(
-    processing: Mapping[str, ProcessDesc], seq_len: int, indexes: Sequence[VideoIndex]
+    processing: Mapping[str, ProcessDesc],
+    seq_len: int,
+    indexes: Sequence[VideoIndex],
+    bytes_per_pixel: Callable[[ProcessDesc], int] | None = None,
 ) -> int:
-    """Bytes of one finished sample (all outputs), for the largest file."""
+    """Bytes of one finished sample (all outputs) as the reorder buffer holds it, for the
+    largest file. ``bytes_per_pixel(desc)``: bytes per output pixel (all channels) as held
+    (the processing stage's ``held_bytes_per_pixel``); default: the output's own."""
     h, w = _largest_frame(indexes)
     total = 0
     for desc in processing.values():
         shape = desc.output_shape(seq_len, h, w)
-        total += math.prod(shape) * torch.empty((), dtype=desc.dtype).element_size()
+        pixels = math.prod(shape) // desc.channels
+        if bytes_per_pixel is None:
+            per = desc.channels * torch.empty((), dtype=desc.dtype).element_size()
+        else:
+            per = bytes_per_pixel(desc)
+        total += pixels * per
     return max(total, 1)
 
 
@@ -297,8 +317,9 @@ def default_lookahead(
     memory_budget: int, held_bytes: int, samples_per_epoch: int, batch_size: int
 ) -> int:
     """As many samples as ``memory_budget`` bytes hold (``held_bytes`` each: the reorder buffer
-    holds processed outputs, :func:`sample_bytes`), at most :data:`MAX_DEFAULT_LOOKAHEAD` and at
-    most one epoch (more would only add latency before the first batch)."""
+    holds finished samples in their compact form, :func:`sample_bytes`), at most
+    :data:`MAX_DEFAULT_LOOKAHEAD` and at most one epoch (more would only add latency before
+    the first batch)."""
     by_memory = memory_budget // max(held_bytes, 1)
     epoch = max(samples_per_epoch, batch_size)
     return int(max(1, min(by_memory, MAX_DEFAULT_LOOKAHEAD, epoch)))

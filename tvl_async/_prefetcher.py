@@ -316,6 +316,7 @@ class Prefetcher:
             queue_depth=self.config.queue_depth,
             lookahead=self.lookahead,
             sample_bytes=self._sample_bytes,
+            memory_budget=self.config.memory_budget,
             decode_threads=self.decode_threads,
             unindexed_files=[p for p, _ in self.dataset.unindexed_files],
         )

@@ -8,6 +8,13 @@ A clip's random choices (crop place, flip) are drawn once by :func:`draw_augment
 every frame by :func:`process_clip`, so all frames of a clip share them. Work is ordered cheapest
 first: frame selection (``index_map``), resize and crop on uint8, flip, then colour conversion and
 the conversion to float, mean/std and layout.
+
+:func:`process_clip` is the composition of two halves: :func:`shape_clip` (selection and geometry,
+uint8 in, uint8 out: the most compact exact form of a sample, which the reorder buffer holds) and
+:func:`finish_values` (colour space, dtype, normalisation, layout), which takes one clip or a
+stacked batch of them, so that the service applies it once per collated batch. Every step of
+:func:`finish_values` is elementwise, so a batch finished at once is bit-identical to its clips
+finished one by one. :func:`held_compact` says for which descs the compact form is the smaller.
 """
 
 from __future__ import annotations
@@ -25,9 +32,13 @@ from tvl_async._config import ProcessDesc
 __all__ = [
     "AugmentParams",
     "draw_augment",
+    "finish_values",
+    "held_bytes_per_pixel",
+    "held_compact",
     "needed_frames",
     "output_size",
     "process_clip",
+    "shape_clip",
     "source_positions",
 ]
 
@@ -199,14 +210,14 @@ def _geometry(frames: torch.Tensor, desc: ProcessDesc, params: AugmentParams) ->
 
 
 def _to_color_space(x: torch.Tensor, color_space: str) -> torch.Tensor:
-    """RGB float ``[F, 3, H, W]`` to YCbCr (BT.601 full range, as JPEG) or gray (Y)."""
-    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
+    """RGB float ``[..., 3, H, W]`` to YCbCr (BT.601 full range, as JPEG) or gray (Y)."""
+    r, g, b = x[..., 0:1, :, :], x[..., 1:2, :, :], x[..., 2:3, :, :]
     y = 0.299 * r + 0.587 * g + 0.114 * b
     if color_space == "gray":
         return y
     cb = 128.0 - 0.168736 * r - 0.331264 * g + 0.5 * b
     cr = 128.0 + 0.5 * r - 0.418688 * g - 0.081312 * b
-    return torch.cat((y, cb, cr), dim=1)
+    return torch.cat((y, cb, cr), dim=-3)
 
 
 def _per_channel(v: torch.Tensor, values: tuple[float, ...], op: str) -> torch.Tensor:
@@ -217,7 +228,7 @@ def _per_channel(v: torch.Tensor, values: tuple[float, ...], op: str) -> torch.T
     if len(values) == 1:
         return v.sub_(values[0]) if op == "sub" else v.div_(values[0])
     for c, value in enumerate(values):
-        channel = v[:, c]
+        channel = v[..., c, :, :]
         if op == "sub":
             channel.sub_(value)
         else:
@@ -226,7 +237,7 @@ def _per_channel(v: torch.Tensor, values: tuple[float, ...], op: str) -> torch.T
 
 
 def _values(x: torch.Tensor, desc: ProcessDesc) -> torch.Tensor:
-    """Colour space, dtype, ``normalized``, mean/std on ``[F, 3, H, W]`` uint8 frames."""
+    """Colour space, dtype, ``normalized``, mean/std on ``[..., 3, H, W]`` uint8 frames."""
     floating = desc.dtype != torch.uint8
     if desc.color_space == "RGB" and not floating:
         return x
@@ -242,6 +253,111 @@ def _values(x: torch.Tensor, desc: ProcessDesc) -> torch.Tensor:
     if desc.std is not None:
         v = _per_channel(v, desc.std, "div")
     return v.to(desc.dtype)
+
+
+def held_bytes_per_pixel(desc: ProcessDesc) -> int:
+    """Bytes per output pixel (all channels) of a finished sample of ``desc`` as the reorder
+    buffer holds it: 3 (uint8 RGB) when :func:`held_compact`, else the output's own."""
+    out = desc.channels * torch.empty((), dtype=desc.dtype).element_size()
+    return 3 if held_compact(desc) else out
+
+
+def held_compact(desc: ProcessDesc) -> bool:
+    """Whether a finished sample of ``desc`` waits in its compact form (uint8 RGB from
+    :func:`shape_clip`, finished per batch by :func:`finish_values`): when that form is smaller
+    than the output (float outputs, except gray in 16 bits). Either form gives the same output."""
+    return desc.channels * torch.empty((), dtype=desc.dtype).element_size() > 3
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
+        raise invalid_value(
+            "frames",
+            None,
+            "[F, 3, H, W] uint8 RGB tensors",
+            shown=f"a tensor of shape {tuple(frames.shape)} and dtype {frames.dtype}",
+        )
+    if frames.shape[0] == 0:
+        raise invalid_value("frames", None, "F >= 1", shown="an empty tensor, 0 frames")
+
+
+def _shape(
+    frames: torch.Tensor,
+    desc: ProcessDesc,
+    params: AugmentParams | None,
+    positions: Sequence[int] | None,
+) -> torch.Tensor:
+    """Selection, resize, crop and flip of uint8 frames (maybe a view of ``frames``)."""
+    _check_frames(frames)
+    if params is None:
+        if desc.is_random:
+            raise invalid_value(
+                "params",
+                None,
+                "draw_augment(desc, height, width, generator)",
+                context="for a random desc",
+            )
+        params = draw_augment(desc, frames.shape[-2], frames.shape[-1], torch.Generator())
+    x = _select(frames, desc, positions)
+    x = _geometry(x, desc, params)
+    if params.flip:
+        x = x.flip(-1)
+    return x
+
+
+def _owned(x: torch.Tensor) -> torch.Tensor:
+    """``x`` contiguous, holding no more memory than its own elements."""
+    x = x.contiguous()
+    if x.untyped_storage().nbytes() > x.numel() * x.element_size():
+        x = x.clone()  # a view of the whole clip (index_map) would keep the clip alive
+    return x
+
+
+def shape_clip(
+    frames: torch.Tensor,
+    desc: ProcessDesc,
+    params: AugmentParams | None,
+    *,
+    positions: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """The first half of :func:`process_clip`: frame selection, resize, crop and flip.
+
+    Arguments as :func:`process_clip`. Returns a contiguous uint8 RGB ``[F_out, 3, h, w]``
+    tensor on ``frames.device`` that owns its storage (it may be ``frames`` itself);
+    ``finish_values(shape_clip(...), desc)`` equals ``process_clip(...)`` bit for bit.
+    No host sync.
+
+    Raises:
+        ValueError: as :func:`process_clip`.
+    """
+    return _owned(_shape(frames, desc, params, positions))
+
+
+def finish_values(x: torch.Tensor, desc: ProcessDesc) -> torch.Tensor:
+    """The second half of :func:`process_clip`: colour space, dtype, ``normalized``, mean/std and
+    layout of uint8 RGB frames from :func:`shape_clip`.
+
+    Args:
+        x: ``[F, 3, h, w]`` (one clip) or ``[B, F, 3, h, w]`` (a stacked batch) uint8.
+        desc: what to make.
+
+    Returns:
+        A contiguous tensor in ``desc.layout`` order (after the batch dimension, if any) of
+        ``desc.dtype`` on ``x.device``; elementwise, so a batch gives exactly the stack of its
+        clips' outputs. No host sync.
+    """
+    if x.dim() not in (4, 5) or x.shape[-3] != 3 or x.dtype != torch.uint8:
+        raise invalid_value(
+            "x",
+            None,
+            "[F, 3, h, w] or [B, F, 3, h, w] uint8 RGB tensors",
+            shown=f"a tensor of shape {tuple(x.shape)} and dtype {x.dtype}",
+        )
+    x = _values(x, desc)
+    if desc.layout != "fchw":
+        lead = x.dim() - 4
+        x = x.permute(*range(lead), *(lead + "fchw".index(d) for d in desc.layout))
+    return _owned(x)
 
 
 def process_clip(
@@ -272,32 +388,7 @@ def process_clip(
         ValueError: wrong frames shape or dtype, a crop larger than the frame, params drawn for
             another frame size, or ``positions`` missing a frame that ``index_map`` needs.
     """
-    if frames.dim() != 4 or frames.shape[1] != 3 or frames.dtype != torch.uint8:
-        raise invalid_value(
-            "frames",
-            None,
-            "[F, 3, H, W] uint8 RGB tensors",
-            shown=f"a tensor of shape {tuple(frames.shape)} and dtype {frames.dtype}",
-        )
-    if frames.shape[0] == 0:
-        raise invalid_value("frames", None, "F >= 1", shown="an empty tensor, 0 frames")
-    if params is None:
-        if desc.is_random:
-            raise invalid_value(
-                "params",
-                None,
-                "draw_augment(desc, height, width, generator)",
-                context="for a random desc",
-            )
-        params = draw_augment(desc, frames.shape[-2], frames.shape[-1], torch.Generator())
-    x = _select(frames, desc, positions)
-    x = _geometry(x, desc, params)
-    if params.flip:
-        x = x.flip(-1)
-    x = _values(x, desc)
+    x = _values(_shape(frames, desc, params, positions), desc)
     if desc.layout != "fchw":
         x = x.permute(*("fchw".index(d) for d in desc.layout))
-    x = x.contiguous()
-    if x.untyped_storage().nbytes() > x.numel() * x.element_size():
-        x = x.clone()  # a view of the whole clip (index_map) would keep the clip alive
-    return x
+    return _owned(x)

@@ -35,7 +35,7 @@ from tvl_async._channel import Delivery, EpochEnd, Failure, Item, Progress
 from tvl_async._decoding import BackendSpec, DecodePool
 from tvl_async._devices import ServiceStream, to_device_async
 from tvl_async._planning import LookaheadPlanner, SampleRequest, SampleResult
-from tvl_async._processing import process_clip
+from tvl_async._processing import held_compact, process_clip, shape_clip
 from tvl_async._requests import ServicePlan, requests
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ JOIN_SECONDS = 10.0  # how long close() waits for the service thread
 # decoder holds ~26 MB of frame buffers; reopening a file costs far less than decoding a GOP
 # (docs/benchmarks.md), and random sampling over many files rarely hits an open one anyway.
 OPEN_FILES_PER_THREAD = 4
+# CPU decoding skips H.264 non-reference frames that no sample wants and stops after the last
+# wanted frame (``_backends.pyav_skip``; exact). False: decode every frame up to the last wanted.
+SKIP_UNWANTED = True
 
 
 def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
@@ -63,13 +66,19 @@ def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
 
 
 def _collate(results: list[SampleResult], plan: ServicePlan) -> Batch:
-    return collate(results, plan.dataset.files, list(plan.processing))
+    return collate(results, plan.dataset.files, plan.processing)
 
 
 def _backend_spec(plan: ServicePlan) -> BackendSpec:
     if plan.backend == "pyav":
         return BackendSpec(
-            "pyav", "cpu", {"threads": plan.ffmpeg_threads, "max_open_files": OPEN_FILES_PER_THREAD}
+            "pyav",
+            "cpu",
+            {
+                "threads": plan.ffmpeg_threads,
+                "max_open_files": OPEN_FILES_PER_THREAD,
+                "skip_unwanted": SKIP_UNWANTED,
+            },
         )
 
     def on_fallback(path: str, _reason: str) -> None:
@@ -86,10 +95,17 @@ def service_main(plan: ServicePlan) -> None:
     try:
         stream = ServiceStream(plan.device)
 
+        # Outputs held compact wait in the reorder buffer as uint8 and are finished per batch
+        # in collate(); the others are finished here.
+        steps = {
+            name: shape_clip if held_compact(desc) else process_clip
+            for name, desc in plan.processing.items()
+        }
+
         def process(r: SampleRequest, clip: torch.Tensor) -> dict[str, torch.Tensor]:
             clip = to_device_async(clip, plan.device, stream)
             return {
-                name: process_clip(clip, desc, r.augment[name], positions=r.positions)
+                name: steps[name](clip, desc, r.augment[name], positions=r.positions)
                 for name, desc in plan.processing.items()
             }
 
@@ -211,6 +227,8 @@ class _Service:
             plan.counters.peak_buffer_bytes = max(
                 plan.counters.peak_buffer_bytes, self.planner.peak_bytes
             )
+            plan.counters.held_samples = self.planner.held_samples
+            plan.counters.held_bytes = self.planner.held_bytes
         if r.index.path in plan.dropped:
             _skip(plan, r, "file dropped after repeated failures")
         elif result.error is not None:

@@ -24,7 +24,7 @@ from tvl_async._errors import BackendUnavailableError
 from tvl_async._index import find_sources
 from tvl_async._planning import check_output_sizes, default_lookahead, sample_bytes
 from tvl_async._process_desc import ProcessDesc
-from tvl_async._processing import needed_frames
+from tvl_async._processing import held_bytes_per_pixel, needed_frames
 from tvl_async._samplers import Sampler
 from tvl_async._sampling import make_sampler
 
@@ -94,7 +94,7 @@ def prepare(files_or_dataset: Files, config: PrefetchConfig) -> Setup:
         world_size=cfg.world_size,
         drop_last=cfg.drop_last,
     )
-    held = sample_bytes(outputs, cfg.seq_len, dataset.indexes)
+    held = sample_bytes(outputs, cfg.seq_len, dataset.indexes, held_bytes_per_pixel)
     lookahead = cfg.lookahead or default_lookahead(
         cfg.memory_budget, held, len(sampler), cfg.batch_size
     )

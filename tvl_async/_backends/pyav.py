@@ -30,6 +30,7 @@ from tvl_async._backends.base import (
     pts_positions,
 )
 from tvl_async._backends.pyav_convert import FrameConverter
+from tvl_async._backends.pyav_skip import decode_packets
 from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError
 from tvl_async._errors import short_list as _short
@@ -61,6 +62,8 @@ class PyAVBackend:
         threads: FFmpeg decoder threads per file (0 = FFmpeg's choice).
         thread_type: FFmpeg threading, ``"AUTO"``, ``"FRAME"``, ``"SLICE"`` or ``"NONE"``.
         interpolation: swscale interpolation used when ``size`` is given.
+        skip_unwanted: decode less (``pyav_skip``): drop H.264 non-reference frames nobody
+            wants and stop after the last wanted frame; the same frames, bit for bit.
 
     Not thread-safe: create, use and close it in one thread.
     """
@@ -76,6 +79,7 @@ class PyAVBackend:
         threads: int = 0,
         thread_type: str = "AUTO",
         interpolation: str = "BILINEAR",
+        skip_unwanted: bool = False,
     ) -> None:
         if max_open_files < 1:
             raise invalid_value("max_open_files", max_open_files, "integers >= 1")
@@ -86,6 +90,7 @@ class PyAVBackend:
         self.threads = threads
         self.thread_type = thread_type
         self.interpolation = interpolation.upper()
+        self.skip_unwanted = skip_unwanted
         self.frames_decoded = 0
         self._files: OrderedDict[str, _OpenFile] = OrderedDict()
         self._warned: set[tuple[str, str]] = set()  # (path, kind) already logged
@@ -280,16 +285,18 @@ class PyAVBackend:
         f.stream.codec_context.flush_buffers()  # nothing of the previous run leaks into this one
         return packets_from_key(f.container, f.stream, index, key, f.pos_of_pts)
 
-    def _frames_from_key(self, f: _OpenFile, index: VideoIndex, key: int) -> Iterator[Any]:
-        """Decoded frames from keyframe entry ``key`` to the end of the stream."""
-        ctx = f.stream.codec_context
-        for pkt in self._packets_from_key(f, index, key):
-            for frame in ctx.decode(pkt):
+    def _frames_from_key(
+        self, f: _OpenFile, index: VideoIndex, key: int, wanted: set[int] | None = None
+    ) -> Iterator[Any]:
+        """Decoded frames from keyframe entry ``key`` on (``wanted``: see ``decode_packets``)."""
+        packets = self._packets_from_key(f, index, key)
+        frames = decode_packets(f.stream.codec_context, packets, index, wanted)
+        try:
+            for frame in frames:
                 self.frames_decoded += 1
                 yield frame
-        for frame in ctx.decode(None):
-            self.frames_decoded += 1
-            yield frame
+        finally:
+            frames.close()  # type: ignore[attr-defined]
 
     def _decode_run(
         self,
@@ -301,24 +308,26 @@ class PyAVBackend:
         size: tuple[int, int] | None,
     ) -> None:
         remaining = {i for i in run if i not in got}
-        if not remaining:
-            return
-        last = max(remaining)
-        frames = self._frames_from_key(f, index, key)  # a generator: closed below
-        try:
-            for frame in frames:
-                i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
-                if i is None:
-                    continue
-                if i in remaining:
-                    got[i] = self._to_tensor(frame, size, index, i, f.convert)
-                    remaining.discard(i)
-                    if not remaining:
-                        return
-                elif i > last:  # output is in presentation order: the rest will not come
-                    break
-        finally:
-            frames.close()  # type: ignore[attr-defined]
+        # skipping first; again without, should a decoder have lost a wanted frame by it
+        for skip in (True, False) if self.skip_unwanted else (False,):
+            if not remaining:
+                return
+            last = max(remaining)
+            frames = self._frames_from_key(f, index, key, set(remaining) if skip else None)
+            try:
+                for frame in frames:
+                    i = index.frame_of_pts(frame.pts) if frame.pts is not None else None
+                    if i is None:
+                        continue
+                    if i in remaining:
+                        got[i] = self._to_tensor(frame, size, index, i, f.convert)
+                        remaining.discard(i)
+                        if not remaining:
+                            return
+                    elif i > last:  # output is in presentation order: the rest will not come
+                        break
+            finally:
+                frames.close()  # type: ignore[attr-defined]
         raise DecodeError(
             f"{index.path}: frames {_short(sorted(remaining))} never came out of "
             f"the decoder (decoding from keyframe {key})"

@@ -66,10 +66,11 @@ def tree_rss_kb(pid: int) -> int:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """Measure one configuration in this process; returns its figures. Blocks."""
+    from tvl_async.cli.bench import loaders
     from tvl_async.cli.bench import workloads as w
 
     cfg = BenchConfig(**spec["config"])
-    files: list[str] = spec["files"]
+    files: list[str] = spec["files"][: cfg.n_files] if cfg.n_files else spec["files"]
     common = {
         "batch_size": spec["batch_size"],
         "crop": spec["crop"],
@@ -86,7 +87,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     sampler = RssSampler()
     t0 = time.perf_counter()
     if cfg.kind == "baseline":
-        run = w.run_baseline(
+        run = loaders.run_baseline(
+            files,
+            n_batches=total,
+            workers=cfg.options.get("workers", 2),
+            on_batch=on_batch,
+            **common,
+        )
+    elif cfg.kind in loaders.PEERS:
+        run = loaders.run_peer(
+            cfg.kind,
             files,
             n_batches=total,
             workers=cfg.options.get("workers", 2),
@@ -114,13 +124,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             ffmpeg_threads=cfg.options.get("ffmpeg_threads"),
             memory_budget=cfg.options.get("memory_budget"),
             consumer_seconds=cfg.consumer_seconds,
+            output=cfg.output,
+            epochs=cfg.epochs,
             **common,
         )
     tree_kb = sampler.stop()
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     arrivals = run.arrivals
-    start = arrivals[cfg.warmup - 1]
+    # warmup 0 (whole epochs): timed from the start, loader construction included
+    start = arrivals[cfg.warmup - 1] if cfg.warmup else run.started
     timed = arrivals[-1] - start
     images = cfg.batches * spec["batch_size"]
     out: dict[str, Any] = {
@@ -132,6 +145,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "timed_batches": cfg.batches,
         "warmup_batches": cfg.warmup,
         "first_batch_s": arrivals[0] - t0,
+        "output": cfg.output if cfg.kind == "tvl" else "float32",
+        "n_files": len(files),
         "total_s": arrivals[-1] - t0,
         "peak_rss_mb": (own + children) / 1024,
         "peak_rss_self_mb": own / 1024,
@@ -146,14 +161,16 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         **run.extra,
     }
     if run.frames_decoded_at:
-        decoded = run.frames_decoded_at[-1] - run.frames_decoded_at[cfg.warmup - 1]
+        before = run.frames_decoded_at[cfg.warmup - 1] if cfg.warmup else 0.0
+        decoded = run.frames_decoded_at[-1] - before
         out["decoded_per_delivered"] = decoded / images
+        out["first_batch_decoded"] = run.frames_decoded_at[0]
     if "waits_s" in run.extra and run.lookahead:
         # the consumer's wait once the first lookahead window has been delivered
         window = math.ceil(run.lookahead / spec["batch_size"])
         out["window_batches"] = window
         out["wait_after_window_s"] = sum(run.extra["waits_s"][window + 1 :])
-    elif cfg.kind == "baseline":
+    elif cfg.kind in ("baseline", *loaders.PEERS):
         out["decoded_per_delivered"] = spec.get("baseline_decoded_per_frame")
     return out
 

@@ -132,6 +132,13 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", help="comma-separated name prefixes of the configurations to run")
     p.add_argument("--no-slow", action="store_true", help="skip the slow-consumer run")
     p.add_argument(
+        "--epoch-files",
+        type=int,
+        default=40,
+        help="whole-epoch runs (uniform, gop_shuffle, ceiling) over the first N files "
+        "(default 40; 0: none)",
+    )
+    p.add_argument(
         "--workers", type=positive_int, default=2, help="baseline DataLoader workers (default 2)"
     )
     p.add_argument(

@@ -25,7 +25,7 @@ class BenchConfig:
     """One configuration to measure (what the child process gets on stdin, with the files)."""
 
     name: str
-    kind: str  # baseline | tvl | ceiling
+    kind: str  # baseline | tvl | ceiling | torchcodec | decord
     sampling: str = "uniform"
     lookahead: int | None = None
     chunk_size: int = 8
@@ -34,10 +34,18 @@ class BenchConfig:
     warmup: int = 1
     batches: int = 4
     options: dict[str, Any] = field(default_factory=dict)
+    output: str = "float32"  # tvl_async's ProcessDesc output: float32 normalised, or uint8
+    n_files: int | None = None  # only the first n files (the whole-epoch runs)
+    epochs: int | None = None  # 1: one whole epoch, every sample timed from the start
 
 
 def build_configs(
-    args: argparse.Namespace, default_lookahead: int, default_threads: int
+    args: argparse.Namespace,
+    default_lookahead: int,
+    default_threads: int,
+    *,
+    peers: tuple[str, ...] = (),
+    epoch_frames: int = 0,
 ) -> list[BenchConfig]:
     """The configurations to run, in order (baseline first, ceiling last).
 
@@ -45,6 +53,8 @@ def build_configs(
         args: the bench options.
         default_lookahead: what ``Prefetcher(lookahead=None)`` picks for the workload.
         default_threads: the Prefetcher's default number of CPU decode threads.
+        peers: the peer loaders that import here (``torchcodec``, ``decord``).
+        epoch_frames: frames in the first ``args.epoch_files`` files (0: no whole-epoch runs).
     """
     threads = {"decode_threads": args.decode_threads, "ffmpeg_threads": args.ffmpeg_threads}
     auto = args.warmup is None
@@ -65,6 +75,16 @@ def build_configs(
             options={"workers": args.workers},
         )
     ]
+    for peer in peers:
+        out.append(
+            BenchConfig(
+                f"{peer} DataLoader",
+                peer,
+                warmup=args.workers if auto else args.warmup,
+                batches=args.batches,
+                options={"workers": args.workers},
+            )
+        )
     for text in args.lookaheads.split(","):
         text = text.strip()
         la = default_lookahead if text == "default" else int(text)
@@ -80,6 +100,31 @@ def build_configs(
                 options=dict(threads),
             )
         )
+    out.append(
+        BenchConfig(
+            f"uint8 out: uniform L={default_lookahead} (default)",
+            "tvl",
+            "uniform",
+            lookahead=default_lookahead,
+            warmup=warmup,
+            batches=tvl_batches(default_lookahead),
+            options=dict(threads),
+            output="uint8",
+        )
+    )
+    # the first batch when only its own frames are decoded (lookahead = one batch): the least
+    # decoding work a first batch can cost, through the same pipeline
+    out.append(
+        BenchConfig(
+            f"first-batch minimum (L={args.batch_size})",
+            "tvl",
+            "uniform",
+            lookahead=args.batch_size,
+            warmup=1,
+            batches=max(2, args.batches // 2),
+            options=dict(threads),
+        )
+    )
     for k in (int(v) for v in args.chunks.split(",") if v.strip()):
         out.append(
             BenchConfig(
@@ -127,13 +172,40 @@ def build_configs(
                 )
     decode_threads = args.decode_threads or default_threads
     ff = args.ffmpeg_threads or max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
+    ceiling = {"decode_threads": decode_threads, "ffmpeg_threads": ff}
+    epoch_batches = epoch_frames // args.batch_size
+    if epoch_batches >= 2:
+        n = args.epoch_files
+        for sampling in ("uniform", "gop_shuffle"):
+            out.append(
+                BenchConfig(
+                    f"epoch {sampling} ({n} files)",
+                    "tvl",
+                    sampling,
+                    warmup=0,
+                    batches=epoch_batches,
+                    options=dict(threads),
+                    n_files=n,
+                    epochs=1,
+                )
+            )
+        out.append(
+            BenchConfig(
+                f"epoch ceiling ({n} files)",
+                "ceiling",
+                warmup=0,
+                batches=epoch_batches,
+                options=dict(ceiling),
+                n_files=n,
+            )
+        )
     out.append(
         BenchConfig(
             "ceiling",
             "ceiling",
             warmup=warmup,
             batches=tvl_batches(default_lookahead),
-            options={"decode_threads": decode_threads, "ffmpeg_threads": ff},
+            options=ceiling,
         )
     )
     return out

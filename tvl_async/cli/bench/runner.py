@@ -43,12 +43,13 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async import Prefetcher, ProcessDesc, find_videos, load_index
+from tvl_async import Prefetcher, find_videos, load_index
 from tvl_async.cli._common import parse_size, progress_bar
 from tvl_async.cli.bench.child import PROGRESS, RESULT
 from tvl_async.cli.bench.configs import build_configs, slow_consumer_seconds
+from tvl_async.cli.bench.loaders import PEERS, peer_unavailable
 from tvl_async.cli.bench.videos import VideoSetSpec, default_bench_dir, make_bench_videos
-from tvl_async.cli.bench.workloads import CROP_SCALE, JITTER
+from tvl_async.cli.bench.workloads import CROP_SCALE, JITTER, output_desc
 from tvl_async.cli.probe import random_access_cost
 
 
@@ -103,7 +104,7 @@ def library_defaults(files: list[str], crop: int, memory_budget: int | None) -> 
         seq_len=1,
         batch_size=1,
         epochs=1,
-        processing=ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE),
+        processing=output_desc(crop, "float32"),
         **kwargs,
     )
     try:
@@ -182,7 +183,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     indexes = [load_index(f) for f in files]  # builds the index cache once, before any timing
     videos |= {"n_files": len(files), "n_frames": sum(ix.n_frames for ix in indexes)}
     default_la, default_threads = library_defaults(files, args.crop, args.memory_budget)
-    configs = build_configs(args, default_la, default_threads)
+    missing = {p: peer_unavailable(p) for p in PEERS}
+    peers = tuple(p for p, why in missing.items() if why is None)
+    n_epoch = min(args.epoch_files, len(files))
+    args.epoch_files = n_epoch
+    epoch_frames = sum(ix.n_frames for ix in indexes[:n_epoch])
+    configs = build_configs(
+        args, default_la, default_threads, peers=peers, epoch_frames=epoch_frames
+    )
     if args.only:
         wanted = [v.strip() for v in args.only.split(",")]
         configs = [c for c in configs if any(c.name.startswith(w) for w in wanted)]
@@ -242,6 +250,11 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "default_lookahead": default_la,
             "decode_threads": args.decode_threads or default_threads,
             "baseline_workers": args.workers,
+            "output": "float32 normalised to [0, 1] (configurations named 'uint8 out': uint8)",
+            "baseline_thread_type": "AUTO",
+            "peers_unavailable": {p: why for p, why in missing.items() if why is not None},
+            "epoch_files": n_epoch,
+            "epoch_frames": epoch_frames,
         },
         "command": "tvl-async bench " + " ".join(args.argv),
         "results": results,
@@ -249,10 +262,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _ratios(results: list[dict[str, Any]]) -> None:
-    """Add ``vs_baseline`` and ``vs_ceiling`` (images/s ratios; None without both figures)."""
-    base = next((r for r in results if r.get("kind") == "baseline" and "error" not in r), None)
-    ceil = next((r for r in results if r.get("kind") == "ceiling" and "error" not in r), None)
+    """Add ``vs_baseline`` and ``vs_ceiling`` (images/s ratios, same run; None without both
+    figures). Whole-epoch runs compare with the ceiling over the same files."""
+    ok = [r for r in results if "error" not in r]
+    base = next((r for r in ok if r.get("kind") == "baseline"), None)
+    ceil = next((r for r in ok if r["name"] == "ceiling"), None)
+    epoch_ceil = next((r for r in ok if r["name"].startswith("epoch ceiling")), None)
     for r in results:
         rate = r.get("images_per_s")
+        ref = epoch_ceil if r.get("name", "").startswith("epoch ") else ceil
         r["vs_baseline"] = rate / base["images_per_s"] if rate and base else None
-        r["vs_ceiling"] = rate / ceil["images_per_s"] if rate and ceil else None
+        r["vs_ceiling"] = rate / ref["images_per_s"] if rate and ref else None

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from tvl_async import Prefetcher, ProcessDesc, load_index
+from tvl_async import Prefetcher, ProcessDesc
 
 CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
@@ -43,6 +43,7 @@ class RunResult:
     frames_decoded_at: list[float] = field(default_factory=list)  # cumulative, per batch
     wait_after_first: float | None = None
     lookahead: int | None = None
+    started: float = 0.0  # perf_counter() before the loader was built
     memory_bound_bytes: int | None = None
     peak_buffer_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -57,10 +58,12 @@ def color_jitter(
     """Brightness, contrast and saturation jitter of uint8 ``[N, 3, H, W]`` images.
 
     Plain torch ops (torchvision's ColorJitter formulas, fixed order); one factor of each kind
-    per image, uniform in ``[1 - strength, 1 + strength]``. Returns float32 in [0, 1].
+    per image, uniform in ``[1 - strength, 1 + strength]``. Also takes float images in [0, 1]
+    (changed in place). Returns float32 in [0, 1].
     """
     n = x.shape[0]
-    v = x.to(torch.float32).div_(255.0)
+    # uint8 is scaled to [0, 1] here; float input (ProcessDesc(normalized=True)) is already
+    v = x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x.to(torch.float32)
     f = torch.empty(3, n, dtype=torch.float32).uniform_(
         1 - strength, 1 + strength, generator=generator
     )
@@ -108,101 +111,29 @@ class JitterTransform:
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: Any) -> dict[str, torch.Tensor]:
-        x = batch["default"]  # [B, 1, 3, H, W] uint8
+        x = batch["default"]  # [B, 1, 3, H, W] uint8, or float32 in [0, 1]
         b, f = x.shape[:2]
         out = color_jitter(x.reshape(b * f, *x.shape[2:]), self.generator)
         return {"default": out.view(b, f, *out.shape[1:])}
 
 
+def output_desc(crop: int, output: str) -> ProcessDesc:
+    """The tvl_async ProcessDesc of the reference workload: a RandomResizedCrop to ``crop``,
+    float32 normalised to [0, 1] (``output="float32"``, what training code asks for) or uint8."""
+    if output == "uint8":
+        return ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
+    return ProcessDesc(
+        width=crop,
+        height=crop,
+        random_resized_crop=CROP_SCALE,
+        dtype=torch.float32,
+        normalized=True,
+    )
+
+
 def _touch(x: torch.Tensor) -> None:
     """What the bench's consumer does with a batch: read one element (cheap, forces nothing)."""
     float(x.reshape(-1)[0])
-
-
-# ----------------------------------------------------------------------------- baseline
-
-
-class SeekDataset(torch.utils.data.Dataset[torch.Tensor]):
-    """The usual video Dataset: each item opens its file with PyAV, seeks to the keyframe at or
-    before the frame, decodes up to the frame, converts it to RGB, crops and jitters it."""
-
-    def __init__(self, items: list[tuple[str, int]], crop: int, seed: int) -> None:
-        self.items = items  # (path, pts of the frame)
-        self.crop = crop
-        self.seed = seed
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        import av
-
-        path, pts = self.items[i]
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            container.seek(pts, stream=stream, backward=True, any_frame=False)
-            found = None
-            for frame in container.decode(stream):
-                if frame.pts is not None and frame.pts >= pts:
-                    found = frame
-                    break
-            if found is None:
-                raise RuntimeError(f"{path}: no frame at pts {pts}")
-            img = torch.from_numpy(found.to_ndarray(format="rgb24")).permute(2, 0, 1)
-        rng = random.Random(self.seed * 1_000_003 + i)
-        img = random_resized_crop(img, self.crop, rng)
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-        return color_jitter(img[None], gen)[0]
-
-
-def uniform_items(files: list[str], n: int, seed: int) -> list[tuple[str, int]]:
-    """``n`` uniformly random frames (without replacement while the set lasts) as (path, pts)."""
-    import numpy as np
-
-    indexes = [load_index(f) for f in files]
-    counts = np.array([ix.n_frames for ix in indexes])
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    rng = np.random.default_rng(seed)
-    total = int(offsets[-1])
-    ids = np.concatenate([rng.permutation(total) for _ in range(-(-n // total))])[:n]
-    out = []
-    for s in ids.tolist():
-        k = int(np.searchsorted(offsets, s, side="right")) - 1
-        out.append((indexes[k].path, int(indexes[k].pts[s - offsets[k]])))
-    return out
-
-
-def run_baseline(
-    files: list[str],
-    *,
-    batch_size: int,
-    n_batches: int,
-    crop: int,
-    seed: int,
-    workers: int,
-    device: str,
-    on_batch: Callable[[], None],
-) -> RunResult:
-    """torch DataLoader, ``workers`` worker processes, the SeekDataset above."""
-    items = uniform_items(files, n_batches * batch_size, seed)
-    loader = torch.utils.data.DataLoader(
-        SeekDataset(items, crop, seed),
-        batch_size=batch_size,
-        num_workers=workers,
-        shuffle=False,
-        pin_memory=device.startswith("cuda"),
-    )
-    arrivals = []
-    it = iter(loader)
-    for _ in range(n_batches):
-        x = next(it)
-        if device != "cpu":
-            x = x.to(device, non_blocking=True)
-        _touch(x)
-        arrivals.append(time.perf_counter())
-        on_batch()
-    del it  # joins the workers, so that their peak RSS counts in RUSAGE_CHILDREN
-    return RunResult(arrivals=arrivals)
 
 
 # ----------------------------------------------------------------------------- tvl_async
@@ -224,10 +155,15 @@ def run_tvl(
     device: str,
     consumer_seconds: float,
     on_batch: Callable[[], None],
+    output: str = "float32",
+    epochs: int | None = None,
 ) -> RunResult:
     """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
-    per batch stands for a training step (0: take batches as fast as they come)."""
-    desc = ProcessDesc(width=crop, height=crop, random_resized_crop=CROP_SCALE)
+    per batch stands for a training step (0: take batches as fast as they come). ``output``:
+    ``"float32"`` (normalised to [0, 1] in the ProcessDesc) or ``"uint8"``; ``epochs=1``: one
+    whole epoch (``n_batches`` should be its length)."""
+    started = time.perf_counter()
+    desc = output_desc(crop, output)
     kwargs: dict[str, Any] = {}
     if memory_budget is not None:
         kwargs["memory_budget"] = memory_budget
@@ -242,7 +178,7 @@ def run_tvl(
         lookahead=lookahead,
         chunk_size=chunk_size,
         seed=seed,
-        epochs=None,
+        epochs=epochs,
         drop_last=True,
         processing=desc,
         transform=JitterTransform(seed),
@@ -264,6 +200,7 @@ def run_tvl(
         s = it.stats()
     return RunResult(
         arrivals=arrivals,
+        started=started,
         frames_decoded=float(s.frames_decoded),
         frames_decoded_at=decoded,
         wait_after_first=s.wait_time_after_first,
@@ -271,6 +208,8 @@ def run_tvl(
         memory_bound_bytes=s.memory_bound_bytes,
         peak_buffer_bytes=s.peak_buffer_bytes,
         extra={
+            "sample_bytes": s.sample_bytes,
+            "memory_budget": s.memory_budget,
             "decode_threads": s.decode_threads,
             "wait_time": s.wait_time,
             "waits_s": [round(w, 3) for w in waits],
@@ -333,6 +272,7 @@ def run_ceiling(
 ) -> RunResult:
     """Every frame of the files in order (``decode_threads`` threads, each reading its own
     files), the same crop and jitter, no planner: what the decoder can do at best."""
+    started = time.perf_counter()
     out: queue.Queue[torch.Tensor | BaseException] = queue.Queue(maxsize=4 * batch_size)
     stop = threading.Event()
     decoded = [0] * decode_threads
@@ -370,5 +310,8 @@ def run_ceiling(
         for t in threads:
             t.join(5.0)
     return RunResult(
-        arrivals=arrivals, frames_decoded=float(sum(decoded)), frames_decoded_at=counts
+        arrivals=arrivals,
+        started=started,
+        frames_decoded=float(sum(decoded)),
+        frames_decoded_at=counts,
     )
