@@ -101,7 +101,7 @@ class SeaweedS3:
         cmd += [f"-master.port={ports['master']}", f"-volume.port={ports['volume']}"]
         cmd += [f"-filer.port={ports['filer']}"]
         cmd += [f"-{n}.port.grpc={free_port()}" for n in ("master", "volume", "filer")]
-        cmd += [f"-s3.port.grpc={free_port()}"]
+        cmd += [f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         self.log = open(data / "weed.log", "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
         self.bucket = bucket
