@@ -40,8 +40,8 @@ __all__ = [
 ]
 
 #: Bytes of finished samples the planner may hold by default (``memory_budget``): 2 GiB, ~14000
-#: 224x224 RGB uint8 samples. At 1 GiB the default uniform order measured 4.4x the DataLoader
-#: baseline on the reference workload, at 16384 samples 8.8x (docs/benchmarks.md).
+#: 224x224 samples (held as uint8, float outputs too). At 1 GiB the default uniform order
+#: measured 4.4x the baseline of then, at 16384 samples 8.8x (docs/benchmarks.md).
 DEFAULT_MEMORY_BUDGET = 2 << 30
 
 BackendName = Literal["auto", "pyav", "nvdec"]
@@ -144,8 +144,8 @@ class PrefetchConfig(BaseModel):
     lookahead: int | None = Field(
         None,
         json_schema_extra=_shown("from `memory_budget`"),
-        description="samples planned ahead; memory bound = lookahead × output bytes per sample "
-        "(`stats().memory_bound_bytes`)",
+        description="samples planned ahead; memory bound = lookahead × bytes per held sample "
+        "(float outputs wait as uint8; `stats().memory_bound_bytes`)",
     )
     memory_budget: int = Field(
         DEFAULT_MEMORY_BUDGET,
