@@ -167,7 +167,7 @@ def test_prefetch_config_defaults() -> None:
     assert (c.seq_len, c.batch_size, c.device, c.backend) == (1, 1, "cpu", "auto")
     assert (c.shuffle, c.sampling, c.replacement) == (True, "uniform", False)
     assert (c.chunk_size, c.shuffle_buffer, c.seed, c.epochs) == (8, 1024, 0, 1)
-    assert (c.stride, c.step, c.lookahead, c.memory_budget) == (1, 1, None, 2 << 30)
+    assert (c.stride, c.step, c.lookahead, c.memory_budget) == (1, 1, None, None)
     assert (c.processing, c.queue_depth, c.decode_threads, c.drop_last) == (None, 4, None, False)
     assert (c.rank, c.world_size, c.on_error, c.timeout) == (None, None, "raise", None)
     assert c.max_file_failures == 3

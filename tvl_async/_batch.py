@@ -150,8 +150,8 @@ class PrefetchStats:
             bytes, as of the last sample the service took (float outputs wait as uint8 and are
             converted per batch).
         sample_bytes: bytes of one finished sample as held (all outputs, largest file).
-        memory_budget: the ``memory_budget`` option (bytes); the default lookahead holds at
-            most this much.
+        memory_budget: the ``memory_budget`` option, or the default resolved at the start
+            (bytes); the default lookahead holds at most this much.
     """
 
     batches_delivered: int
