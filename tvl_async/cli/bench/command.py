@@ -109,6 +109,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "tvl_async times at least one lookahead window unless --warmup is given)",
     )
     p.add_argument(
+        "--tvl-batches",
+        type=positive_int,
+        default=None,
+        help="timed batches of tvl_async's windowed configurations and the ceiling (default: "
+        "--batches, or one lookahead window when longer; a window of tens of thousands of "
+        "samples takes many minutes)",
+    )
+    p.add_argument(
         "--warmup",
         type=positive_int,
         default=None,
