@@ -37,6 +37,7 @@ from tvl_async._index_open import (
 )
 from tvl_async._source import (
     is_buffer,
+    is_hidden,
     is_url,
     list_url_folder,
     local_path,
@@ -293,6 +294,8 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     """Expand files and folders (recursively, by :data:`VIDEO_SUFFIXES`) into a list of files:
     files as given, each folder's videos sorted by path; blocks on listing folders (no file is
     opened: a FIFO named ``x.mp4`` is listed, and refused later by :func:`check_readable`).
+    Hidden names (``.x.tmp.mp4``, a temporary left by a killed writer; anything under ``.git/``)
+    are not listed from a folder; a hidden file given by its path is kept.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -303,7 +306,13 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES))
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix.lower() in VIDEO_SUFFIXES and not is_hidden(q.relative_to(p).parts)
+                )
+            )
         elif p.exists():
             out.append(p)
         else:
