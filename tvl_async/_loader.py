@@ -90,7 +90,7 @@ class VideoLoader:
         self.dtype = dtype
         self.backend_name = resolve_backend(backend, self.device)
         if not isinstance(autorotate, bool):
-            raise TypeError(f"autorotate must be a bool, got {autorotate!r}")
+            raise invalid_type("autorotate", autorotate, "True, False")
         found = load_indexes(
             [path],
             stream_index=stream_index,

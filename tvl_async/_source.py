@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from tvl_async._checks import invalid_type
 from tvl_async._errors import RemoteReadError
 
 __all__ = [
@@ -85,7 +86,7 @@ def source_name(item: Any) -> str:
     elif hasattr(item, "read"):
         data = item.read()
         if not isinstance(data, bytes):
-            raise TypeError(f"{item!r}: a file object source must be opened in binary mode")
+            raise invalid_type("file object", item, "file objects opened in binary mode ('rb')")
     else:
         return str(os.fspath(item))
     with _lock:
