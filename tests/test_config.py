@@ -328,6 +328,22 @@ def test_choice_tuples_come_from_the_literals() -> None:
         ProcessDesc(color_space="HSV")
 
 
+def test_no_choice_tuple_is_written_out_beside_its_literal() -> None:
+    """Every module-level tuple of choices is ``get_args`` of a ``Literal`` (the list is
+    written once), and the index's on_error choices are the config's."""
+    from typing import get_args
+
+    from tvl_async import _config, _index, _loader
+    from tvl_async._backends import base, pyav, yuv
+
+    assert _loader.LAYOUTS == get_args(_loader.Layout) == ("TCHW", "THWC")
+    assert get_args(pyav.SwsInterpolation) == pyav.INTERPOLATIONS
+    assert yuv.CHROMA_SITINGS == get_args(yuv.ChromaSiting) == ("left", "center")
+    assert get_args(yuv.ChromaUpsampling) == yuv.CHROMA_MODES
+    assert get_args(base.ReadMode) == base.READ_MODES
+    assert _index.ON_ERROR is _config.ON_ERROR
+
+
 def test_every_option_has_a_one_line_doc() -> None:
     for name, info in PrefetchConfig.model_fields.items():
         assert info.description, name
