@@ -104,7 +104,10 @@ def test_scaled_and_output_size() -> None:
         9,
         8,
     )
-    with pytest.raises(ValueError, match=r"crop 50x64 .* larger than the scaled frame 48x64"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid crop \(50x64, height x width\) for the scaled frame 48x64 .*no larger than",
+    ):
         ProcessDesc(height=50).output_size(48, 64)
 
 
