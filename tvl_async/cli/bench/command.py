@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tvl_async.cli._common import parse_size, positive_int
+from tvl_async.cli._common import invalid, parse_size, positive_int
 from tvl_async.cli.bench.configs import DEFAULT_CHUNKS, DEFAULT_LOOKAHEADS, REFERENCE
 
 
@@ -37,7 +37,7 @@ def _positive_seconds(text: str) -> float:
     except ValueError:
         value = math.nan
     if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: seconds > 0")
+        raise argparse.ArgumentTypeError(invalid("value", text, "seconds > 0"))
     return value
 
 
