@@ -342,3 +342,26 @@ def test_bench_smoke(tmp_path: Path) -> None:
 
 
 GOP_BENCH = 60  # the generated set's keyframe interval (one GOP per 2 s file at 30 fps)
+
+
+def test_past_window_times_the_steady_state_after_the_first_window() -> None:
+    import argparse
+
+    from tvl_async.cli.bench.command import add_bench_arguments
+    from tvl_async.cli.bench.configs import build_configs
+
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    args = parser.parse_args(
+        ["--lookaheads", "default,1000", "--tvl-batches", "30", "--past-window", "--no-slow"]
+    )
+    configs = {c.name: c for c in build_configs(args, default_lookahead=5000, default_threads=2)}
+    default = configs["uniform L=5000 (default), after its window"]
+    assert (default.warmup, default.batches) == (40 + 1, 30)  # 5000 / 128 -> 40 batches
+    assert (configs["uniform L=1000, after its window"].warmup, configs["gop_shuffle"].warmup) == (
+        8 + 1,
+        40 + 1,
+    )
+    assert configs["baseline"].warmup == 2 and configs["baseline"].batches == 4  # untouched
+    plain = build_configs(parser.parse_args(["--no-slow"]), 5000, 2)
+    assert next(c for c in plain if c.name == "uniform L=5000 (default)").warmup == 1

@@ -117,6 +117,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "samples takes many minutes)",
     )
     p.add_argument(
+        "--past-window",
+        action="store_true",
+        help="tvl_async's windowed configurations warm up for one whole lookahead window (the "
+        "exact order's cold start) and are timed after it",
+    )
+    p.add_argument(
         "--warmup",
         type=positive_int,
         default=None,
