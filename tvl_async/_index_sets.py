@@ -82,14 +82,15 @@ def load_local_many(
             missing = [k for k, r in enumerate(rows) if r is None]
             if bar is not None:
                 bar.update(len(paths) - len(missing))
-            todo = [paths[k] for k in missing]
-            log.info("%s: indexing %d of %d file(s)", location, len(todo), len(paths))
-            built = build_many(todo, stream_index, workers=workers, timeout=timeout, bar=bar)
-            built_at = dict(zip(missing, built, strict=True))
-            try:
-                _save(target, location, entry, absolute, keys, rows, built_at)
-            except OSError as e:
-                log.warning("cannot write index cache %s: %s", target, e)
+            if missing:  # else: built by the process that held the lock
+                todo = [paths[k] for k in missing]
+                log.info("%s: indexing %d of %d file(s)", location, len(todo), len(paths))
+                built = build_many(todo, stream_index, workers=workers, timeout=timeout, bar=bar)
+                built_at = dict(zip(missing, built, strict=True))
+                try:
+                    _save(target, location, entry, absolute, keys, rows, built_at)
+                except OSError as e:
+                    log.warning("cannot write index cache %s: %s", target, e)
     elif bar is not None:
         bar.update(len(paths))
     out: list[Result] = []
