@@ -1,54 +1,104 @@
-"""Time indexing a folder twice: cold (scan every file) and warm (index cache hits).
+"""Time indexing a dataset of many files: first build (per worker count), cached open, and the
+extrapolation to 100 000 files.
 
-Usage: python tools/index_timing.py [--files 200] [--dir DIR]
-Writes 4 distinct 640x360 10 s H.264 videos and hard-links them into ``--files`` names.
+Usage: python tools/index_timing.py [--files 10000] [--small] [--workers 1 2] [--per-file]
+    [--dir DIR]
+
+Writes 4 distinct videos (640x360, 300 frames; ``--small``: 64x48, 30 frames) and hard-links
+them into ``--files`` names. For each ``--workers`` count, a fresh cache folder is filled by one
+consolidated open (``VideoDataset``'s path: ``load_indexes(consolidate=True)``); then the cached
+open is timed (best of 3), with ``VideoDataset`` on top. ``--per-file`` also times the former
+way, one cache entry per file (``load_index`` per file), first and cached.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
-from tvl_async import load_index
+from tvl_async import VideoDataset, load_index
+from tvl_async._index import load_indexes
 from tvl_async.cli.synthetic import VideoSpec, write_video
+
+TARGET = 100_000
+
+
+def make_files(root: Path, n: int, small: bool) -> list[str]:
+    src = []
+    for k in range(4):
+        p = root / f"src_{'small' if small else 'big'}_{k}.mp4"
+        if not p.exists():
+            spec = (
+                VideoSpec(n_frames=30, width=64, height=48, fps=30, gop=10, start_pts=k)
+                if small
+                else VideoSpec(
+                    n_frames=300, width=640, height=360, fps=30, gop=60, texture=0.5, start_pts=k
+                )
+            )
+            write_video(p, spec)
+        src.append(p)
+    folder = root / f"set_{'small' if small else 'big'}"
+    folder.mkdir(exist_ok=True)
+    files = []
+    for i in range(n):
+        p = folder / f"v{i:06d}.mp4"
+        if not p.exists():
+            os.link(src[i % 4], p)
+        files.append(str(p))
+    return files
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def report(label: str, seconds: float, n: int) -> None:
+    per = seconds / n
+    print(
+        f"{label:34s} {seconds:8.2f} s  {1e3 * per:7.3f} ms/file  "
+        f"-> {TARGET // 1000}k files: {per * TARGET:8.1f} s"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--files", type=int, default=10_000)
+    parser.add_argument("--small", action="store_true", help="64x48 videos of 30 frames")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--per-file", action="store_true", help="also time per-file entries")
     parser.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
     args = parser.parse_args()
     root = Path(args.dir or tempfile.mkdtemp(prefix="tvl-index-timing-"))
-    src = []
-    for k in range(4):
-        p = root / f"src_{k}.mp4"
-        if not p.exists():
-            write_video(
-                p,
-                VideoSpec(
-                    n_frames=300, width=640, height=360, fps=30, gop=60, texture=0.5, start_pts=k
-                ),
-            )
-        src.append(p)
-    files = []
-    for i in range(args.files):
-        p = root / "set" / f"v{i:03d}.mp4"
-        p.parent.mkdir(exist_ok=True)
-        if not p.exists():
-            os.link(src[i % 4], p)
-        files.append(p)
-    os.environ["TVL_ASYNC_CACHE"] = str(root / "cache")
-    for label in ("first open (scan)", "second open (cache)"):
-        t0 = time.perf_counter()
-        frames = sum(load_index(p).n_frames for p in files)
-        dt = time.perf_counter() - t0
-        print(
-            f"{label:20s} {len(files)} files, {frames} frames: {dt:.3f} s "
-            f"({1000 * dt / len(files):.2f} ms per file)"
-        )
+    files = make_files(root, args.files, args.small)
+    n = len(files)
+    print(f"{n} files (hard links of 4 videos) in {root}; {os.cpu_count()} cores")
+    cache = root / "cache"
+    for w in args.workers:
+        cache = root / f"cache-w{w}-{time.time_ns()}"
+        os.environ["TVL_ASYNC_CACHE"] = str(cache)
+        dt = timed(lambda w=w: load_indexes(files, consolidate=True, workers=w))
+        report(f"first build, workers={w}", dt, n)
+    runs = [timed(lambda: load_indexes(files, consolidate=True)) for _ in range(3)]
+    report("cached open (best of 3)", min(runs), n)
+    print(f"{'':34s} runs: {', '.join(f'{r:.3f}' for r in runs)} s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        runs = [timed(lambda: VideoDataset(files, seq_len=4)) for _ in range(3)]
+    report("cached VideoDataset (median of 3)", statistics.median(runs), n)
+    size = sum(p.stat().st_size for p in cache.glob("*.tvlidx"))
+    print(f"{'':34s} entry: {size / 1e6:.1f} MB ({size / n:.0f} B/file)")
+    if args.per_file:
+        os.environ["TVL_ASYNC_CACHE"] = str(root / f"cache-per-file-{time.time_ns()}")
+        for label in ("per-file entries, first (1 thread)", "per-file entries, cached"):
+            report(label, timed(lambda: [load_index(p) for p in files]), n)
 
 
 if __name__ == "__main__":

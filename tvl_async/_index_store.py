@@ -68,6 +68,7 @@ class Entry:
 
     def __post_init__(self) -> None:
         self.rows = {s: r for r, s in enumerate(self.sources)}
+        self._time_bases: dict[tuple[int, int], Fraction] = {}  # a few distinct ones
 
     def row_of(self, source: str, key: tuple[int, int, int]) -> int | None:
         """The row of ``source`` if its stored key equals ``key``, else None."""
@@ -82,7 +83,10 @@ class Entry:
         fields: dict[str, Any] = {k: c[k][r] for k in (*_INTS, *_FLOATS, *_BOOLS, *_STRINGS)}
         fields["path"] = c["path"][r]
         fields["file_size"], fields["mtime_ns"] = c["key"][r][0], c["key"][r][1]
-        fields["time_base"] = Fraction(c["tb_num"][r], c["tb_den"][r])
+        tb = (c["tb_num"][r], c["tb_den"][r])
+        if tb not in self._time_bases:
+            self._time_bases[tb] = Fraction(*tb)
+        fields["time_base"] = self._time_bases[tb]
         fields["autorotate"] = autorotate
         for off, names in _GROUPS:
             lo, hi = c[off][r], c[off][r + 1]
