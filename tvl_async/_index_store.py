@@ -41,6 +41,7 @@ _INTS = ("stream_index", "coded_width", "coded_height", "header_frames", "rotati
 _FLOATS = ("average_rate", "frame_duration")
 _BOOLS = ("timestamps_ok", "full_range", "mirrored")
 _STRINGS = ("codec", "pix_fmt", "color_matrix", "field_order")
+_SCALARS = ("path", *_INTS, *_FLOATS, *_BOOLS, *_STRINGS)
 
 
 def entry_file(folder: Path, location: str, stream_index: int | None) -> Path:
@@ -58,7 +59,7 @@ def file_key(st: os.stat_result) -> tuple[int, int, int]:
 
 @dataclass
 class Entry:
-    """A loaded entry: ``records[source]`` is ``(row, key)``; :meth:`index` makes the
+    """A loaded entry: :meth:`row_of` finds a file's row, :meth:`index` makes the
     :class:`VideoIndex` of a row (cheap: views into the mapped arrays)."""
 
     location: str
@@ -68,6 +69,9 @@ class Entry:
 
     def __post_init__(self) -> None:
         self.rows = {s: r for r, s in enumerate(self.sources)}
+        c = self.columns
+        # per row, the scalar fields in _SCALARS order (zip runs in C: ~1 us per row)
+        self._scalars = list(zip(*(c[k] for k in _SCALARS), strict=True))
         self._time_bases: dict[tuple[int, int], Fraction] = {}  # a few distinct ones
 
     def row_of(self, source: str, key: tuple[int, int, int]) -> int | None:
@@ -78,10 +82,9 @@ class Entry:
         return r
 
     def index(self, r: int, autorotate: bool) -> VideoIndex:
-        """The :class:`VideoIndex` of row ``r`` (arrays are read-only views)."""
+        """The :class:`VideoIndex` of row ``r`` (arrays are read-only views); non-blocking."""
         c, a = self.columns, self.arrays
-        fields: dict[str, Any] = {k: c[k][r] for k in (*_INTS, *_FLOATS, *_BOOLS, *_STRINGS)}
-        fields["path"] = c["path"][r]
+        fields: dict[str, Any] = dict(zip(_SCALARS, self._scalars[r], strict=True))
         fields["file_size"], fields["mtime_ns"] = c["key"][r][0], c["key"][r][1]
         tb = (c["tb_num"][r], c["tb_den"][r])
         if tb not in self._time_bases:
