@@ -205,7 +205,7 @@ def test_held_lock_times_out_to_a_local_build(
     assert folder is not None
     target = sets_mod.entry_file(folder, str(tmp_path / "set"), None)
     target.parent.mkdir(parents=True, exist_ok=True)
-    monkeypatch.setattr(sets_mod, "LOCK_TIMEOUT", 0.3)
+    monkeypatch.setenv("TVL_ASYNC_INDEX_LOCK_TIMEOUT", "0.3")
     with open(target.with_suffix(".lock"), "a+b") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         t0 = time.monotonic()

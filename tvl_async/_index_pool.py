@@ -16,6 +16,7 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import time
@@ -25,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from tvl_async._errors import VideoOpenError
 from tvl_async._index_build import build_index
 from tvl_async._index_model import VideoIndex
 
@@ -138,8 +140,19 @@ def _build_chunk(
             t = threading.Thread(target=one, name="tvl-async-index", daemon=True)
             t.start()
             t.join(timeout)
-        out.append(box[0] if box else _timeout_error(path, timeout or 0.0))
+        r = box[0] if box else _timeout_error(path, timeout or 0.0)
+        out.append(r if isinstance(r, VideoIndex) else _picklable(r, path))
     return out
+
+
+def _picklable(error: BaseException, path: str) -> BaseException:
+    """``error``, or a VideoOpenError with its text if it cannot go back to the parent."""
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:
+        text = str(error) if path in str(error) else f"{path}: {error}"
+        return VideoOpenError(f"{text} ({type(error).__name__})")
+    return error
 
 
 def _context() -> multiprocessing.context.BaseContext:

@@ -7,7 +7,8 @@ are new or changed are built alone (:func:`~tvl_async._index_pool.build_many`: p
 the cores), and the entry is rewritten atomically. The build happens under an exclusive lock
 (``fcntl.flock`` on ``<entry>.lock`` next to the entry), so when the ranks of a ``torchrun`` job
 open the same files with the same cache folder, one builds and the others wait for it, then load
-its entry. The wait is bounded (:data:`LOCK_TIMEOUT` seconds); past it, or where the cache folder
+its entry. The wait is bounded (:data:`LOCK_TIMEOUT` seconds, or
+``TVL_ASYNC_INDEX_LOCK_TIMEOUT``); past it, or where the cache folder
 cannot be locked, a process builds for itself, with a warning. Functions here block (stat, build,
 lock) and may run in any thread.
 """
@@ -37,7 +38,8 @@ except ImportError:  # not POSIX: no lock (each process builds what it lacks)
 
 log = logging.getLogger(__name__)
 
-#: Seconds a process waits for another one building the same entry before building itself.
+#: Seconds a process waits for another one building the same entry before building itself
+#: (``TVL_ASYNC_INDEX_LOCK_TIMEOUT`` overrides it).
 LOCK_TIMEOUT = 3600.0
 #: Files per stat thread; lists this long or longer are stat-ed by several threads.
 _STAT_CHUNK = 4096
@@ -185,7 +187,14 @@ def _save(
 def _locked(target: Path, wait: float | None = None) -> Iterator[bool]:
     """Hold the exclusive lock of ``target``'s entry; yields False when it could not be had
     (no ``fcntl``, a folder that cannot be written or locked, or ``wait`` seconds passed)."""
-    wait = LOCK_TIMEOUT if wait is None else wait
+    if wait is None:
+        env = os.environ.get("TVL_ASYNC_INDEX_LOCK_TIMEOUT")
+        try:
+            wait = LOCK_TIMEOUT if env is None else float(env)
+        except ValueError:
+            raise ValueError(
+                f"Invalid TVL_ASYNC_INDEX_LOCK_TIMEOUT ({env}). Supported values are seconds"
+            ) from None
     lock_path = target.with_suffix(".lock")
     try:
         if fcntl is None:
