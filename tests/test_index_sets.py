@@ -221,7 +221,8 @@ from tvl_async import _index_pool
 from tvl_async._index import load_indexes
 
 if __name__ == "__main__":
-    _index_pool.PROCESS_MIN_FILES = 2
+    _index_pool.PROCESS_MIN_FILES, _index_pool.PROBE_FILES = 3, 1
+    _index_pool.PROCESS_MIN_SECONDS = 0.0
     used = []
     real = _index_pool._run_processes
     _index_pool._run_processes = lambda *a, **k: used.append(1) or real(*a, **k)
@@ -295,3 +296,21 @@ def test_processes_opening_one_dataset_share_one_build(tmp_path: Path) -> None:
     assert [p.exitcode for p in procs] == [0, 0]
     builds = log_path.read_text().splitlines()
     assert len(builds) == 1 and builds[0].endswith(" 4"), builds
+
+
+def test_small_builds_stay_in_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """70 quick files: the timed first files show that a pool would not pay off."""
+    from tvl_async import _index_pool
+
+    (src,) = small_set(tmp_path / "src", 1)
+    folder = tmp_path / "links"
+    folder.mkdir()
+    files = []
+    for k in range(_index_pool.PROCESS_MIN_FILES + 6):
+        os.link(src, folder / f"l{k:03d}.mp4")
+        files.append(str(folder / f"l{k:03d}.mp4"))
+    monkeypatch.setattr(
+        _index_pool, "_run_processes", lambda *a, **k: pytest.fail("processes started")
+    )
+    found = load_indexes(files, consolidate=True, workers=2)
+    assert [r.n_frames for r in found] == [12] * len(files)  # type: ignore[union-attr]

@@ -7,8 +7,11 @@ Usage: python tools/index_timing.py [--files 10000] [--small] [--workers 1 2] [-
 Writes 4 distinct videos (640x360, 300 frames; ``--small``: 64x48, 30 frames) and hard-links
 them into ``--files`` names. For each ``--workers`` count, a fresh cache folder is filled by one
 consolidated open (``VideoDataset``'s path: ``load_indexes(consolidate=True)``); then the cached
-open is timed (best of 3), with ``VideoDataset`` on top. ``--per-file`` also times the former
-way, one cache entry per file (``load_index`` per file), first and cached.
+open is timed (median of 3), with ``VideoDataset`` on top. Each line gives the wall time and
+this process's CPU time: with ``workers > 1`` the build runs in worker processes, and the CPU
+time is the parent's share (collecting results), which bounds how far the build scales.
+``--per-file`` also times the former way, one cache entry per file (``load_index`` per file),
+first and cached.
 """
 
 from __future__ import annotations
@@ -54,12 +57,6 @@ def make_files(root: Path, n: int, small: bool) -> list[str]:
     return files
 
 
-def timed(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
 def cpu_timed(fn: Callable[[], object]) -> tuple[float, float]:
     """``(wall, CPU of this process)`` seconds: the CPU time does not count waiting for a core
     that other jobs hold."""
@@ -93,8 +90,8 @@ def main() -> None:
     for w in args.workers:
         cache = root / f"cache-w{w}-{time.time_ns()}"
         os.environ["TVL_ASYNC_CACHE"] = str(cache)
-        dt = timed(lambda w=w: load_indexes(files, consolidate=True, workers=w))
-        report(f"first build, workers={w}", dt, n)
+        wall, cpu = cpu_timed(lambda w=w: load_indexes(files, consolidate=True, workers=w))
+        report(f"first build, workers={w}", wall, n, cpu)
     runs = [cpu_timed(lambda: load_indexes(files, consolidate=True)) for _ in range(3)]
     wall, cpu = statistics.median(runs)  # the run of median wall time
     report("cached open (median of 3)", wall, n, cpu)
@@ -109,7 +106,8 @@ def main() -> None:
     if args.per_file:
         os.environ["TVL_ASYNC_CACHE"] = str(root / f"cache-per-file-{time.time_ns()}")
         for label in ("per-file entries, first (1 thread)", "per-file entries, cached"):
-            report(label, timed(lambda: [load_index(p) for p in files]), n)
+            wall, cpu = cpu_timed(lambda: [load_index(p) for p in files])
+            report(label, wall, n, cpu)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ from tvl_async._index_model import VideoIndex
 
 log = logging.getLogger(__name__)
 
-#: Fewest files to build for which processes are started (below it, threads: no start-up cost).
+#: Fewest files to build for which processes may be started; the first :data:`PROBE_FILES` are
+#: built in this process, timed, and processes build the rest when that rest is estimated at
+#: :data:`PROCESS_MIN_SECONDS` seconds of work or more (a pool costs seconds to start).
 PROCESS_MIN_FILES = 64
+PROBE_FILES = 16
+PROCESS_MIN_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -95,28 +99,37 @@ def build_many(
         paths: local video files.
         stream_index: as for :func:`build_index`.
         workers: processes (None: one per core); 1 builds in one thread of this process.
-            Fewer than :data:`PROCESS_MIN_FILES` files are built in threads.
+            Small builds (see :data:`PROCESS_MIN_SECONDS`) run in threads.
         timeout: seconds one file may take (None: no limit).
         bar: a progress bar to ``update(1)`` per file, or None.
     """
     n_workers = workers or default_workers()
-    if n_workers > 1 and len(paths) >= PROCESS_MIN_FILES:
-        try:
-            return _run_processes(list(paths), stream_index, n_workers, timeout, bar)
-        except (BrokenProcessPool, OSError, RuntimeError) as e:
-            warnings.warn(
-                f"indexing in {n_workers} processes failed ({type(e).__name__}: {e}); indexing "
-                f"in threads instead (a script starting tvl_async needs an "
-                f'`if __name__ == "__main__":` guard for processes)',
-                RuntimeWarning,
-                stacklevel=2,
-            )
     threads = workers or min(16, 2 * n_workers)
 
     def work(path: str) -> VideoIndex:
         return build_index(path, stream_index)
 
-    return run_threads(work, list(paths), max(1, min(threads, len(paths))), timeout, bar)
+    todo = list(paths)
+    done: list[Result] = []
+    if n_workers > 1 and len(todo) >= PROCESS_MIN_FILES:
+        # time a few files here: processes pay off only past a few seconds of work, since
+        # each pool starts an interpreter that imports tvl_async (and torch)
+        t0 = time.monotonic()
+        done = run_threads(work, todo[:PROBE_FILES], 1, timeout, bar)
+        per_file = (time.monotonic() - t0) / PROBE_FILES
+        todo = todo[PROBE_FILES:]
+        if per_file * len(todo) >= PROCESS_MIN_SECONDS:
+            try:
+                return done + _run_processes(todo, stream_index, n_workers, timeout, bar)
+            except (BrokenProcessPool, OSError, RuntimeError) as e:
+                warnings.warn(
+                    f"indexing in {n_workers} processes failed ({type(e).__name__}: {e}); "
+                    f"indexing in threads instead (a script starting tvl_async needs an "
+                    f'`if __name__ == "__main__":` guard for processes)',
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+    return done + run_threads(work, todo, max(1, min(threads, len(todo))), timeout, bar)
 
 
 def _build_chunk(
