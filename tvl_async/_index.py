@@ -4,7 +4,9 @@
 otherwise), from the on-disk cache when it can (:mod:`tvl_async._index_cache`), else by building
 it (:mod:`tvl_async._index_build`). :func:`load_indexes` indexes many files in parallel, in a pool
 of daemon threads (FFmpeg releases the GIL while it demuxes), with an optional progress bar, a
-time limit per file, and bad files either raised or left out. The record itself is
+time limit per file, and bad files either raised or left out; for a dataset
+(``consolidate=True``, :func:`index_files`) local files share one cache entry per folder,
+built across processes by one process at a time (:mod:`tvl_async._index_sets`). The record itself is
 :class:`~tvl_async._index_model.VideoIndex`; opening and stream choice are in
 :mod:`tvl_async._index_open`. Functions here block on file I/O and may run in any thread.
 """
