@@ -112,6 +112,9 @@ def build_many(
     todo = list(paths)
     done: list[Result] = []
     if n_workers > 1 and len(todo) >= PROCESS_MIN_FILES:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # a worker re-running an unguarded script: fail fast, the parent falls back
+            raise RuntimeError("indexing started while a worker process imports the main module")
         # time a few files here: processes pay off only past a few seconds of work, since
         # each pool starts an interpreter that imports tvl_async (and torch)
         t0 = time.monotonic()
