@@ -314,3 +314,13 @@ def test_small_builds_stay_in_threads(tmp_path: Path, monkeypatch: pytest.Monkey
     )
     found = load_indexes(files, consolidate=True, workers=2)
     assert [r.n_frames for r in found] == [12] * len(files)  # type: ignore[union-attr]
+
+
+def test_workers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tvl_async._index_pool import default_workers
+
+    monkeypatch.setenv("TVL_ASYNC_INDEX_WORKERS", "3")
+    assert default_workers() == 3
+    monkeypatch.setenv("TVL_ASYNC_INDEX_WORKERS", "zero")
+    with pytest.raises(ValueError, match=r"TVL_ASYNC_INDEX_WORKERS \(zero\)"):
+        default_workers()

@@ -71,7 +71,22 @@ def progress_bar(total: int) -> Any:
 
 
 def default_workers() -> int:
-    """The cores this process may run on."""
+    """``TVL_ASYNC_INDEX_WORKERS`` if set, else the cores this process may run on.
+
+    Raises:
+        ValueError: ``TVL_ASYNC_INDEX_WORKERS`` is not an int >= 1.
+    """
+    env = os.environ.get("TVL_ASYNC_INDEX_WORKERS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(
+                f"Invalid TVL_ASYNC_INDEX_WORKERS ({env}). Supported values are ints >= 1"
+            )
+        return n
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -98,7 +113,8 @@ def build_many(
     Args:
         paths: local video files.
         stream_index: as for :func:`build_index`.
-        workers: processes (None: one per core); 1 builds in one thread of this process.
+        workers: processes (None: ``TVL_ASYNC_INDEX_WORKERS``, else one per core); 1 builds in
+            one thread of this process.
             Small builds (see :data:`PROCESS_MIN_SECONDS`) run in threads.
         timeout: seconds one file may take (None: no limit).
         bar: a progress bar to ``update(1)`` per file, or None.
