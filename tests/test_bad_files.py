@@ -353,7 +353,9 @@ def test_wrong_header_frame_count(tmp_path: Path) -> None:
         assert loader.duration == pytest.approx(24 / FPS)
         assert shown(list(loader.read_all_frames())) == list(range(24))
         assert shown(list(loader.select_frames([23, 0, 12]))) == [23, 0, 12]
-        with pytest.raises(IndexError, match=r"frame index 24 out of range: valid 0\.\.23"):
+        with pytest.raises(
+            IndexError, match=r"Invalid frame index \(24\)\. Supported values are 0\.\.23 "
+        ):
             loader.select_frame(24)
 
 
@@ -414,7 +416,7 @@ def test_truncated_faststart_mid_gop(
         assert shown(list(loader.read_all_frames())) == complete
         order = list(range(loader.n_frames))[::-1]
         assert shown(list(loader.select_frames(order))) == [complete[i] for i in order]
-        with pytest.raises(IndexError, match="out of range"):
+        with pytest.raises(IndexError, match=r"Invalid frame index .*Supported values are 0\.\."):
             loader.select_frame(loader.n_frames)
     notes = [r.getMessage() for r in caplog.records if "truncated" in r.getMessage()]
     assert notes == [

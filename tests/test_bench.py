@@ -81,6 +81,33 @@ def test_default_lookahead_follows_the_memory_budget(tiny: list[str]) -> None:
     big.close()
 
 
+def test_default_memory_budget_is_a_share_of_the_available_memory(
+    tiny: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tvl_async._budget import default_memory_budget
+
+    gib = 1 << 30
+    assert default_memory_budget(available=24 * gib, ranks=1) == 6 * gib
+    assert default_memory_budget(available=24 * gib, ranks=2) == 3 * gib
+    assert default_memory_budget(available=2 * gib, ranks=1) == gib  # at least 1 GiB
+    assert default_memory_budget(available=512 * gib, ranks=1) == 16 * gib  # at most 16 GiB
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert default_memory_budget(available=256 * gib) == 8 * gib  # torchrun's ranks share it
+    monkeypatch.setattr("tvl_async._budget.available_memory", lambda: 40 * gib)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    with Prefetcher(tiny) as p:
+        assert p.stats().memory_budget == 10 * gib  # resolved when the Prefetcher starts
+    with Prefetcher(tiny, memory_budget=12345) as p:
+        assert p.stats().memory_budget == 12345
+
+
+def test_available_memory_is_known_here() -> None:
+    from tvl_async._budget import available_memory
+
+    free = available_memory()
+    assert free is not None and 0 < free <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 @pytest.mark.timeout(60)
 def test_slow_consumer_never_waits_after_the_first_batch(
     tiny: list[str], monkeypatch: pytest.MonkeyPatch

@@ -237,7 +237,7 @@ def test_transcode(capsys: pytest.CaptureFixture[str], folder: Path, tmp_path: P
         "--format",
         "mov",
     )
-    assert_one_line_error(code, err, "--format mov: cannot hold codec 'vp9'")
+    assert_one_line_error(code, err, "Invalid --codec ('vp9') for --format mov. Supported")
 
 
 def test_play_without_display(
@@ -294,26 +294,26 @@ def test_bad_options_fail_before_any_work(
     clip = str(folder / "set" / "clip_000.mp4")
     out = str(tmp_path / "out")
     for extra, needle in (
-        (["--crf", "-5"], "--crf -5: out of range for libx264; allowed: 0..51"),
-        (["--crf", "99999"], "--crf 99999"),
-        (["--preset", "nonsense"], "--preset 'nonsense': not a libx264 preset"),
-        (["--pix-fmt", "foo"], "--pix-fmt 'foo'"),
-        (["--codec", "mpeg4", "--bframes", "2", "--gop", "16"], "multiple of bframes + 1 = 3"),
+        (["--crf", "-5"], "Invalid --crf (-5) for libx264. Supported values are 0..51."),
+        (["--crf", "99999"], "Invalid --crf (99999)"),
+        (["--preset", "nonsense"], "Invalid --preset ('nonsense') for libx264. Supported"),
+        (["--pix-fmt", "foo"], "Invalid --pix-fmt ('foo')"),
+        (["--codec", "mpeg4", "--bframes", "2", "--gop", "16"], "multiples of bframes + 1 = 3"),
     ):
         code, _, err = run_cli(capsys, "transcode", clip, "-o", out, "--quiet", *extra)
         assert_one_line_error(code, err, needle)
     assert not (tmp_path / "out").exists()
     for extra, needle in (
-        (["--lookaheads", "abc"], "--lookaheads: invalid value 'abc'"),
-        (["--chunks", "x"], "--chunks: invalid value 'x'"),
-        (["--seconds", "-1"], "--seconds: invalid value '-1'"),
+        (["--lookaheads", "abc"], "--lookaheads: Invalid value ('abc'). Supported values are"),
+        (["--chunks", "x"], "--chunks: Invalid value ('x')"),
+        (["--seconds", "-1"], "--seconds: Invalid value ('-1'). Supported values are seconds > 0."),
         (["--size", "foo"], "--size"),
     ):
         code, _, err = run_cli(capsys, "bench", "--quiet", *extra)
         assert_one_line_error(code, err, needle)
     for device in ("foo", "cuda:7"):  # checked before a window opens (it would never close)
         code, _, err = run_cli(capsys, "play", clip, "--device", device)
-        assert_one_line_error(code, err, f"--device: invalid value '{device}'")
+        assert_one_line_error(code, err, f"Invalid --device ('{device}'). Supported values are")
 
 
 def test_index_with_the_cache_off(
@@ -422,3 +422,13 @@ def test_the_library_draws_no_progress_bar(folder: Path) -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and int(r.stdout) > 0, r.stderr
     assert not TQDM_BAR.search(r.stderr) and "it/s" not in r.stderr, r.stderr
+
+
+def test_the_apps_write_bad_values_in_the_library_form() -> None:
+    """``tvl_async.cli._common.invalid`` (the applications use only the public API) writes the
+    same text as the library's ``tvl_async._checks.invalid_message``."""
+    from tvl_async._checks import invalid_message
+    from tvl_async.cli._common import invalid
+
+    for args, context in ((("--crf", -5, "0..51"), "for libx264"), (("size", "foo", "WxH"), "")):
+        assert invalid(*args, context=context) == invalid_message(*args, context=context)

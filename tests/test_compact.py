@@ -62,24 +62,40 @@ def _both(desc: ProcessDesc, clips: list[torch.Tensor], seed: int = 1) -> None:
     assert torch.equal(_bits(new), _bits(old)), desc
 
 
-VALUE_OPTIONS = list(
-    itertools.product(
+MEANS = (None, (0.485, 0.456, 0.406), 0.5)  # mean (std alongside)
+
+#: Every combination ProcessDesc accepts: uint8 outputs take neither ``normalized`` nor
+#: ``mean``/``std`` (test_uint8_refuses_normalized_and_mean_std), so those are left out.
+VALUE_OPTIONS = [
+    (dtype, normalized, mean, color, layout, imap)
+    for dtype, normalized, mean, color, layout, imap in itertools.product(
         DTYPES,
         (False, True),  # normalized
-        (None, (0.485, 0.456, 0.406), 0.5),  # mean (std alongside)
+        MEANS,
         ("RGB", "YCbCr", "gray"),
         ("fchw", "cfhw", "fhwc"),
         (None, (1, -1, 0)),  # index_map
     )
+    if dtype != torch.uint8 or not (normalized or mean is not None)
+]
+
+
+@pytest.mark.parametrize(
+    ("normalized", "mean"), [(True, None), *((n, m) for n in (False, True) for m in MEANS[1:])]
 )
+def test_uint8_refuses_normalized_and_mean_std(normalized: bool, mean: Any) -> None:
+    """The combinations left out of VALUE_OPTIONS: ProcessDesc refuses them, naming the value
+    and what is allowed."""
+    std = None if mean is None else mean
+    what = "normalized" if normalized else "mean"
+    with pytest.raises(ValueError, match=rf"Invalid {what} \(.*\) with dtype uint8\. Supported"):
+        ProcessDesc(dtype=torch.uint8, normalized=normalized, mean=mean, std=std)
 
 
 @pytest.mark.parametrize(("dtype", "normalized", "mean", "color", "layout", "imap"), VALUE_OPTIONS)
 def test_batch_finish_is_bit_identical_for_every_value_option(
     dtype: torch.dtype, normalized: bool, mean: Any, color: str, layout: str, imap: Any
 ) -> None:
-    if dtype == torch.uint8 and (normalized or mean is not None):
-        pytest.skip("uint8 outputs take neither normalized nor mean/std")
     if mean is not None and color == "gray" and isinstance(mean, tuple):
         mean = 0.45  # one channel
     std = None if mean is None else (mean if isinstance(mean, float) else (0.229, 0.224, 0.225))

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pydantic
 import pytest
 import torch
 
+from tvl_async._batch import Batch
+from tvl_async._batching import apply_transform
 from tvl_async._config import PrefetchConfig, ProcessDesc
+from tvl_async._distributed import env_int
+from tvl_async._index import load_indexes
+from tvl_async._source import source_name
 
 
 def _error(model: type[pydantic.BaseModel], **kwargs: Any) -> str:
@@ -97,7 +104,10 @@ def test_scaled_and_output_size() -> None:
         9,
         8,
     )
-    with pytest.raises(ValueError, match=r"crop 50x64 .* larger than the scaled frame 48x64"):
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid crop \(50x64, height x width\) for the scaled frame 48x64 .*no larger than",
+    ):
         ProcessDesc(height=50).output_size(48, 64)
 
 
@@ -167,7 +177,7 @@ def test_prefetch_config_defaults() -> None:
     assert (c.seq_len, c.batch_size, c.device, c.backend) == (1, 1, "cpu", "auto")
     assert (c.shuffle, c.sampling, c.replacement) == (True, "uniform", False)
     assert (c.chunk_size, c.shuffle_buffer, c.seed, c.epochs) == (8, 1024, 0, 1)
-    assert (c.stride, c.step, c.lookahead, c.memory_budget) == (1, 1, None, 2 << 30)
+    assert (c.stride, c.step, c.lookahead, c.memory_budget) == (1, 1, None, None)
     assert (c.processing, c.queue_depth, c.decode_threads, c.drop_last) == (None, 4, None, False)
     assert (c.rank, c.world_size, c.on_error, c.timeout) == (None, None, "raise", None)
     assert c.max_file_failures == 3
@@ -321,6 +331,22 @@ def test_choice_tuples_come_from_the_literals() -> None:
         ProcessDesc(color_space="HSV")
 
 
+def test_no_choice_tuple_is_written_out_beside_its_literal() -> None:
+    """Every module-level tuple of choices is ``get_args`` of a ``Literal`` (the list is
+    written once), and the index's on_error choices are the config's."""
+    from typing import get_args
+
+    from tvl_async import _config, _index, _loader
+    from tvl_async._backends import base, pyav, yuv
+
+    assert _loader.LAYOUTS == get_args(_loader.Layout) == ("TCHW", "THWC")
+    assert get_args(pyav.SwsInterpolation) == pyav.INTERPOLATIONS
+    assert yuv.CHROMA_SITINGS == get_args(yuv.ChromaSiting) == ("left", "center")
+    assert get_args(yuv.ChromaUpsampling) == yuv.CHROMA_MODES
+    assert get_args(base.ReadMode) == base.READ_MODES
+    assert _index.ON_ERROR is _config.ON_ERROR
+
+
 def test_every_option_has_a_one_line_doc() -> None:
     for name, info in PrefetchConfig.model_fields.items():
         assert info.description, name
@@ -398,3 +424,71 @@ def test_dataset_clip_options_from_config_count_only_when_set(two_files: list[st
         Prefetcher(ds, config=PrefetchConfig(stride=1))
     with pytest.raises(ValueError, match=r"Invalid seq_len \(4\) given with a VideoDataset"):
         Prefetcher(ds, 4)
+
+
+def _batch(outputs: Any = None) -> Batch:
+    zeros = torch.zeros(1)
+    return Batch(
+        {"default": zeros} if outputs is None else outputs,
+        sample_ids=zeros,
+        files=[],
+        frame_indices=zeros,
+        timestamps=zeros,
+        epoch=0,
+    )
+
+
+OTHER_BAD_VALUES: list[tuple[Callable[[], object], type[Exception], str]] = [
+    (
+        lambda: load_indexes([], on_error="ignore"),  # type: ignore[arg-type]
+        ValueError,
+        "Invalid on_error ('ignore'). Supported values are raise, skip.",
+    ),
+    (
+        lambda: load_indexes([], timeout=0),
+        ValueError,
+        "Invalid index timeout (0). Supported values are seconds > 0 or None.",
+    ),
+    (
+        lambda: load_indexes([], workers=-1),
+        ValueError,
+        "Invalid workers (-1). Supported values are integers >= 1 or None.",
+    ),
+    (
+        lambda: env_int("RANK", {"RANK": "x"}),
+        ValueError,
+        "Invalid RANK ('x'). Supported values are integers >= 0, as torchrun sets them.",
+    ),
+    (
+        lambda: _batch([torch.zeros(1)]),
+        TypeError,
+        "Invalid Batch outputs (list). Supported values are a mapping from output name to tensor.",
+    ),
+    (
+        lambda: apply_transform(lambda _b: 42, _batch()),
+        TypeError,
+        "Invalid transform result (int). Supported values are a Batch, a mapping of tensors "
+        "or None.",
+    ),
+]
+
+
+@pytest.mark.parametrize(("call", "kind", "message"), OTHER_BAD_VALUES)
+def test_bad_values_outside_the_models_read_the_house_form(
+    call: Callable[[], object], kind: type[Exception], message: str
+) -> None:
+    """The checks outside the pydantic models give the same form: the bad value, then what is
+    allowed (and the file, where there is one)."""
+    with pytest.raises(kind) as info:
+        call()
+    assert str(info.value) == message
+
+
+def test_a_text_mode_file_object_is_refused_in_the_house_form(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text("not a video")
+    with (tmp_path / "t.txt").open() as f, pytest.raises(TypeError) as info:
+        source_name(f)
+    assert str(info.value).startswith("Invalid file object (<_io.TextIOWrapper ")
+    assert str(info.value).endswith(
+        "Supported values are file objects opened in binary mode ('rb')."
+    )

@@ -193,11 +193,23 @@ def test_extract_frames_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 # ---------------------------------------------------------------------------------- public API
 
-#: Files that may use private names, and why.
-PRIVATE_OK = {
-    # an experiment on one internal constant of the planner (LEAD_FRACTION), by design
-    "tools/planner_lead.py",
-}
+
+def test_planner_lead_fraction_comes_from_the_environment() -> None:
+    """tools/planner_lead.py turns the planner's lead through ``TVL_ASYNC_LEAD_FRACTION`` (read
+    at import, one child process per value), not by patching a private module."""
+    code = "import tvl_async._planning as p; print(p.LEAD_FRACTION)"
+    run = [sys.executable, "-c", code]
+    env = {k: v for k, v in os.environ.items() if k != "TVL_ASYNC_LEAD_FRACTION"}
+    assert subprocess.run(run, env=env, capture_output=True, text=True).stdout.strip() == "8"
+    got = subprocess.run(
+        run, env={**env, "TVL_ASYNC_LEAD_FRACTION": "32"}, capture_output=True, text=True
+    )
+    assert got.stdout.strip() == "32"
+    bad = subprocess.run(
+        run, env={**env, "TVL_ASYNC_LEAD_FRACTION": "0"}, capture_output=True, text=True
+    )
+    assert bad.returncode != 0
+    assert "Invalid TVL_ASYNC_LEAD_FRACTION ('0'). Supported values are integers >= 1" in bad.stderr
 
 
 def _tvl_imports(path: Path) -> list[tuple[int, str, str | None]]:
@@ -233,8 +245,6 @@ def test_examples_and_tools_import_only_public_names() -> None:
     bad = []
     for path in files:
         rel = str(path.relative_to(ROOT))
-        if rel in PRIVATE_OK:
-            continue
         for line, module, name in _tvl_imports(path):
             checked += 1
             where = f"{rel}:{line}: {module}" + (f".{name}" if name else "")

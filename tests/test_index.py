@@ -12,7 +12,7 @@ from conftest import Video
 
 from tvl_async import _index as index_mod
 from tvl_async import _index_cache as cache_mod
-from tvl_async._index import build_index, cache_dir, load_index
+from tvl_async._index import build_index, cache_dir, find_sources, find_videos, load_index
 from tvl_async.cli.synthetic import write_video
 
 
@@ -149,3 +149,33 @@ def test_threads_indexing_one_file_share_the_cache_quietly(
         t.join(30)
     assert results == [12] * 6
     assert "cannot write index cache" not in caplog.text
+
+
+def test_find_videos_leaves_hidden_names_in_folders_out(tmp_path: Path) -> None:
+    """A killed writer's temporary (``.x.tmp.mp4``) and anything in a hidden folder are not
+    listed from a folder; a hidden file given by its path is kept."""
+    for rel in ("a.mp4", "sub/b.mkv", ".x.tmp.mp4", "sub/.y.mp4", ".git/c.mp4", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    assert find_videos(tmp_path) == [tmp_path / "a.mp4", tmp_path / "sub" / "b.mkv"]
+    hidden = tmp_path / ".x.tmp.mp4"
+    assert find_videos([hidden, tmp_path / "sub"]) == [hidden, tmp_path / "sub" / "b.mkv"]
+    # a folder that is itself hidden, given by its path, is listed (what is below it counts)
+    assert find_videos(tmp_path / ".git") == [tmp_path / ".git" / "c.mp4"]
+
+
+def test_folder_urls_leave_hidden_names_out() -> None:
+    """The same for a folder URL (fsspec's in-memory filesystem stands in for S3)."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    root = "tvl-hidden-test"
+    try:
+        for rel in ("a.mp4", "sub/b.mkv", ".x.tmp.mp4", "sub/.y.mp4", ".cache/c.mp4"):
+            fs.pipe(f"/{root}/{rel}", b"")
+        assert find_sources(f"memory://{root}/") == [
+            f"memory://{root}/a.mp4",
+            f"memory://{root}/sub/b.mkv",
+        ]
+        assert find_sources(f"memory://{root}/.x.tmp.mp4") == [f"memory://{root}/.x.tmp.mp4"]
+    finally:
+        fs.rm(f"/{root}", recursive=True)

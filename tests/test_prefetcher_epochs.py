@@ -13,6 +13,7 @@ import time
 import weakref
 from typing import Any
 
+import janus
 import pytest
 import torch
 
@@ -228,6 +229,29 @@ def test_exit_hook_closes_running_prefetchers_and_keeps_none_alive(
     del other
     gc.collect()
     assert ref() is None and not tvl_threads()  # the hook held no strong reference
+
+
+@pytest.mark.timeout(30)
+def test_close_shuts_the_queue_down_and_drops_what_it_holds(
+    files: list[str], no_new_threads: None
+) -> None:
+    """stop -> drain -> join: close() shuts the janus queue down (a full queue, the service
+    blocked on its next put), drops the batches it held and joins at once."""
+    it = make(files, queue_depth=1, epochs=3)
+    next(it)
+    q = it._queue
+    assert q is not None
+    deadline = time.monotonic() + 10
+    while q.sync_q.qsize() < 1 and time.monotonic() < deadline:  # the service fills it
+        time.sleep(0.01)
+    assert q.sync_q.qsize() == 1
+    t0 = time.perf_counter()
+    it.close()
+    assert time.perf_counter() - t0 < 2.0  # far below the join timeout (10 s)
+    assert q.closed and q.sync_q.qsize() == 0 and not tvl_threads()
+    with pytest.raises(janus.SyncQueueShutDown):
+        q.sync_q.put_nowait(None)  # type: ignore[arg-type]
+    assert it.state is State.CLOSED
 
 
 @pytest.mark.timeout(30)

@@ -79,3 +79,27 @@ def test_the_library_does_not_import_the_apps() -> None:
         "assert not apps, apps; import tvl_async.cli"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_layout_table_lists_every_module_once() -> None:
+    """README's "Where each stage lives" (the newcomer's map) names every module of the
+    library (``_name.py``, ``_backends/name.py``), every module and subpackage of ``cli/`` and
+    the modules of ``cli/play/`` exactly once, and nothing that does not exist."""
+    import re
+
+    root = INIT.parent
+    text = (root.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("## Where each stage lives")
+    table = text[start : text.index("\n## ", start + 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    named = re.findall(r"`([\w/]+(?:\.py|/))`", "\n".join(rows))
+    expected = [p.name for p in root.glob("_*.py") if p.name != "__init__.py"]
+    expected += [p.name for p in (root / "_backends").glob("*.py") if p.name != "__init__.py"]
+    expected += [p.name for p in (root / "cli").glob("*.py") if p.name != "__init__.py"]
+    expected += [f"{p.name}/" for p in (root / "cli").iterdir() if (p / "__init__.py").exists()]
+    expected += [p.name for p in (root / "cli" / "play").glob("*.py") if p.name != "__init__.py"]
+    expected += ["cli/", "_backends/"]
+    missing = sorted(n for n in expected if named.count(n) == 0)
+    twice = sorted({n for n in expected if named.count(n) > 1})
+    unknown = sorted(set(named) - set(expected))
+    assert not missing and not twice and not unknown, (missing, twice, unknown)

@@ -93,8 +93,8 @@ def test_stream_index_chooses(two_streams: Path) -> None:
 
 def test_non_video_stream_is_a_clear_error(two_streams: Path) -> None:
     expected = (
-        f"Invalid stream_index (2) for '{two_streams}'. Video streams: "
-        f"0 (h264 320x180), 1 (h264 480x270)"
+        f"{two_streams}: Invalid stream_index (2). Supported values are the indices of the "
+        f"video streams: 0 (h264 320x180), 1 (h264 480x270)."
     )
     with pytest.raises(ValueError) as e:
         VideoLoader(two_streams, stream_index=2)

@@ -7,32 +7,38 @@ on a smaller set (40 files of 640x360 H.264, 10 s, a keyframe every 60 frames; 4
 for each lead fraction given, with a consumer that takes batches as fast as they come and one that
 sleeps ``--slow`` times the fast one's steady time per batch, and prints per run: steady seconds
 per batch and frames decoded per frame delivered (both after the first window), the consumer's
-wait after the first batch and after the first window.
+wait after the first batch and after the first window. The fraction is the planner's
+``TVL_ASYNC_LEAD_FRACTION``, read once at import: each fraction runs in a child process of
+this script with the variable set (only public names are imported).
 
     python tools/planner_lead.py                       # fractions 2, 8, 32; lookahead 1400
     python tools/planner_lead.py --fractions 8 --lookahead 700
 
-Blocks for a few minutes; everything runs in this process.
+Blocks for a few minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import tvl_async._planning as planning
 from tvl_async.cli.bench.videos import VideoSetSpec, make_bench_videos
 from tvl_async.cli.bench.workloads import run_tvl
 
 BATCH = 32
+ENV = "TVL_ASYNC_LEAD_FRACTION"
 
 
 def measure(files: list[str], fraction: int, lookahead: int, consumer_s: float) -> dict[str, Any]:
-    """One run of ``2 * lookahead / BATCH + 10`` batches with ``LEAD_FRACTION = fraction``."""
-    planning.LEAD_FRACTION = fraction
+    """One run of ``2 * lookahead / BATCH + 10`` batches; the planner's lead fraction is
+    ``fraction`` (this process runs with ``TVL_ASYNC_LEAD_FRACTION`` set to it)."""
+    if os.environ.get(ENV) != str(fraction):
+        raise RuntimeError(f"run with {ENV}={fraction} (main() does)")
     n_batches = 2 * (lookahead // BATCH) + 10
     run = run_tvl(
         files,
@@ -75,7 +81,18 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     spec = VideoSetSpec(files=40, seconds=10, width=640, height=360, fps=30, gop=60, distinct=4)
     files = [str(f) for f in make_bench_videos(spec, Path(args.videos))]
-    for fraction in (int(v) for v in args.fractions.split(",")):
+    fractions = [int(v) for v in args.fractions.split(",")]
+    if len(fractions) > 1 or os.environ.get(ENV) != str(fractions[0]):
+        for fraction in fractions:  # one child per fraction, the variable set before import
+            child = [
+                sys.executable,
+                __file__,
+                *(sys.argv[1:] if argv is None else argv),
+                f"--fractions={fraction}",
+            ]
+            subprocess.run(child, env={**os.environ, ENV: str(fraction)}, check=True)
+        return 0
+    for fraction in fractions:
         fast = measure(files, fraction, args.lookahead, 0.0)
         slow = measure(files, fraction, args.lookahead, args.slow * fast["s_per_batch"])
         for row in (fast, slow):

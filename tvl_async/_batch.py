@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from tvl_async._checks import invalid_type
+
 
 @dataclass(init=False, repr=False, eq=False)
 class Batch(Mapping[str, torch.Tensor]):
@@ -63,9 +65,11 @@ class Batch(Mapping[str, torch.Tensor]):
         augment: dict[str, list[dict[str, Any]]] | None = None,
     ) -> None:
         if not isinstance(outputs, Mapping):
-            raise TypeError(
-                f"Batch outputs must be a mapping from output name to tensor, got "
-                f"{type(outputs).__name__}"
+            raise invalid_type(
+                "Batch outputs",
+                outputs,
+                "a mapping from output name to tensor",
+                shown=type(outputs).__name__,
             )
         self.outputs = dict(outputs)
         self.sample_ids = sample_ids
@@ -150,8 +154,8 @@ class PrefetchStats:
             bytes, as of the last sample the service took (float outputs wait as uint8 and are
             converted per batch).
         sample_bytes: bytes of one finished sample as held (all outputs, largest file).
-        memory_budget: the ``memory_budget`` option (bytes); the default lookahead holds at
-            most this much.
+        memory_budget: the ``memory_budget`` option, or the default resolved at the start
+            (bytes); the default lookahead holds at most this much.
     """
 
     batches_delivered: int

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from tvl_async._batch import Batch
+from tvl_async._checks import invalid_type
 from tvl_async._planning import SampleResult
 from tvl_async._process_desc import ProcessDesc
 from tvl_async._processing import finish_values, held_compact
@@ -82,6 +83,9 @@ def apply_transform(transform: Callable[[Batch], Any], batch: Batch) -> Batch:
     if isinstance(out, Mapping):
         batch.outputs = dict(out)
         return batch
-    raise TypeError(
-        f"transform must return a Batch, a mapping of tensors or None; got {type(out).__name__}"
+    raise invalid_type(
+        "transform result",
+        out,
+        "a Batch, a mapping of tensors or None",
+        shown=type(out).__name__,
     )

@@ -25,6 +25,7 @@ __all__ = [
     "invalid_message",
     "invalid_type",
     "invalid_value",
+    "out_of_range",
     "reject_bool",
 ]
 
@@ -81,9 +82,20 @@ def invalid_type(
     *,
     file: str | os.PathLike[str] | None = None,
     context: str = "",
+    shown: str | None = None,
 ) -> TypeError:
     """A ``TypeError`` with :func:`invalid_message`'s text, for a value of the wrong kind."""
-    return TypeError(invalid_message(name, value, allowed, file=file, context=context))
+    return TypeError(invalid_message(name, value, allowed, file=file, context=context, shown=shown))
+
+
+def out_of_range(
+    name: str, value: int, n: int, *, file: str | os.PathLike[str] | None = None
+) -> IndexError:
+    """An ``IndexError`` with :func:`invalid_message`'s text for an index outside ``-n..n-1``
+    (``clip.mp4: Invalid frame index (48). Supported values are 0..47 (or -48..-1).``)."""
+    return IndexError(
+        invalid_message(name, value, f"0..{n - 1} (or -{n}..-1)", file=file, shown=str(value))
+    )
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...], *, fold: bool = False) -> str:

@@ -28,7 +28,6 @@ from tvl_async._process_desc import DTYPE_NAMES, ProcessDesc
 
 __all__ = [
     "BACKENDS",
-    "DEFAULT_MEMORY_BUDGET",
     "DTYPE_NAMES",
     "ON_ERROR",
     "SAMPLINGS",
@@ -39,10 +38,6 @@ __all__ = [
     "Sampling",
 ]
 
-#: Bytes of finished samples the planner may hold by default (``memory_budget``): 2 GiB, ~14000
-#: 224x224 samples (held as uint8, float outputs too). At 1 GiB the default uniform order
-#: measured 4.4x the baseline of then, at 16384 samples 8.8x (docs/benchmarks.md).
-DEFAULT_MEMORY_BUDGET = 2 << 30
 
 BackendName = Literal["auto", "pyav", "nvdec"]
 Sampling = Literal["sequential", "uniform", "chunked", "gop_shuffle"]
@@ -78,7 +73,7 @@ _MIN_ONE_NOTES: dict[str, str] = {
     "lookahead": " or None (from memory_budget)",
     "decode_threads": " or None (auto)",
     "ffmpeg_threads": " or None (auto)",
-    "memory_budget": " (bytes)",
+    "memory_budget": " (bytes) or None (a share of the memory available)",
     "shuffle_buffer": " (samples)",
 }
 
@@ -147,11 +142,12 @@ class PrefetchConfig(BaseModel):
         description="samples planned ahead; memory bound = lookahead × bytes per held sample "
         "(float outputs wait as uint8; `stats().memory_bound_bytes`)",
     )
-    memory_budget: int = Field(
-        DEFAULT_MEMORY_BUDGET,
-        json_schema_extra=_shown("2 GiB"),
+    memory_budget: int | None = Field(
+        None,
+        json_schema_extra=_shown("¼ of available memory, 1–16 GiB"),
         description="bytes of finished samples the planner may hold when `lookahead` is None "
-        "(at most 16384 samples, at most one epoch)",
+        "(at most one epoch); None: a quarter of the memory available at the start, divided "
+        "among this node's ranks (`LOCAL_WORLD_SIZE`), within 1–16 GiB (`stats().memory_budget`)",
     )
     processing: dict[str, ProcessDesc] | None = Field(
         None,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from tvl_async._checks import check_int, invalid_type
+from tvl_async._checks import check_int, invalid_type, out_of_range
 from tvl_async._grid import IntArray, check_frame_rate, readonly, time_grid
 from tvl_async._index import INDEX_TIMEOUT, VideoIndex, index_files
 from tvl_async._source import remember_options, source_name
@@ -281,9 +281,7 @@ class VideoDataset:
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
             raise invalid_type("sample index", i, "integers")
         if not -self._len <= i < self._len:
-            raise IndexError(
-                f"sample index {i} out of range: valid 0..{self._len - 1} (or -{self._len}..-1)"
-            )
+            raise out_of_range("sample index", i, self._len)
         return int(i) % self._len
 
     def locate(self, i: int) -> tuple[int, int]:
@@ -303,9 +301,7 @@ class VideoDataset:
         a = np.asarray(ids, dtype=np.int64)
         if a.size and (a.min() < -self._len or a.max() >= self._len):
             bad = a[(a < -self._len) | (a >= self._len)][0]
-            raise IndexError(
-                f"sample index {bad} out of range: valid 0..{self._len - 1} (or -{self._len}..-1)"
-            )
+            raise out_of_range("sample index", bad, self._len)
         a = a % self._len if self._len else a
         f = np.searchsorted(self._offsets, a, side="right").astype(np.int64) - 1
         return f, (a - self._offsets[f]) * self._step

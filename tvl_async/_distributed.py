@@ -37,10 +37,7 @@ def env_int(name: str, environ: Mapping[str, str] | None = None) -> int | None:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(
-            f"Invalid environment variable {name} ({text!r}). Expected a "
-            f"non-negative integer, as torchrun sets it"
-        )
+        raise invalid_value(name, text, "integers >= 0, as torchrun sets them")
     return value
 
 

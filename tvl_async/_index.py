@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tvl_async import _index_cache
+from tvl_async._checks import invalid_value
+from tvl_async._config import ON_ERROR, OnError
 from tvl_async._index_build import build_index, orientation_of
 from tvl_async._index_cache import cache_dir
 from tvl_async._index_model import INDEX_VERSION, NO_TS, ORIENTATIONS, VideoIndex
@@ -37,6 +39,7 @@ from tvl_async._index_pool import IndexFailure, build_many, progress_bar, run_th
 from tvl_async._index_sets import load_local_many
 from tvl_async._source import (
     is_buffer,
+    is_hidden,
     is_url,
     list_url_folder,
     local_path,
@@ -71,7 +74,6 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".ts", ".m4v", ".mpg", ".mpeg", ".flv")
 #: Seconds one file may take to index before it counts as failed (a read that never returns).
 INDEX_TIMEOUT = 300.0
-ON_ERROR = ("raise", "skip")
 
 
 def load_index(
@@ -119,7 +121,7 @@ def load_indexes(
     cache: bool = True,
     stream_index: int | None = None,
     autorotate: bool = True,
-    on_error: str = "raise",
+    on_error: OnError = "raise",
     progress: bool = False,
     timeout: float | None = INDEX_TIMEOUT,
     workers: int | None = None,
@@ -148,17 +150,13 @@ def load_indexes(
         ImportError: ``progress=True`` without tqdm installed.
     """
     if on_error not in ON_ERROR:
-        raise ValueError(
-            f"Invalid on_error ({on_error}). Supported values are {', '.join(ON_ERROR)}"
-        )
+        raise invalid_value("on_error", on_error, ON_ERROR)
     if timeout is not None and not timeout > 0:
-        raise ValueError(
-            f"Invalid index timeout ({timeout}). Supported values are seconds > 0 or None"
-        )
+        raise invalid_value("index timeout", timeout, "seconds > 0 or None")
     items = [os.fspath(p) for p in paths]
     n_workers = workers or min(16, 2 * (os.cpu_count() or 1))
     if n_workers < 1:
-        raise ValueError(f"Invalid workers ({workers}). Supported values are ints >= 1 or None")
+        raise invalid_value("workers", workers, "integers >= 1 or None")
 
     def work(path: str) -> VideoIndex:
         return load_index(path, cache=cache, stream_index=stream_index, autorotate=autorotate)
@@ -253,6 +251,8 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     """Expand files and folders (recursively, by :data:`VIDEO_SUFFIXES`) into a list of files:
     files as given, each folder's videos sorted by path; blocks on listing folders (no file is
     opened: a FIFO named ``x.mp4`` is listed, and refused later by :func:`check_readable`).
+    Hidden names (``.x.tmp.mp4``, a temporary left by a killed writer; anything under ``.git/``)
+    are not listed from a folder; a hidden file given by its path is kept.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -263,7 +263,13 @@ def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]
     for item in items:
         p = Path(item)
         if p.is_dir():
-            out.extend(sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_SUFFIXES))
+            out.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*")
+                    if q.suffix.lower() in VIDEO_SUFFIXES and not is_hidden(q.relative_to(p).parts)
+                )
+            )
         elif p.exists():
             out.append(p)
         else:

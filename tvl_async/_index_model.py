@@ -12,6 +12,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from tvl_async._checks import invalid_type, out_of_range
+
 INDEX_VERSION = 6
 NO_TS = np.iinfo(np.int64).min  # stands for a missing timestamp in int64 arrays
 
@@ -184,10 +186,7 @@ class VideoIndex:
     def check_frame(self, i: int) -> int:
         """Return ``i`` as an int, or raise IndexError naming the file and the valid range."""
         if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
-            raise TypeError(f"{self.path}: frame index must be an int, got {i!r}")
+            raise invalid_type("frame index", i, "integers", file=self.path)
         if not -self.n_frames <= i < self.n_frames:
-            raise IndexError(
-                f"{self.path}: frame index {i} out of range: valid 0..{self.n_frames - 1} "
-                f"(or -{self.n_frames}..-1)"
-            )
+            raise out_of_range("frame index", i, self.n_frames, file=self.path)
         return int(i) % self.n_frames

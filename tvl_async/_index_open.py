@@ -19,6 +19,7 @@ from typing import Any
 
 import av
 
+from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._errors import NoVideoStreamError, VideoOpenError
 from tvl_async._source import buffer_of, is_buffer, is_url, local_path, open_remote, remote_info
 
@@ -138,13 +139,15 @@ def select_video_stream(
     if stream_index is None:
         return best_video_stream(videos)
     if isinstance(stream_index, bool) or not isinstance(stream_index, int):
-        raise TypeError(f"stream_index must be an int or None, got {stream_index!r}")
+        raise invalid_type("stream_index", stream_index, "integers or None", file=path)
     for s in videos:
         if s.index == stream_index:
             return s
-    raise ValueError(
-        f"Invalid stream_index ({stream_index}) for '{path}'. Video streams: "
-        f"{describe_video_streams(container)}"
+    raise invalid_value(
+        "stream_index",
+        stream_index,
+        f"the indices of the video streams: {describe_video_streams(container)}",
+        file=path,
     )
 
 

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -32,7 +32,8 @@ from tvl_async._index import INDEX_TIMEOUT, VideoIndex, load_indexes
 from tvl_async._source import remember_options, source_name
 
 DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
-LAYOUTS = ("TCHW", "THWC")
+Layout = Literal["TCHW", "THWC"]
+LAYOUTS: tuple[str, ...] = get_args(Layout)
 CHUNK = 32  # frames decoded per request chunk in select_frames: bounds memory for long lists
 
 
@@ -90,7 +91,7 @@ class VideoLoader:
         self.dtype = dtype
         self.backend_name = resolve_backend(backend, self.device)
         if not isinstance(autorotate, bool):
-            raise TypeError(f"autorotate must be a bool, got {autorotate!r}")
+            raise invalid_type("autorotate", autorotate, "True, False")
         found = load_indexes(
             [path],
             stream_index=stream_index,
@@ -186,7 +187,7 @@ class VideoLoader:
         return self._decode([self._index.check_frame(i)], "auto")[0]
 
     def read_frames_at(
-        self, indices: Sequence[int], layout: str = "TCHW", mode: ReadMode = "auto"
+        self, indices: Sequence[int], layout: Layout = "TCHW", mode: ReadMode = "auto"
     ) -> torch.Tensor:
         """The frames at ``indices`` stacked into one tensor.
 
@@ -196,21 +197,21 @@ class VideoLoader:
             mode: ``"auto"`` (one seek per GOP run), ``"seek"`` (one seek per frame) or
                 ``"stream"`` (decode the whole range once).
         """
-        layout = layout.upper()
-        if layout not in LAYOUTS:
-            raise invalid_value("layout", layout, LAYOUTS, file=self.path)
+        order = layout.upper()  # "tchw" is taken too
+        if order not in LAYOUTS:
+            raise invalid_value("layout", order, LAYOUTS, file=self.path)
         if mode not in READ_MODES:
             raise invalid_value("read mode", mode, READ_MODES, file=self.path)
         wanted = [self._index.check_frame(i) for i in indices]
         if not wanted:
             shape = (
                 (0, 3, self.height, self.width)
-                if layout == "TCHW"
+                if order == "TCHW"
                 else (0, self.height, self.width, 3)
             )
             return torch.empty(shape, dtype=self.dtype, device=self.device)
         frames = torch.stack(self._decode(wanted, mode))
-        return frames.permute(0, 2, 3, 1).contiguous() if layout == "THWC" else frames
+        return frames.permute(0, 2, 3, 1).contiguous() if order == "THWC" else frames
 
     # ------------------------------------------------------------------------ sequential access
 

@@ -5,7 +5,8 @@ order. It makes one :class:`DecodeJob` per file and GOP run for all the window's
 samples in it (the backend then decodes each GOP once for all of them), earliest sample first,
 and holds finished samples in a reorder buffer until their turn. Output order is exactly the
 sampler's order, whatever ``lookahead`` is; only memory (``lookahead`` finished samples at most)
-is traded for speed. The memory arithmetic behind the default ``lookahead`` lives here too.
+is traded for speed. The memory arithmetic behind the default ``lookahead`` is in
+``tvl_async._budget``.
 
 The planner runs nothing: its owner (the service thread) asks it for jobs
 (:meth:`LookaheadPlanner.next_jobs`), runs them wherever it likes (``tvl_async._decoding``),
@@ -16,27 +17,29 @@ hands the results back (:meth:`~LookaheadPlanner.collect`) and takes finished sa
 
 from __future__ import annotations
 
-import math
+import os
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from tvl_async._checks import invalid_value
 from tvl_async._index import VideoIndex
 
-if TYPE_CHECKING:
-    from tvl_async._config import ProcessDesc
-    from tvl_async._dataset import VideoDataset
+
+def _lead_fraction() -> int:
+    """``TVL_ASYNC_LEAD_FRACTION`` (default 8), read once at import: the knob that
+    ``tools/planner_lead.py`` turns, one process per value."""
+    text = os.environ.get("TVL_ASYNC_LEAD_FRACTION", "8")
+    if not text.isdigit() or int(text) < 1:
+        raise invalid_value("TVL_ASYNC_LEAD_FRACTION", text, "integers >= 1")
+    return int(text)
+
 
 #: Jobs go out for samples at most ``lookahead // LEAD_FRACTION`` ahead of the next one due.
-LEAD_FRACTION = 8
-
-#: Default lookahead cap, in samples. The memory budget is the real bound (2 GiB hold ~14000
-#: 224x224 RGB images): the planner's gain keeps growing with the window (docs/benchmarks.md)
-#: and jobs go out earliest sample first, so the first batch does not wait for the whole window.
-MAX_DEFAULT_LOOKAHEAD = 16384
+LEAD_FRACTION = _lead_fraction()
 
 
 @dataclass
@@ -122,9 +125,19 @@ class LookaheadPlanner:
         requests: sample requests in sampler order (``seq`` consecutive from the first one).
         lookahead: samples held at most (requested, decoding or finished, not yet returned).
         max_jobs: jobs in flight at most, >= 1.
+        first_batch: the first this many samples are urgent (the consumer waits for all of them
+            before its first batch): their jobs decode no further into a GOP than an urgent
+            sample needs, and take along only the window's samples met on the way; the later
+            samples of those GOPs get jobs of their own (see :meth:`_job_for`). 0: none.
     """
 
-    def __init__(self, requests: Iterator[SampleRequest], lookahead: int, max_jobs: int) -> None:
+    def __init__(
+        self,
+        requests: Iterator[SampleRequest],
+        lookahead: int,
+        max_jobs: int,
+        first_batch: int = 0,
+    ) -> None:
         if lookahead < 1:
             raise ValueError(f"Invalid lookahead ({lookahead}). Supported values are >= 1")
         self._requests = requests
@@ -138,6 +151,8 @@ class LookaheadPlanner:
         # <= 0.15 s after the first window in each (tools/planner_lead.py, docs/benchmarks.md);
         # /8 keeps some slack for uneven decoding times.
         self._lead = max(1, lookahead // LEAD_FRACTION)
+        self._first_batch = max(0, first_batch)
+        self._urgent_until = 0  # seqs below this are urgent (set by the first request)
         self._window: deque[SampleRequest] = deque()  # not yet scheduled, in order (*)
         # not yet scheduled, per file: (first GOP, last GOP, request), in order
         self._by_file: dict[str, list[tuple[int, int, SampleRequest]]] = {}
@@ -218,6 +233,7 @@ class LookaheadPlanner:
                 break
             if self._next_seq is None:
                 self._next_seq = r.seq
+                self._urgent_until = r.seq + self._first_batch
             self._in_window += 1
             if r.error is not None:  # nothing to decode: fails in its place in the order
                 self._ready[r.seq] = SampleResult(r, error=r.error)
@@ -230,9 +246,30 @@ class LookaheadPlanner:
             )
 
     def _job_for(self, first: SampleRequest) -> DecodeJob:
+        """The job of ``first`` (the earliest unscheduled sample): every unscheduled sample of
+        its file whose GOPs overlap the job's (transitively), or, while ``first`` is urgent,
+        the urgent ones among them and the others no later in the stream than the job's last
+        frame (decoding to the end of each GOP for later samples would double the first
+        batch's decoding; those samples get a job of their own later)."""
         path = first.index.path
         pending = self._by_file[path]
-        lo, hi, _ = pending[0]  # pending[0] is `first`: the earliest of its file
+        if first.seq < self._urgent_until:
+            mine, others = self._urgent_group(pending)
+        else:
+            mine, others = self._gop_group(pending)
+        for r in mine[1:]:
+            self._taken.add(r.seq)
+        if others:
+            self._by_file[path] = others
+        else:
+            del self._by_file[path]
+        return DecodeJob(first.index, mine)
+
+    def _gop_group(
+        self, pending: list[tuple[int, int, SampleRequest]]
+    ) -> tuple[list[SampleRequest], list[tuple[int, int, SampleRequest]]]:
+        """``pending[0]`` and every sample whose GOP run overlaps (transitively); the rest."""
+        lo, hi, first = pending[0]
         mine = [first]
         others = pending[1:]
         grew = True
@@ -243,83 +280,37 @@ class LookaheadPlanner:
                 a, b, r = item
                 if a <= hi and b >= lo:
                     mine.append(r)
-                    self._taken.add(r.seq)
                     grew = grew or a < lo or b > hi
                     lo, hi = min(lo, a), max(hi, b)
                 else:
                     keep.append(item)
             others = keep
-        if others:
-            self._by_file[path] = others
-        else:
-            del self._by_file[path]
-        return DecodeJob(first.index, mine)
+        return mine, others
 
-
-# ------------------------------------------------------------------------- memory arithmetic
-
-
-def _largest_frame(indexes: Sequence[VideoIndex]) -> tuple[int, int]:
-    return max(ix.height for ix in indexes), max(ix.width for ix in indexes)
-
-
-def check_output_sizes(processing: Mapping[str, ProcessDesc], dataset: VideoDataset) -> None:
-    """Fail early, naming the file, if an output does not fit some file's frames.
-
-    Raises:
-        ValueError: files of different sizes without a fixed output size, or a crop larger
-            than some file's frames.
-    """
-    fixed = all(
-        (d.width and d.height) or (d.scale_width and d.scale_height) for d in processing.values()
-    )
-    if not fixed:
-        dataset.check_uniform_size()
-    # A crop larger than some file's frames: fail now, naming the file (not later, in the
-    # service thread, with a message that names no file).
-    counts = dataset.samples_per_file
-    sizes = {
-        (ix.height, ix.width): ix.path for k, ix in enumerate(dataset.indexes) if counts[k] > 0
-    }
-    for (h, w), path in sizes.items():
-        for name, desc in processing.items():
-            try:
-                desc.output_size(h, w)
-            except ValueError as e:
-                raise ValueError(
-                    f"processing[{name!r}] does not fit '{path}' ({w}x{h}, width x height): {e}"
-                ) from None
-
-
-def sample_bytes(
-    processing: Mapping[str, ProcessDesc],
-    seq_len: int,
-    indexes: Sequence[VideoIndex],
-    bytes_per_pixel: Callable[[ProcessDesc], int] | None = None,
-) -> int:
-    """Bytes of one finished sample (all outputs) as the reorder buffer holds it, for the
-    largest file. ``bytes_per_pixel(desc)``: bytes per output pixel (all channels) as held
-    (the processing stage's ``held_bytes_per_pixel``); default: the output's own."""
-    h, w = _largest_frame(indexes)
-    total = 0
-    for desc in processing.values():
-        shape = desc.output_shape(seq_len, h, w)
-        pixels = math.prod(shape) // desc.channels
-        if bytes_per_pixel is None:
-            per = desc.channels * torch.empty((), dtype=desc.dtype).element_size()
-        else:
-            per = bytes_per_pixel(desc)
-        total += pixels * per
-    return max(total, 1)
-
-
-def default_lookahead(
-    memory_budget: int, held_bytes: int, samples_per_epoch: int, batch_size: int
-) -> int:
-    """As many samples as ``memory_budget`` bytes hold (``held_bytes`` each: the reorder buffer
-    holds finished samples in their compact form, :func:`sample_bytes`), at most
-    :data:`MAX_DEFAULT_LOOKAHEAD` and at most one epoch (more would only add latency before
-    the first batch)."""
-    by_memory = memory_budget // max(held_bytes, 1)
-    epoch = max(samples_per_epoch, batch_size)
-    return int(max(1, min(by_memory, MAX_DEFAULT_LOOKAHEAD, epoch)))
+    def _urgent_group(
+        self, pending: list[tuple[int, int, SampleRequest]]
+    ) -> tuple[list[SampleRequest], list[tuple[int, int, SampleRequest]]]:
+        """``pending[0]`` (urgent), the urgent samples whose GOP runs overlap its own, and the
+        samples inside that GOP run whose last frame comes no later than the urgent ones'
+        last; the rest."""
+        lo, hi, first = pending[0]
+        mine = [first]
+        last = max(first.decode_frames)
+        rest = []
+        for item in pending[1:]:
+            a, b, r = item
+            if r.seq < self._urgent_until and a <= hi and b >= lo:
+                mine.append(r)
+                lo, hi = min(lo, a), max(hi, b)
+                last = max(last, max(r.decode_frames))
+            else:
+                rest.append(item)
+        others = []
+        for item in rest:
+            a, b, r = item
+            if a >= lo and b <= hi and max(r.decode_frames) <= last:
+                mine.append(r)
+            else:
+                others.append(item)
+        mine.sort(key=lambda r: r.seq)
+        return mine, others

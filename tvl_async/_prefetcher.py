@@ -116,6 +116,7 @@ class Prefetcher:
         self._processing = setup.outputs
         self._positions = setup.positions
         self._sample_bytes = setup.sample_bytes
+        self._memory_budget = setup.memory_budget
         self._ffmpeg_threads = setup.ffmpeg_threads
         sampler = setup.sampler
         self._epochs = EpochIterator(sampler, None)  # endless: loops end in self._loops
@@ -316,7 +317,7 @@ class Prefetcher:
             queue_depth=self.config.queue_depth,
             lookahead=self.lookahead,
             sample_bytes=self._sample_bytes,
-            memory_budget=self.config.memory_budget,
+            memory_budget=self._memory_budget,
             decode_threads=self.decode_threads,
             unindexed_files=[p for p, _ in self.dataset.unindexed_files],
         )

@@ -368,9 +368,12 @@ class ProcessDesc(BaseModel):
         ch = sh if self.height is None else self.height
         cw = sw if self.width is None else self.width
         if ch > sh or cw > sw:
-            raise ValueError(
-                f"crop {ch}x{cw} (height x width) is larger than the scaled frame {sh}x{sw} "
-                f"(input {in_height}x{in_width}); allowed: a crop no larger than the frame"
+            raise invalid_value(
+                "crop",
+                None,
+                "crops no larger than the frame",
+                shown=f"{ch}x{cw}, height x width",
+                context=f"for the scaled frame {sh}x{sw} (input {in_height}x{in_width})",
             )
         return ch, cw
 

@@ -49,6 +49,9 @@ OPEN_FILES_PER_THREAD = 4
 # CPU decoding skips H.264 non-reference frames that no sample wants and stops after the last
 # wanted frame (``_backends.pyav_skip``; exact). False: decode every frame up to the last wanted.
 SKIP_UNWANTED = True
+# The first batch after a start (or a restart) decodes no further into each GOP than that batch
+# needs (``LookaheadPlanner(first_batch=)``): time to the first batch near its minimum.
+URGENT_FIRST_BATCH = True
 
 
 def _put(plan: ServicePlan, item: Item, timeout: float = POLL_SECONDS) -> bool:
@@ -157,7 +160,10 @@ class _Service:
 
     def _new_planner(self) -> LookaheadPlanner:
         return LookaheadPlanner(
-            requests(self.plan, self._seqs), self.plan.lookahead, max_jobs=2 * self.pool.n_workers
+            requests(self.plan, self._seqs),
+            self.plan.lookahead,
+            max_jobs=2 * self.pool.n_workers,
+            first_batch=self.plan.config.batch_size if URGENT_FIRST_BATCH else 0,
         )
 
     def run(self) -> None:

@@ -15,6 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from tvl_async._backends import resolve_backend
+from tvl_async._budget import (
+    check_output_sizes,
+    default_lookahead,
+    default_memory_budget,
+    sample_bytes,
+)
 from tvl_async._checks import invalid_value
 from tvl_async._config import PrefetchConfig
 from tvl_async._dataset import VideoDataset
@@ -22,7 +28,6 @@ from tvl_async._decoding import default_decode_threads, default_ffmpeg_threads
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError
 from tvl_async._index import find_sources
-from tvl_async._planning import check_output_sizes, default_lookahead, sample_bytes
 from tvl_async._process_desc import ProcessDesc
 from tvl_async._processing import held_bytes_per_pixel, needed_frames
 from tvl_async._samplers import Sampler
@@ -44,6 +49,7 @@ class Setup:
         positions: clip positions decoded (sorted), the union over the outputs.
         sampler: this rank's sample order.
         sample_bytes: bytes one finished sample holds while it waits for its batch.
+        memory_budget: the ``memory_budget`` option, or its default resolved now (bytes).
         lookahead: samples planned ahead of the consumer.
         decode_threads: CPU decode threads (0 with NVDEC: the service thread decodes).
         ffmpeg_threads: FFmpeg threads per CPU decoder.
@@ -57,6 +63,7 @@ class Setup:
     positions: list[int]
     sampler: Sampler
     sample_bytes: int
+    memory_budget: int
     lookahead: int
     decode_threads: int
     ffmpeg_threads: int
@@ -95,9 +102,8 @@ def prepare(files_or_dataset: Files, config: PrefetchConfig) -> Setup:
         drop_last=cfg.drop_last,
     )
     held = sample_bytes(outputs, cfg.seq_len, dataset.indexes, held_bytes_per_pixel)
-    lookahead = cfg.lookahead or default_lookahead(
-        cfg.memory_budget, held, len(sampler), cfg.batch_size
-    )
+    budget = cfg.memory_budget or default_memory_budget()
+    lookahead = cfg.lookahead or default_lookahead(budget, held, len(sampler), cfg.batch_size)
     threads = cfg.decode_threads or default_decode_threads(backend)
     decode_threads = 0 if backend == "nvdec" else threads
     return Setup(
@@ -109,6 +115,7 @@ def prepare(files_or_dataset: Files, config: PrefetchConfig) -> Setup:
         positions=positions,
         sampler=sampler,
         sample_bytes=held,
+        memory_budget=budget,
         lookahead=lookahead,
         decode_threads=decode_threads,
         ffmpeg_threads=cfg.ffmpeg_threads or default_ffmpeg_threads(decode_threads),

@@ -23,9 +23,10 @@ import concurrent.futures
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from tvl_async._checks import invalid_type
 from tvl_async._errors import RemoteReadError
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "buffer_of",
     "bytes_read",
     "is_buffer",
+    "is_hidden",
     "is_url",
     "list_url_folder",
     "local_path",
@@ -84,7 +86,7 @@ def source_name(item: Any) -> str:
     elif hasattr(item, "read"):
         data = item.read()
         if not isinstance(data, bytes):
-            raise TypeError(f"{item!r}: a file object source must be opened in binary mode")
+            raise invalid_type("file object", item, "file objects opened in binary mode ('rb')")
     else:
         return str(os.fspath(item))
     with _lock:
@@ -175,15 +177,28 @@ def remote_info(url: str) -> tuple[int, str]:
     return int(size), str(version or "")
 
 
+def is_hidden(parts: Iterable[str]) -> bool:
+    """True when a name below a listed folder is hidden: one of its ``parts`` (the path
+    components below the folder) starts with ``.``."""
+    return any(part.startswith(".") for part in parts)
+
+
 def list_url_folder(url: str, suffixes: tuple[str, ...]) -> list[str] | None:
-    """The video URLs under folder ``url`` (recursive, sorted), or None if it is not a folder."""
+    """The video URLs under folder ``url`` (recursive, sorted), or None if it is not a folder.
+    Hidden names below the folder (:func:`is_hidden`) are left out."""
     fs, path = _filesystem(url)
     info = _bounded(url, "listing it", lambda: fs.info(path))
     if info.get("type") != "directory":
         return None
     names = _bounded(url, "listing it", lambda: fs.find(path))
     protocol = url.partition("://")[0]
-    found = sorted(n for n in names if n.lower().endswith(suffixes))
+    top = path.rstrip("/")
+
+    def below(name: str) -> list[str]:
+        rel = name[len(top) :] if name.startswith(top) else name.rpartition("/")[2]
+        return rel.split("/")
+
+    found = sorted(n for n in names if n.lower().endswith(suffixes) and not is_hidden(below(n)))
     urls = [n if "://" in n else f"{protocol}://{n.lstrip('/')}" for n in found]
     for u in urls:
         with _lock:

@@ -20,7 +20,7 @@ import torch
 from tvl_async._backends.colorspaces import colorspace_matrix
 from tvl_async._backends.nvdec_packets import EncodedPacket
 from tvl_async._backends.nvdec_support import LEFT_SITED, rejection
-from tvl_async._backends.yuv import nv12_to_rgb, p016_to_rgb
+from tvl_async._backends.yuv import ChromaSiting, nv12_to_rgb, p016_to_rgb
 from tvl_async._errors import BackendUnavailableError, DecodeError, UnsupportedCodecError
 from tvl_async._index import VideoIndex
 
@@ -158,7 +158,7 @@ class _NvDecoder:
             )
         raw = self._surface(frame, h + (h + 1) // 2, w, fmt)
         convert = nv12_to_rgb if fmt == "NV12" else p016_to_rgb
-        siting = "left" if self.codec in LEFT_SITED else "center"
+        siting: ChromaSiting = "left" if self.codec in LEFT_SITED else "center"
         matrix = colorspace_matrix(getattr(index, "color_space", 2))
         return convert(
             raw,

@@ -16,7 +16,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import av
 import torch
@@ -38,7 +38,9 @@ from tvl_async._index import VideoIndex, open_container, survive_new_streams
 
 log = logging.getLogger(__name__)
 
-INTERPOLATIONS = ("BILINEAR", "BICUBIC", "AREA", "POINT", "FAST_BILINEAR", "LANCZOS")
+#: libswscale's scalers (matched case-insensitively).
+SwsInterpolation = Literal["BILINEAR", "BICUBIC", "AREA", "POINT", "FAST_BILINEAR", "LANCZOS"]
+INTERPOLATIONS: tuple[str, ...] = get_args(SwsInterpolation)
 
 
 @dataclass

@@ -50,11 +50,13 @@ from tvl_async._checks import invalid_type, invalid_value
 ChromaUpsampling = Literal["nearest", "linear"]
 
 CHROMA_MODES: tuple[str, ...] = get_args(ChromaUpsampling)
-CHROMA_SITINGS: tuple[str, ...] = ("left", "center")
+ChromaSiting = Literal["left", "center"]
+CHROMA_SITINGS: tuple[str, ...] = get_args(ChromaSiting)
 
 __all__ = [
     "CHROMA_MODES",
     "CHROMA_SITINGS",
+    "ChromaSiting",
     "ChromaUpsampling",
     "nv12_to_rgb",
     "p016_to_rgb",
@@ -71,7 +73,7 @@ def nv12_to_rgb(
     matrix: str | None = "bt601",
     full_range: bool = False,
     chroma: str = "nearest",
-    siting: str = "left",
+    siting: ChromaSiting = "left",
     size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Convert an NV12 image (8-bit luma plane, then interleaved U/V rows) to RGB.
@@ -115,7 +117,7 @@ def p016_to_rgb(
     matrix: str | None = "bt601",
     full_range: bool = False,
     chroma: str = "linear",
-    siting: str = "left",
+    siting: ChromaSiting = "left",
     size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Convert a P010/P016 image (16-bit samples, data in the high bits) to 8-bit RGB.
@@ -162,7 +164,7 @@ def yuv420p_to_rgb(
     matrix: str | None = "bt601",
     full_range: bool = False,
     chroma: str = "nearest",
-    siting: str = "left",
+    siting: ChromaSiting = "left",
     size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """Convert planar 4:2:0 YUV (``yuv420p``, ``yuv420p10le``…; values in the low bits) to RGB.
@@ -205,7 +207,7 @@ def yuv_planes_to_rgb(
     matrix: str | None = "bt601",
     full_range: bool = False,
     chroma: str = "nearest",
-    siting: str = "left",
+    siting: ChromaSiting = "left",
     size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """The core conversion: luma ``[..., H, W]`` and half-size chroma planes to uint8 RGB.

@@ -16,7 +16,16 @@ from tqdm import tqdm
 
 T = TypeVar("T")
 
-POSITIVE_INT = "an integer >= 1"
+POSITIVE_INT = "integers >= 1"
+
+
+def invalid(name: str, value: object, allowed: str, *, context: str = "") -> str:
+    """The library's one form of a bad-value message, for the applications' own checks:
+    ``Invalid <name> (<value>)[ <context>]. Supported values are <allowed>.`` (``value`` shown
+    with ``repr``; the library builds the same text in ``tvl_async._checks``).
+    """
+    tail = f" {context}" if context else ""
+    return f"Invalid {name} ({value!r}){tail}. Supported values are {allowed}."
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -31,11 +40,9 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}; allowed: {POSITIVE_INT}"
-        ) from None
+        raise argparse.ArgumentTypeError(invalid("value", text, POSITIVE_INT)) from None
     if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid value {value}; allowed: {POSITIVE_INT}")
+        raise argparse.ArgumentTypeError(invalid("value", text, POSITIVE_INT))
     return value
 
 
@@ -44,9 +51,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"Invalid size ({text}). Use WIDTHxHEIGHT, e.g. 640x360") from None
+        raise ValueError(invalid("size", text, "WIDTHxHEIGHT, e.g. 640x360")) from None
     if w < 16 or h < 16 or w % 2 or h % 2:
-        raise ValueError(f"Invalid size ({text}). Width and height must be even and >= 16")
+        raise ValueError(invalid("size", text, "WIDTHxHEIGHT with both even and >= 16"))
     return w, h
 
 

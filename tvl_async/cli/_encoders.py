@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from tvl_async.cli._common import invalid
+
 #: Encoders ``transcode`` knows how to set up, by the names it accepts.
 ENCODERS: dict[str, str] = {
     "h264": "libx264",
@@ -97,25 +99,29 @@ def check_options(
 
     low, high = CRF_RANGES.get(codec, (crf, crf))
     if not low <= crf <= high:
-        raise ValueError(f"--crf {crf}: out of range for {codec}; allowed: {low}..{high}")
+        raise ValueError(invalid("--crf", crf, f"{low}..{high}", context=f"for {codec}"))
     if codec == "mpeg4" and bframes and gop % (bframes + 1):
         # FFmpeg's MPEG-4 encoder rounds the keyframe interval down to a multiple of
         # bframes + 1 (--gop 16 --bframes 2 gives GOPs of 15)
         raise ValueError(
-            f"--gop {gop} with --codec mpeg4 --bframes {bframes}: the keyframe "
-            f"interval must be a multiple of bframes + 1 = {bframes + 1}"
+            invalid(
+                "--gop",
+                gop,
+                f"multiples of bframes + 1 = {bframes + 1} (the keyframe interval)",
+                context=f"with --codec mpeg4 --bframes {bframes}",
+            )
         )
     ctx = av.CodecContext.create(codec, "w")
     ctx.width, ctx.height, ctx.time_base = 64, 64, Fraction(1, 25)
     try:
         ctx.pix_fmt = pix_fmt
     except (ValueError, av.FFmpegError):
-        raise ValueError(f"--pix-fmt {pix_fmt!r}: not a pixel format FFmpeg knows") from None
+        raise ValueError(invalid("--pix-fmt", pix_fmt, "the pixel formats FFmpeg knows")) from None
     if codec not in ("libx264", "libx265"):  # the others take no preset (and SVT-AV1 prints a
         return  # banner when opened); their pixel format is checked by the first file
     if preset not in X26X_PRESETS:  # checked here: libx264 prints its own complaint
         raise ValueError(
-            f"--preset {preset!r}: not a {codec} preset; allowed: {', '.join(X26X_PRESETS)}"
+            invalid("--preset", preset, ", ".join(X26X_PRESETS), context=f"for {codec}")
         )
     ctx.options = encoder_options(codec, gop, bframes, crf, preset)
     level = av.logging.get_level()
@@ -124,8 +130,12 @@ def check_options(
         ctx.open()
     except av.FFmpegError as e:
         raise ValueError(
-            f"--pix-fmt {pix_fmt!r}: {codec} cannot encode it "
-            f"({e.strerror or e}); yuv420p works everywhere"
+            invalid(
+                "--pix-fmt",
+                pix_fmt,
+                f"what {codec} encodes (yuv420p works everywhere)",
+                context=f"for {codec} ({e.strerror or e})",
+            )
         ) from None
     finally:
         av.logging.set_level(level)

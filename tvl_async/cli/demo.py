@@ -12,13 +12,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from tvl_async import Prefetcher, ProcessDesc, cache_dir, find_videos
-from tvl_async.cli._common import parse_size, positive_int, progress
+from tvl_async import PrefetchConfig, Prefetcher, ProcessDesc, cache_dir, find_videos
+from tvl_async.cli._common import invalid, parse_size, positive_int, progress
 
-SAMPLINGS = ("uniform", "sequential", "chunked", "gop_shuffle")
-BACKENDS = ("auto", "pyav", "nvdec")
+# the choices of PrefetchConfig's Literal fields (written once, in the library)
+SAMPLINGS: tuple[str, ...] = get_args(PrefetchConfig.model_fields["sampling"].annotation)
+BACKENDS: tuple[str, ...] = get_args(PrefetchConfig.model_fields["backend"].annotation)
 
 
 def default_demo_dir() -> Path:
@@ -123,8 +124,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.device.strip().lower().startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
-            f"--device {args.device}: no CUDA device here "
-            f"(torch.cuda.is_available() is False); use --device cpu"
+            invalid(
+                "--device",
+                args.device,
+                "cpu here",
+                context="(no CUDA device: torch.cuda.is_available() is False)",
+            )
         )
     files = _files(args)
     t0 = time.perf_counter()

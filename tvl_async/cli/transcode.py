@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tvl_async import NoVideoStreamError, VideoOpenError, find_videos
-from tvl_async.cli._common import error_line, human_bytes, positive_int, progress_bar
+from tvl_async.cli._common import error_line, human_bytes, invalid, positive_int, progress_bar
 from tvl_async.cli._encoders import CONTAINERS, ENCODERS, check_options, encoder_options
 
 
@@ -220,14 +220,18 @@ def _check_codec(args: argparse.Namespace) -> str:
     try:
         av.codec.Codec(codec, "w")
     except Exception:
+        built = f"{', '.join(sorted(set(ENCODERS.values())))} where built in"
         raise ValueError(
-            f"encoder {codec!r} is not in this FFmpeg build; allowed: "
-            f"{', '.join(sorted(set(ENCODERS.values())))} where built in"
+            invalid("encoder", codec, built, context="(not in this FFmpeg build)")
         ) from None
     if codec not in CONTAINERS[args.format]:
         raise ValueError(
-            f"--format {args.format}: cannot hold codec {args.codec!r}; allowed "
-            f"codecs: {', '.join(CONTAINERS[args.format])}"
+            invalid(
+                "--codec",
+                args.codec,
+                ", ".join(CONTAINERS[args.format]),
+                context=f"for --format {args.format}",
+            )
         )
     check_options(
         codec,

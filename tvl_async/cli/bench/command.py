@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tvl_async.cli._common import parse_size, positive_int
+from tvl_async.cli._common import invalid, parse_size, positive_int
 from tvl_async.cli.bench.configs import DEFAULT_CHUNKS, DEFAULT_LOOKAHEADS, REFERENCE
 
 
@@ -37,7 +37,7 @@ def _positive_seconds(text: str) -> float:
     except ValueError:
         value = math.nan
     if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}; allowed: seconds > 0")
+        raise argparse.ArgumentTypeError(invalid("value", text, "seconds > 0"))
     return value
 
 
@@ -107,6 +107,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=4,
         help="timed batches per configuration, after the warm-up (default 4; "
         "tvl_async times at least one lookahead window unless --warmup is given)",
+    )
+    p.add_argument(
+        "--tvl-batches",
+        type=positive_int,
+        default=None,
+        help="timed batches of tvl_async's windowed configurations and the ceiling (default: "
+        "--batches, or one lookahead window when longer; a window of tens of thousands of "
+        "samples takes many minutes)",
     )
     p.add_argument(
         "--warmup",

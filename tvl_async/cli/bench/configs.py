@@ -62,7 +62,10 @@ def build_configs(
 
     def tvl_batches(lookahead: int) -> int:
         # Decoding work comes in waves as the window turns over (each GOP is decoded for all
-        # the window's samples in it); time at least one whole window to average over a wave.
+        # the window's samples in it); time at least one whole window to average over a wave,
+        # unless --tvl-batches says how many.
+        if args.tvl_batches is not None:
+            return int(args.tvl_batches)
         n: int = args.batches
         return max(n, math.ceil(lookahead / args.batch_size)) if auto else n
 

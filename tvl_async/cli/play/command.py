@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tvl_async.cli._common import error_line
+from tvl_async.cli._common import error_line, invalid
 from tvl_async.cli.play.worker import SPEEDS, backends, devices
 
 
@@ -75,16 +75,12 @@ def _check(args: argparse.Namespace) -> None:
 
         load_index(args.file)  # a missing or unreadable file is an error here, not in the window
     if args.frame < 0:
-        raise ValueError(f"--frame: invalid value {args.frame}; allowed: an integer >= 0")
+        raise ValueError(invalid("--frame", args.frame, "integers >= 0"))
     if args.device not in devices():
-        raise ValueError(
-            f"--device: invalid value {args.device!r}; allowed here: {', '.join(devices())}"
-        )
+        raise ValueError(invalid("--device", args.device, f"{', '.join(devices())} (here)"))
     if args.backend != "auto" and args.backend not in backends(args.device):
-        raise ValueError(
-            f"--backend: invalid value {args.backend!r} for {args.device}; allowed "
-            f"here: auto, {', '.join(backends(args.device))}"
-        )
+        allowed = f"auto, {', '.join(backends(args.device))} (here)"
+        raise ValueError(invalid("--backend", args.backend, allowed, context=f"for {args.device}"))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from tvl_async.cli._common import invalid
+
 #: Playback speeds offered, label -> factor.
 SPEEDS: dict[str, float] = {"0.25x": 0.25, "0.5x": 0.5, "1x": 1.0, "2x": 2.0}
 LATE_RESYNC_S = 0.25  # a frame this late re-anchors the clock instead of rushing to catch up
@@ -72,7 +74,7 @@ class PlaybackClock:
 
     def __init__(self, speed: float = 1.0, late_resync: float = LATE_RESYNC_S) -> None:
         if not speed > 0:
-            raise ValueError(f"speed: invalid value {speed!r}; allowed: a number > 0")
+            raise ValueError(invalid("speed", speed, "numbers > 0"))
         self.speed = speed
         self.late_resync = late_resync
         self.anchor_wall: float | None = None
@@ -90,7 +92,7 @@ class PlaybackClock:
     def set_speed(self, speed: float, media_time: float, wall_time: float) -> None:
         """Change the speed, keeping the frame at ``media_time`` on screen at ``wall_time``."""
         if not speed > 0:
-            raise ValueError(f"speed: invalid value {speed!r}; allowed: a number > 0")
+            raise ValueError(invalid("speed", speed, "numbers > 0"))
         self.speed = speed
         if self.anchor_wall is not None:
             self.anchor(media_time, wall_time)
