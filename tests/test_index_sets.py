@@ -322,5 +322,5 @@ def test_workers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TVL_ASYNC_INDEX_WORKERS", "3")
     assert default_workers() == 3
     monkeypatch.setenv("TVL_ASYNC_INDEX_WORKERS", "zero")
-    with pytest.raises(ValueError, match=r"TVL_ASYNC_INDEX_WORKERS \(zero\)"):
+    with pytest.raises(ValueError, match=r"TVL_ASYNC_INDEX_WORKERS \('zero'\)"):
         default_workers()

@@ -139,7 +139,8 @@ def load_indexes(
             ``TimeoutError`` and its thread is abandoned (a daemon thread: it cannot keep the
             interpreter alive).
         workers: indexing threads (None: up to 2 per core, at most 16); with ``consolidate``,
-            the processes building local files (None: one per core; 1: one thread).
+            the processes building local files (None: ``TVL_ASYNC_INDEX_WORKERS``, else one
+            per core; 1: one thread).
         consolidate: local files use one consolidated cache entry for their folder
             (:mod:`tvl_async._index_sets`: a changed file is re-indexed alone, the build is
             spread over processes and shared by the processes opening the same files); URLs

@@ -26,6 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
+from tvl_async._checks import invalid_value
 from tvl_async._errors import VideoOpenError
 from tvl_async._index_build import build_index
 from tvl_async._index_model import VideoIndex
@@ -84,9 +85,7 @@ def default_workers() -> int:
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(
-                f"Invalid TVL_ASYNC_INDEX_WORKERS ({env}). Supported values are ints >= 1"
-            )
+            raise invalid_value("TVL_ASYNC_INDEX_WORKERS", env, "integers >= 1")
         return n
     try:
         return len(os.sched_getaffinity(0))

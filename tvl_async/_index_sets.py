@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tvl_async._checks import invalid_value
 from tvl_async._index_cache import cache_dir
 from tvl_async._index_model import VideoIndex
 from tvl_async._index_pool import Result, build_many
@@ -192,9 +193,7 @@ def _locked(target: Path, wait: float | None = None) -> Iterator[bool]:
         try:
             wait = LOCK_TIMEOUT if env is None else float(env)
         except ValueError:
-            raise ValueError(
-                f"Invalid TVL_ASYNC_INDEX_LOCK_TIMEOUT ({env}). Supported values are seconds"
-            ) from None
+            raise invalid_value("TVL_ASYNC_INDEX_LOCK_TIMEOUT", env, "seconds") from None
     lock_path = target.with_suffix(".lock")
     try:
         if fcntl is None:
