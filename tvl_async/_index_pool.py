@@ -114,8 +114,8 @@ def build_many(
         paths: local video files.
         stream_index: as for :func:`build_index`.
         workers: processes (None: ``TVL_ASYNC_INDEX_WORKERS``, else one per core); 1 builds in
-            one thread of this process.
-            Small builds (see :data:`PROCESS_MIN_SECONDS`) run in threads.
+            one thread of this process. Small builds (:data:`PROCESS_MIN_SECONDS`) run in
+            threads.
         timeout: seconds one file may take (None: no limit).
         bar: a progress bar to ``update(1)`` per file, or None.
     """
