@@ -4,7 +4,9 @@
 otherwise), from the on-disk cache when it can (:mod:`tvl_async._index_cache`), else by building
 it (:mod:`tvl_async._index_build`). :func:`load_indexes` indexes many files in parallel, in a pool
 of daemon threads (FFmpeg releases the GIL while it demuxes), with an optional progress bar, a
-time limit per file, and bad files either raised or left out. The record itself is
+time limit per file, and bad files either raised or left out; for a dataset
+(``consolidate=True``, :func:`index_files`) local files share one cache entry per folder,
+built across processes by one process at a time (:mod:`tvl_async._index_sets`). The record itself is
 :class:`~tvl_async._index_model.VideoIndex`; opening and stream choice are in
 :mod:`tvl_async._index_open`. Functions here block on file I/O and may run in any thread.
 """
@@ -13,12 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
-import time
 import warnings
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,8 @@ from tvl_async._index_open import (
     stat_source,
     survive_new_streams,
 )
+from tvl_async._index_pool import IndexFailure, build_many, progress_bar, run_threads
+from tvl_async._index_sets import load_local_many
 from tvl_async._source import (
     is_buffer,
     is_hidden,
@@ -115,24 +115,6 @@ def load_index(
     return index.with_autorotate(autorotate)
 
 
-@dataclass(frozen=True)
-class IndexFailure:
-    """A file :func:`load_indexes` could not index.
-
-    Attributes:
-        path: the file as given.
-        error: the exception (its message names the file).
-    """
-
-    path: str
-    error: BaseException
-
-    @property
-    def cause(self) -> str:
-        """One line: the exception's type and message."""
-        return f"{type(self.error).__name__}: {self.error}"
-
-
 def load_indexes(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -143,6 +125,7 @@ def load_indexes(
     progress: bool = False,
     timeout: float | None = INDEX_TIMEOUT,
     workers: int | None = None,
+    consolidate: bool = False,
 ) -> list[VideoIndex | IndexFailure]:
     """:func:`load_index` for each path, in parallel; results in the order given; blocks.
 
@@ -155,7 +138,13 @@ def load_indexes(
         timeout: seconds one file may take (None: no limit); a file over it fails with
             ``TimeoutError`` and its thread is abandoned (a daemon thread: it cannot keep the
             interpreter alive).
-        workers: indexing threads (None: up to 2 per core, at most 16).
+        workers: indexing threads (None: up to 2 per core, at most 16); with ``consolidate``,
+            the processes building local files (None: ``TVL_ASYNC_INDEX_WORKERS``, else one
+            per core; 1: one thread).
+        consolidate: local files use one consolidated cache entry for their folder
+            (:mod:`tvl_async._index_sets`: a changed file is re-indexed alone, the build is
+            spread over processes and shared by the processes opening the same files); URLs
+            and bytes are indexed one by one as without it.
 
     Raises:
         ValueError: a bad ``on_error``, ``timeout`` or ``workers``.
@@ -173,9 +162,14 @@ def load_indexes(
     def work(path: str) -> VideoIndex:
         return load_index(path, cache=cache, stream_index=stream_index, autorotate=autorotate)
 
-    bar = _progress_bar(len(items)) if progress else None
+    bar = progress_bar(len(items)) if progress else None
     try:
-        results = _run_pool(work, items, min(n_workers, max(len(items), 1)), timeout, bar)
+        if consolidate:
+            results = _load_consolidated(
+                items, work, cache, stream_index, autorotate, timeout, workers, bar
+            )
+        else:
+            results = run_threads(work, items, min(n_workers, max(len(items), 1)), timeout, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -197,7 +191,7 @@ def index_files(
     Raises:
         ValueError: none of the files could be indexed (naming the first and its cause).
     """
-    found = load_indexes(paths, **options)
+    found = load_indexes(paths, consolidate=True, **options)
     failures = [r for r in found if isinstance(r, IndexFailure)]
     for r in failures:
         warnings.warn(
@@ -213,78 +207,45 @@ def index_files(
     return [p for p, _ in kept], [r for _, r in kept], [(r.path, r.cause) for r in failures]
 
 
-def _progress_bar(total: int) -> Any:
-    try:
-        from tqdm import tqdm
-    except ImportError as e:
-        raise ImportError("progress=True needs tqdm (pip install tqdm)") from e
-    return tqdm(total=total, desc="indexing", unit="file")
-
-
-def _run_pool(
-    work: Any, items: list[str], n_workers: int, timeout: float | None, bar: Any
+def _load_consolidated(
+    items: list[str],
+    work: Callable[[str], VideoIndex],
+    cache: bool,
+    stream_index: int | None,
+    autorotate: bool,
+    timeout: float | None,
+    workers: int | None,
+    bar: Any,
 ) -> list[VideoIndex | IndexFailure]:
-    """Run ``work(item)`` on daemon threads; wait in short slices, failing items over
-    ``timeout`` seconds (their thread is abandoned and replaced)."""
-    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for k in range(len(items)):
-        todo.put(k)
-    done: queue.SimpleQueue[int] = queue.SimpleQueue()
-    results: dict[int, VideoIndex | IndexFailure] = {}
-    started: dict[int, float] = {}
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            try:
-                k = todo.get_nowait()
-            except queue.Empty:
-                return
-            with lock:
-                started[k] = time.monotonic()
-            try:
-                r: VideoIndex | IndexFailure = work(items[k])
-            except Exception as e:
-                r = IndexFailure(items[k], e)
-            with lock:
-                started.pop(k, None)
-                if k in results:  # timed out meanwhile: this thread was replaced
-                    return
-                results[k] = r
-            done.put(k)
-
-    def spawn() -> None:
-        threading.Thread(target=worker, name="tvl-async-index", daemon=True).start()
-
-    for _ in range(n_workers):
-        spawn()
-    resolved = 0
-    while resolved < len(items):
-        try:
-            done.get(timeout=0.05)
-            resolved += 1
-            if bar is not None:
-                bar.update(1)
-        except queue.Empty:
-            pass
-        if timeout is None:
-            continue
-        now = time.monotonic()
-        with lock:
-            late = [k for k, t0 in started.items() if now - t0 > timeout]
-            for k in late:
-                started.pop(k)
-                results[k] = IndexFailure(
-                    items[k],
-                    TimeoutError(
-                        f"{items[k]}: indexing took longer than {timeout:g} s (a read that does "
-                        f"not return?); the file is left out"
-                    ),
-                )
-        for _ in late:
-            done.put(-1)
-            spawn()
-    return [results[k] for k in range(len(items))]
+    """Local files through :func:`load_local_many` (or :func:`build_many` without the cache),
+    URLs and bytes through ``work`` in threads; results in the order of ``items``."""
+    local = [k for k, p in enumerate(items) if not is_buffer(p) and not is_url(local_path(p))]
+    others = sorted(set(range(len(items))) - set(local))
+    results: list[VideoIndex | IndexFailure | None] = [None] * len(items)
+    if local:
+        names = [local_path(items[k]) for k in local]
+        if cache:
+            found = load_local_many(
+                names,
+                stream_index=stream_index,
+                autorotate=autorotate,
+                timeout=timeout,
+                workers=workers,
+                bar=bar,
+            )
+        else:
+            built = build_many(names, stream_index, workers=workers, timeout=timeout, bar=bar)
+            found = [
+                r.with_autorotate(autorotate) if isinstance(r, VideoIndex) else r for r in built
+            ]
+        for k, r in zip(local, found, strict=True):
+            results[k] = r if isinstance(r, VideoIndex) else IndexFailure(items[k], r.error)
+    if others:
+        n = min(workers or min(16, 2 * (os.cpu_count() or 1)), len(others))
+        found = run_threads(work, [items[k] for k in others], n, timeout, bar)
+        for k, r in zip(others, found, strict=True):
+            results[k] = r
+    return [r for r in results if r is not None]
 
 
 def find_videos(items: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> list[Path]:

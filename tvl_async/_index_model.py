@@ -102,6 +102,17 @@ class VideoIndex:
     field_order: str = "unknown"
     _frame_of_pts: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
+    @classmethod
+    def from_fields(cls, fields: dict[str, object]) -> VideoIndex:
+        """An index from every field but ``_frame_of_pts``, without ``__init__``'s per-field
+        ``object.__setattr__`` calls: about 5x cheaper, for loading 10^5 records at once. The
+        caller guarantees the fields are complete and well typed (they come from a cache entry
+        that was checked as a whole); non-blocking, any thread."""
+        obj = object.__new__(cls)
+        obj.__dict__.update(fields)
+        obj.__dict__["_frame_of_pts"] = {}
+        return obj
+
     @property
     def turns(self) -> int:
         """Counter-clockwise quarter turns applied to decoded frames (0 when not autorotating)."""

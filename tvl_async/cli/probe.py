@@ -1,8 +1,9 @@
 """``tvl-async probe`` and ``tvl-async index``: inspect files, build the index cache.
 
 ``probe`` prints, per file, the streams, size, rate, frame count, GOP lengths and the cost of
-random access; ``index`` builds the on-disk index cache of every video in the folders given,
-with a tqdm progress bar. Both block in the calling thread (demuxing, no decoding).
+random access; ``index`` builds the on-disk index cache of every video in the folders given
+(the consolidated entry that ``VideoDataset`` reads, built across the cores), with a tqdm
+progress bar. Both block until done (demuxing, no decoding).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async import cache_dir, find_videos, load_index
-from tvl_async.cli._common import progress
+from tvl_async import VideoDataset, cache_dir, find_videos, load_index
 
 
 def add_parsers(sub: Any) -> None:
@@ -77,11 +77,11 @@ def cmd_index(args: argparse.Namespace) -> int:
     """Build the index cache for every video in the folders given."""
     files = find_videos(args.paths)
     t0 = time.perf_counter()
-    frames = 0
-    for path in progress(
-        files, total=len(files), desc="indexing", unit="file", enabled=not args.quiet
-    ):
-        frames += load_index(path, stream_index=args.stream_index).n_frames
+    # one consolidated entry (what VideoDataset and Prefetcher read), built across the cores
+    dataset = VideoDataset(
+        files, 1, stream_index=args.stream_index, progress=not args.quiet, autorotate=False
+    )
+    frames = sum(i.n_frames for i in dataset.indexes)
     dt = time.perf_counter() - t0
     folder = cache_dir()
     where = str(folder) if folder else "off (TVL_ASYNC_CACHE=off): nothing was stored"
