@@ -188,7 +188,9 @@ def list_url_folder(url: str, suffixes: tuple[str, ...]) -> list[str] | None:
     """The video URLs under folder ``url`` (recursive, sorted), or None if it is not a folder."""
     fs, path = _filesystem(url)
     info = _bounded(url, "listing it", lambda: fs.info(path))
-    if info.get("type") != "directory":
+    if info.get("type") != "directory" and not (  # HTTP: a page of links is a folder
+        url.endswith("/") and _bounded(url, "listing it", lambda: fs.isdir(path))
+    ):
         return None
     names = _bounded(url, "listing it", lambda: fs.find(path))
     protocol = url.partition("://")[0]
