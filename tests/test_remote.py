@@ -195,8 +195,14 @@ def test_a_failed_read_inside_ffmpeg_reaches_the_caller_as_itself(
         loader.read_frames_at([0])
     finally:
         server.stop()
-    with loader, pytest.raises(RemoteReadError, match=re.escape(url)):
-        loader.read_frames_at([N_FRAMES - 1])
+    with loader:
+        with pytest.raises(RemoteReadError, match=re.escape(url)):
+            loader.read_frames_at([N_FRAMES - 1])  # by seeking
+        loader.seek_to_frame(2 * GOP)
+        # streaming forward opens a handle of its own: fsspec's HTTP metadata request reports
+        # a server that is down as a missing object (docs/caveats.md); the URL is named
+        with pytest.raises((RemoteReadError, FileNotFoundError), match=re.escape(url)):
+            loader.read_frames(GOP)
 
 
 def test_a_decode_job_is_one_range_request_after_a_shared_header(

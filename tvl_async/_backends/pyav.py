@@ -178,7 +178,11 @@ class PyAVBackend:
                 raise DecodeError(
                     f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}"
                 )
-        except av.FFmpegError as e:
+        except (av.FFmpegError, DecodeError) as e:
+            if (error := source_error(container)) is not None:
+                raise error from e  # a failed remote read that FFmpeg reported its own way
+            if isinstance(e, DecodeError):
+                raise
             raise DecodeError(
                 f"{index.path}: decoding from frame {start} failed at frame "
                 f"{expected}: {type(e).__name__}: {e}"
