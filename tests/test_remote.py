@@ -206,10 +206,11 @@ def test_a_failed_read_inside_ffmpeg_reaches_the_caller_as_itself(
 
 
 def test_a_decode_job_is_one_range_request_after_a_shared_header(
-    http: RangeServer, no_cache: None
+    http: RangeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.setenv("TVL_ASYNC_CACHE", str(tmp_path / "cache"))
     url = http.url("c.mp4")
-    index = load_index(url)  # reads the whole object once (by blocks)
+    index = load_index(url)  # reads the whole object once (by blocks), then from the cache
     del http.requests[:]
     with VideoLoader(url) as a, VideoLoader(url) as b:  # two handles: the header read once
         assert http.requests == []

@@ -50,10 +50,13 @@ _BLOCKS_KEPT = 16
 _SPAN_CHUNK = 8 << 20
 #: First extension when the decoder reads past an announced range (then doubling).
 _EXTEND_BYTES = 32 << 10
-#: Header blocks (read while opening a container) kept per process, over all URLs.
+#: Blocks read while FFmpeg opens a container (the header: small, and shared per URL).
+_HEADER_BLOCK_BYTES = 64 << 10
+#: Header blocks kept per process, over all URLs.
 _HEADER_BYTES_KEPT = 64 << 20
 _HeaderKey = tuple[str, str, int, int]  # (url, version, size, block number)
 _header_blocks: collections.OrderedDict[_HeaderKey, bytes] = collections.OrderedDict()
+_header_locks: dict[_HeaderKey, threading.Lock] = {}
 _header_sizes = [0]
 _T = TypeVar("_T")
 _lock = threading.Lock()
@@ -209,9 +212,9 @@ class RemoteFile:
     ``size`` comes from :func:`remote_info`. Three ways bytes arrive, each one range request
     (bounded, retried):
 
-    * while the container is being opened (until :meth:`opened`), aligned blocks that are also
-      kept per URL for the whole process (:data:`_HEADER_BYTES_KEPT` in all), so that the many
-      handles decode threads open on one object read its header once;
+    * while the container is being opened (until :meth:`opened`), aligned blocks of
+      :data:`_HEADER_BLOCK_BYTES` kept per URL for the whole process (:data:`_HEADER_BYTES_KEPT`
+      in all), so that the many handles decode threads open on one object read its header once;
     * for a decode job announced with :meth:`expect`, exactly its packets' bytes (chunks of at
       most :data:`_SPAN_CHUNK`), continued by small growing extensions if the decoder reads on;
     * otherwise aligned blocks of :data:`BLOCK_BYTES` (the last :data:`_BLOCKS_KEPT` kept).
@@ -270,10 +273,15 @@ class RemoteFile:
             self._span and self._pos == self._span_start + len(self._span)
         ):
             return self._read_span(end)
-        parts = []
+        parts: list[bytes] = []
         while self._pos < end:
-            block = self._block(self._pos // BLOCK_BYTES)
-            offset = self._pos % BLOCK_BYTES
+            k = self._pos // _HEADER_BLOCK_BYTES
+            block = self._header_block(k) if self._opening else self._kept_header_block(k)
+            offset = self._pos % _HEADER_BLOCK_BYTES
+            if block is None and parts:  # a short read: the rest may be an announced range
+                break
+            if block is None:
+                block, offset = self._block(self._pos // BLOCK_BYTES), self._pos % BLOCK_BYTES
             chunk = block[offset : offset + end - self._pos]
             if not chunk:
                 break
@@ -314,20 +322,34 @@ class RemoteFile:
         if k in self._blocks:
             self._blocks.move_to_end(k)
             return self._blocks[k]
-        key = (self.url, self.version, self.size, k)
-        with _lock:
-            data = _header_blocks.get(key) if self._opening else None
-            if data is not None:
-                _header_blocks.move_to_end(key)
-        if data is None:
-            start = k * BLOCK_BYTES
-            data = self._fetch(start, min(start + BLOCK_BYTES, self.size))
-            if self._opening:
-                _keep_header_block(key, data)
+        start = k * BLOCK_BYTES
+        data = self._fetch(start, min(start + BLOCK_BYTES, self.size))
         self._blocks[k] = data
         while len(self._blocks) > _BLOCKS_KEPT:
             self._blocks.popitem(last=False)
         return data
+
+    def _kept_header_block(self, k: int) -> bytes | None:
+        """Header block ``k`` if some handle on this object read it while opening."""
+        with _lock:
+            return _header_blocks.get((self.url, self.version, self.size, k))
+
+    def _header_block(self, k: int) -> bytes:
+        """Block ``k`` of :data:`_HEADER_BLOCK_BYTES` read while opening, shared per URL: one
+        handle fetches it while the others opening the same object wait for it."""
+        key = (self.url, self.version, self.size, k)
+        with _lock:
+            lock = _header_locks.setdefault(key, threading.Lock())
+        with lock:
+            with _lock:
+                data = _header_blocks.get(key)
+                if data is not None:
+                    _header_blocks.move_to_end(key)
+                    return data
+            start = k * _HEADER_BLOCK_BYTES
+            data = self._fetch(start, min(start + _HEADER_BLOCK_BYTES, self.size))
+            _keep_header_block(key, data)
+            return data
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         """Move the position (bytes); no I/O."""
@@ -361,7 +383,8 @@ def _keep_header_block(key: _HeaderKey, data: bytes) -> None:
         _header_blocks[key] = data
         _header_sizes[0] += len(data)
         while _header_sizes[0] > _HEADER_BYTES_KEPT and len(_header_blocks) > 1:
-            _, old = _header_blocks.popitem(last=False)
+            gone, old = _header_blocks.popitem(last=False)
+            _header_locks.pop(gone, None)
             _header_sizes[0] -= len(old)
 
 
