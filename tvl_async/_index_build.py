@@ -33,6 +33,7 @@ from tvl_async._index_model import NO_TS, ORIENTATIONS, VideoIndex
 from tvl_async._index_open import (
     open_container,
     select_video_stream,
+    source_error,
     stat_source,
     survive_new_streams,
 )
@@ -136,6 +137,8 @@ class _Packet:
     key: bool
     discard: bool
     duration: int
+    pos: int = -1  # byte offset in the file (-1: unknown)
+    size: int = 0
 
 
 def _demux_packets(
@@ -161,6 +164,8 @@ def _demux_packets(
                     bool(pkt.is_keyframe),
                     bool(getattr(pkt, "is_discard", False)),
                     int(pkt.duration or 0),
+                    int(pkt.pos if pkt.pos is not None else -1),
+                    int(pkt.size),
                 )
             )
     except av.FFmpegError as e:
@@ -236,6 +241,8 @@ def _build_from_packets(packets: list[_Packet], tb: Fraction) -> dict[str, Any]:
         "key_dts": np.array([_ts(packets[k].dts) for k in keys], dtype=np.int64),
         "key_decode_pos": np.array(keys, dtype=np.int64),
         "packet_pts": np.array([_ts(p.pts) for p in packets], dtype=np.int64),
+        "packet_pos": np.array([p.pos for p in packets], dtype=np.int64),
+        "packet_size": np.array([p.size for p in packets], dtype=np.int64),
         "frame_duration": last_dur,
     }
 
@@ -301,6 +308,8 @@ def build_index(path: str | os.PathLike[str], stream_index: int | None = None) -
         }
         probe = _OrientationProbe(stream)
         packets = _demux_packets(container, stream, str(p), probe)
+        if (error := source_error(container)) is not None:
+            raise error  # FFmpeg took the failed read for the end of the file
         probe.finish()
         meta["rotation"], meta["mirrored"] = orientation_of(probe.matrix, str(p))
     ok = _timestamps_usable(packets)

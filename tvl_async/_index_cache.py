@@ -54,6 +54,8 @@ _ARRAY_FIELDS = (
     "key_dts",
     "key_decode_pos",
     "packet_pts",
+    "packet_pos",
+    "packet_size",
 )
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from tvl_async._checks import invalid_type, out_of_range
 
-INDEX_VERSION = 6
+INDEX_VERSION = 7
 NO_TS = np.iinfo(np.int64).min  # stands for a missing timestamp in int64 arrays
 
 #: Display matrix (entries 0, 1, 3, 4 as signs) -> (counter-clockwise quarter turns, mirrored):
@@ -66,6 +66,9 @@ class VideoIndex:
         packet_pts: ``[n_packets]`` int64 pts of every packet in decode order (for locating the
             demuxer after a seek).
         frame_duration: duration of the last frame in seconds.
+        packet_pos, packet_size: ``[n_packets]`` int64 byte offset (-1: unknown) and size of
+            every packet in decode order, so that a remote source can fetch a decode job's
+            bytes in one range request (:meth:`byte_range`); empty for the decode-scan index.
         color_space: the colour-space code the stream declares, as FFmpeg gives it
             (``AVColorSpace``: 1 BT.709, 2 unspecified, 9 BT.2020...).
         field_order: ``"progressive"``, ``"tt"``, ``"bb"``, ``"tb"``, ``"bt"`` (interlaced) or
@@ -100,6 +103,8 @@ class VideoIndex:
     autorotate: bool = True
     color_space: int = 2
     field_order: str = "unknown"
+    packet_pos: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    packet_size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _frame_of_pts: dict[int, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -190,3 +195,16 @@ class VideoIndex:
         if not -self.n_frames <= i < self.n_frames:
             raise out_of_range("frame index", i, self.n_frames, file=self.path)
         return int(i) % self.n_frames
+
+    def byte_range(self, first: int, last: int) -> tuple[int, int] | None:
+        """``(start, end)`` byte offsets (end exclusive) spanning the packets at decode positions
+        ``first…last`` (clipped to the file's packets), or None when their offsets are unknown
+        (the decode-scan index, or a container that does not report them)."""
+        n = len(self.packet_pos)
+        if n == 0 or first >= n:
+            return None
+        lo, hi = max(first, 0), min(last, n - 1) + 1
+        pos, size = self.packet_pos[lo:hi], self.packet_size[lo:hi]
+        if len(pos) == 0 or (pos < 0).any():
+            return None
+        return int(pos.min()), int((pos + size).max())

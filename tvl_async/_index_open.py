@@ -21,7 +21,15 @@ import av
 
 from tvl_async._checks import invalid_type, invalid_value
 from tvl_async._errors import NoVideoStreamError, VideoOpenError
-from tvl_async._source import buffer_of, is_buffer, is_url, local_path, open_remote, remote_info
+from tvl_async._source import (
+    RemoteFile,
+    buffer_of,
+    is_buffer,
+    is_url,
+    local_path,
+    open_remote,
+    remote_info,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +112,29 @@ def open_container(path: str | os.PathLike[str]) -> av.container.InputContainer:
         p = str(check_readable(text))
         source = p
     try:
-        return av.open(source, mode="r", metadata_errors="ignore")
+        container = av.open(source, mode="r", metadata_errors="ignore")
     except av.FFmpegError as e:
+        if isinstance(source, RemoteFile) and source.error is not None:
+            raise source.error from e  # the read that failed, not FFmpeg's version of it
         raise VideoOpenError(f"{p}: cannot open as a video ({type(e).__name__}: {e})") from e
+    if isinstance(source, RemoteFile):
+        source.opened()
+    return container
+
+
+def remote_of(container: Any) -> RemoteFile | None:
+    """The :class:`RemoteFile` a container reads from, or None (a local file or bytes)."""
+    source = getattr(container, "file", None)  # PyAV wraps file objects (PyIOFile.file)
+    source = getattr(source, "file", source)
+    return source if isinstance(source, RemoteFile) else None
+
+
+def source_error(container: Any) -> BaseException | None:
+    """The exception the container's remote source raised last (a failed or stalled read, a
+    vanished object), which FFmpeg may have reported as a generic error or an early end of
+    file; None for a local source or when no read failed. Callers raise it instead."""
+    source = remote_of(container)
+    return source.error if source is not None else None
 
 
 def describe_video_streams(container: av.container.InputContainer) -> str:

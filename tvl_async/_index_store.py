@@ -35,7 +35,7 @@ _ALIGN = 64
 #: Per-frame, per-keyframe and per-packet arrays, with the offsets table that splits each.
 _FRAME = ("pts", "times", "is_keyframe", "seek_key")
 _KEY = ("key_pts", "key_dts", "key_decode_pos")
-_PACKET = ("packet_pts",)
+_PACKET = ("packet_pts", "packet_pos", "packet_size")
 _GROUPS = (("frame_off", _FRAME), ("key_off", _KEY), ("packet_off", _PACKET))
 _INTS = ("stream_index", "coded_width", "coded_height", "header_frames", "rotation", "color_space")
 _FLOATS = ("average_rate", "frame_duration")

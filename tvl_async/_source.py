@@ -48,6 +48,18 @@ __all__ = [
 #: Bytes fetched per range request (aligned blocks; the last few are kept per open file).
 BLOCK_BYTES = 256 << 10
 _BLOCKS_KEPT = 16
+#: Bytes of one range request for an announced decode job (:meth:`RemoteFile.expect`).
+_SPAN_CHUNK = 8 << 20
+#: First extension when the decoder reads past an announced range (then doubling).
+_EXTEND_BYTES = 32 << 10
+#: Blocks read while FFmpeg opens a container (the header: small, and shared per URL).
+_HEADER_BLOCK_BYTES = 64 << 10
+#: Header blocks kept per process, over all URLs.
+_HEADER_BYTES_KEPT = 64 << 20
+_HeaderKey = tuple[str, str, int, int]  # (url, version, size, block number)
+_header_blocks: collections.OrderedDict[_HeaderKey, bytes] = collections.OrderedDict()
+_header_locks: dict[_HeaderKey, threading.Lock] = {}
+_header_sizes = [0]
 _T = TypeVar("_T")
 _lock = threading.Lock()
 _options: dict[str, dict[str, Any]] = {}
@@ -188,7 +200,9 @@ def list_url_folder(url: str, suffixes: tuple[str, ...]) -> list[str] | None:
     Hidden names below the folder (:func:`is_hidden`) are left out."""
     fs, path = _filesystem(url)
     info = _bounded(url, "listing it", lambda: fs.info(path))
-    if info.get("type") != "directory":
+    if info.get("type") != "directory" and not (  # HTTP: a page of links is a folder
+        url.endswith("/") and _bounded(url, "listing it", lambda: fs.isdir(path))
+    ):
         return None
     names = _bounded(url, "listing it", lambda: fs.find(path))
     protocol = url.partition("://")[0]
@@ -208,25 +222,81 @@ def list_url_folder(url: str, suffixes: tuple[str, ...]) -> list[str] | None:
 
 
 class RemoteFile:
-    """A read-only, seekable view of a remote object, fetched by aligned byte ranges.
+    """A read-only, seekable view of a remote object, fetched by byte ranges.
 
-    ``size`` comes from :func:`remote_info`. Reads are served from the blocks kept (the last
-    :data:`_BLOCKS_KEPT`), else fetched with one range request each (bounded, retried). Owned by
-    one thread (a decode thread or the indexer).
+    ``size`` comes from :func:`remote_info`. Three ways bytes arrive, each one range request
+    (bounded, retried):
+
+    * while the container is being opened (until :meth:`opened`), aligned blocks of
+      :data:`_HEADER_BLOCK_BYTES` kept per URL for the whole process (:data:`_HEADER_BYTES_KEPT`
+      in all), so that the many handles decode threads open on one object read its header once;
+    * for a decode job announced with :meth:`expect`, exactly its packets' bytes (chunks of at
+      most :data:`_SPAN_CHUNK`), continued by small growing extensions if the decoder reads on;
+    * otherwise aligned blocks of :data:`BLOCK_BYTES` (the last :data:`_BLOCKS_KEPT` kept).
+
+    A read that fails is remembered in :attr:`error`, so that a caller that sees FFmpeg's
+    version of it (PyAV's read callback may turn it into a generic error or an early end of
+    file) can raise the original, naming the URL. Owned by one thread (a decode thread or the
+    indexer).
     """
 
-    def __init__(self, url: str, size: int) -> None:
-        self.url, self.size = url, size
+    def __init__(self, url: str, size: int, version: str = "") -> None:
+        self.url, self.size, self.version = url, size, version
+        #: The last exception a read raised (None if none).
+        self.error: BaseException | None = None
         self._fs, self._path = _filesystem(url)
         self._pos = 0
         self._blocks: collections.OrderedDict[int, bytes] = collections.OrderedDict()
+        self._opening = True
+        self._span_start, self._span, self._span_want, self._extend = 0, bytearray(), 0, 0
+
+    def opened(self) -> None:
+        """The container's header is read: later blocks are not kept for other handles."""
+        self._opening = False
+
+    def expect(self, start: int, end: int) -> None:
+        """The next reads are of bytes ``start…end-1`` (a decode job's packets): fetch that range
+        in one request when first read, instead of aligned blocks. Does not block."""
+        start, end = max(0, start), min(self.size, end)
+        span_end = self._span_start + len(self._span)
+        if not self._span_start <= start <= span_end:  # keep what overlaps, fetch the rest
+            self._span_start, self._span = start, bytearray()
+        elif start - self._span_start > _SPAN_CHUNK:
+            del self._span[: start - self._span_start]
+            self._span_start = start
+        self._span_want, self._extend = end, 0
 
     def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all with -1) from the current position; fewer at the end of an
+        announced range (FFmpeg reads again). Blocks (each fetch bounded by the read timeout).
+
+        Raises:
+            RemoteReadError: the server failed or stalled (naming the URL).
+            FileNotFoundError: the object is gone.
+        """
+        try:
+            return self._read(n)
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def _read(self, n: int) -> bytes:
         end = self.size if n is None or n < 0 else min(self.size, self._pos + n)
-        parts = []
+        if self._pos >= end:
+            return b""
+        if self._span_start <= self._pos < self._span_want or (
+            self._span and self._pos == self._span_start + len(self._span)
+        ):
+            return self._read_span(end)
+        parts: list[bytes] = []
         while self._pos < end:
-            block = self._block(self._pos // BLOCK_BYTES)
-            offset = self._pos % BLOCK_BYTES
+            k = self._pos // _HEADER_BLOCK_BYTES
+            block = self._header_block(k) if self._opening else self._kept_header_block(k)
+            offset = self._pos % _HEADER_BLOCK_BYTES
+            if block is None and parts:  # a short read: the rest may be an announced range
+                break
+            if block is None:
+                block, offset = self._block(self._pos // BLOCK_BYTES), self._pos % BLOCK_BYTES
             chunk = block[offset : offset + end - self._pos]
             if not chunk:
                 break
@@ -234,25 +304,70 @@ class RemoteFile:
             self._pos += len(chunk)
         return b"".join(parts)
 
+    def _read_span(self, end: int) -> bytes:
+        span_end = self._span_start + len(self._span)
+        if not self._span_start <= self._pos < span_end:
+            if self._pos != span_end:  # a jump forward inside the range: start again there
+                self._span_start, self._span = self._pos, bytearray()
+            if self._pos < self._span_want:
+                stop = min(self._span_want, self._pos + _SPAN_CHUNK)
+            else:  # the decoder reads past the job: small extensions, doubling
+                self._extend = min(max(2 * self._extend, _EXTEND_BYTES), BLOCK_BYTES)
+                stop = self._pos + max(self._extend, end - self._pos)
+            self._span += self._fetch(self._pos, min(stop, self.size))
+            if len(self._span) > 2 * _SPAN_CHUNK:  # bounded: drop what lies behind
+                drop = min(len(self._span) - _SPAN_CHUNK, self._pos - self._span_start)
+                del self._span[:drop]
+                self._span_start += drop
+        offset = self._pos - self._span_start
+        out = bytes(self._span[offset : offset + end - self._pos])
+        self._pos += len(out)
+        return out
+
+    def _fetch(self, start: int, end: int) -> bytes:
+        def fetch() -> bytes:  # one range request (fsspec's cat_file with start/end)
+            return bytes(self._fs.cat_file(self._path, start=start, end=end))
+
+        data = _bounded(self.url, f"reading bytes {start}..{end - 1}", fetch)
+        with _lock:
+            _bytes_read[0] += len(data)
+        return data
+
     def _block(self, k: int) -> bytes:
         if k in self._blocks:
             self._blocks.move_to_end(k)
             return self._blocks[k]
         start = k * BLOCK_BYTES
-        length = min(BLOCK_BYTES, self.size - start)
-
-        def fetch() -> bytes:  # one range request (fsspec's cat_file with start/end)
-            return bytes(self._fs.cat_file(self._path, start=start, end=start + length))
-
-        data = _bounded(self.url, f"reading bytes {start}..{start + length - 1}", fetch)
-        with _lock:
-            _bytes_read[0] += len(data)
+        data = self._fetch(start, min(start + BLOCK_BYTES, self.size))
         self._blocks[k] = data
         while len(self._blocks) > _BLOCKS_KEPT:
             self._blocks.popitem(last=False)
         return data
 
+    def _kept_header_block(self, k: int) -> bytes | None:
+        """Header block ``k`` if some handle on this object read it while opening."""
+        with _lock:
+            return _header_blocks.get((self.url, self.version, self.size, k))
+
+    def _header_block(self, k: int) -> bytes:
+        """Block ``k`` of :data:`_HEADER_BLOCK_BYTES` read while opening, shared per URL: one
+        handle fetches it while the others opening the same object wait for it."""
+        key = (self.url, self.version, self.size, k)
+        with _lock:
+            lock = _header_locks.setdefault(key, threading.Lock())
+        with lock:
+            with _lock:
+                data = _header_blocks.get(key)
+                if data is not None:
+                    _header_blocks.move_to_end(key)
+                    return data
+            start = k * _HEADER_BLOCK_BYTES
+            data = self._fetch(start, min(start + _HEADER_BLOCK_BYTES, self.size))
+            _keep_header_block(key, data)
+            return data
+
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        """Move the position (bytes); no I/O."""
         if whence == os.SEEK_SET:
             self._pos = offset
         elif whence == os.SEEK_CUR:
@@ -274,9 +389,21 @@ class RemoteFile:
 
     def close(self) -> None:
         self._blocks.clear()
+        self._span = bytearray()
+
+
+def _keep_header_block(key: _HeaderKey, data: bytes) -> None:
+    """Keep a block read while opening, for the next handle on the same object (LRU-bounded)."""
+    with _lock:
+        _header_blocks[key] = data
+        _header_sizes[0] += len(data)
+        while _header_sizes[0] > _HEADER_BYTES_KEPT and len(_header_blocks) > 1:
+            gone, old = _header_blocks.popitem(last=False)
+            _header_locks.pop(gone, None)
+            _header_sizes[0] -= len(old)
 
 
 def open_remote(url: str) -> RemoteFile:
     """A :class:`RemoteFile` for ``url`` (one metadata request first); blocks."""
-    size, _ = remote_info(url)
-    return RemoteFile(url, size)
+    size, version = remote_info(url)
+    return RemoteFile(url, size, version)

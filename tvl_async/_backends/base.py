@@ -10,7 +10,8 @@ keyframe) and :func:`packets_from_key` (PyAV's demuxer positioned exactly on a k
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -121,6 +122,30 @@ def pts_positions(index: VideoIndex) -> dict[int, int]:
     return {int(p): i for i, p in enumerate(index.packet_pts) if p != NO_TS}
 
 
+#: Packets a decoder may take after a frame's own before it outputs it (B-frame reordering).
+REORDER_PACKETS = 2
+
+
+def job_byte_range(
+    index: VideoIndex, key: int, wanted: Iterable[int], pos_of_pts: dict[int, int], threads: int
+) -> tuple[int, int] | None:
+    """``(start, end)`` bytes a decode run reads: from keyframe entry ``key``'s packet to the
+    last packet the decoder needs before it outputs the last wanted frame (that of every frame
+    shown up to it: B-frames come after their references), plus the decoder's delay
+    (:data:`REORDER_PACKETS`, and one packet per extra frame thread; ``threads`` 0 counts as
+    FFmpeg's automatic choice, cores + 1); None when the index has no packet offsets. A remote
+    source fetches it in one range request.
+    """
+    hi = max(wanted, default=-1)
+    first = int(np.searchsorted(index.seek_key, key))  # the GOP's first shown frame
+    last = max((pos_of_pts.get(int(index.pts[j]), -1) for j in range(first, hi + 1)), default=-1)
+    if last < 0:
+        return None
+    threads = threads or min((os.cpu_count() or 1) + 1, 16)  # FFmpeg's automatic count
+    delay = REORDER_PACKETS + threads - 1
+    return index.byte_range(int(index.key_decode_pos[key]), last + delay)
+
+
 def packets_from_key(
     container: Any, stream: Any, index: VideoIndex, key: int, pos_of_pts: dict[int, int]
 ) -> Iterator[Any]:
@@ -137,8 +162,12 @@ def packets_from_key(
     stamps = [int(t) for t in (index.key_pts[key], index.key_dts[key]) if t != NO_TS]
     if not stamps:
         raise DecodeError(f"{index.path}: keyframe {key} has no timestamp to seek to")
-    seek_ts = min(stamps)
-    for _attempt in range(2):
+    # The keyframe's own pts first: seeking to its (smaller) dts lands on the keyframe before
+    # in MP4 with B-frames, and the whole GOP before would be read and skipped. Then its dts,
+    # then the very first keyframe (skipping forward), should the demuxer land after it.
+    stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
+    tries = [stamps[0], min(stamps), min(stamps0 or stamps) - 1]
+    for seek_ts in dict.fromkeys(tries):
         container.seek(seek_ts, stream=stream, backward=True, any_frame=False)
         demux = survive_new_streams(container.demux(stream))
         overshoot = False
@@ -161,10 +190,7 @@ def packets_from_key(
             return
         if not overshoot:
             break
-        # The demuxer landed after our keyframe: go back to the first keyframe and skip.
-        stamps0 = [int(t) for t in (index.key_pts[0], index.key_dts[0]) if t != NO_TS]
-        seek_ts = min(stamps0) - 1
-        log.debug("%s: seek to keyframe %d overshot; retrying from the start", index.path, key)
+        log.debug("%s: seek to keyframe %d at %d overshot; retrying", index.path, key, seek_ts)
     raise DecodeError(
         f"{index.path}: could not position the demuxer on keyframe {key} "
         f"(pts {index.key_pts[key]}); the file may be damaged"

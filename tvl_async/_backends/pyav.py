@@ -25,16 +25,18 @@ from tvl_async._backends.base import (
     READ_MODES,
     DecodeResult,
     ReadMode,
+    job_byte_range,
     packets_from_key,
     plan_runs,
     pts_positions,
 )
-from tvl_async._backends.pyav_convert import FrameConverter
+from tvl_async._backends.pyav_convert import FrameConverter, Sink
 from tvl_async._backends.pyav_skip import decode_packets
 from tvl_async._checks import invalid_value
 from tvl_async._errors import DecodeError
 from tvl_async._errors import short_list as _short
 from tvl_async._index import VideoIndex, open_container, survive_new_streams
+from tvl_async._index_open import remote_of, source_error
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class PyAVBackend:
         wanted = [index.check_frame(i) for i in frames]
         if not wanted:
             return DecodeResult([], 0)
-        got: dict[int, torch.Tensor] = {} if on_frame is None else _Sink(on_frame)
+        got: dict[int, torch.Tensor] = {} if on_frame is None else Sink(on_frame)
         before = self.frames_decoded
         f = self._open(index)
         try:
@@ -129,8 +131,14 @@ class PyAVBackend:
             else:
                 for key, run in plan_runs(index, wanted, mode):
                     self._decode_run(f, index, key, run, got, size)
-        except av.FFmpegError as e:
+        except (av.FFmpegError, DecodeError) as e:
+            error = source_error(f.container)
             self._forget(index.path)
+            if error is not None:  # a failed remote read that FFmpeg reported its own way
+                error.add_note(f"while decoding frames {_short(wanted)} of {index.path}")
+                raise error from e
+            if isinstance(e, DecodeError):
+                raise
             raise DecodeError(
                 f"{index.path}: decoding frames {_short(wanted)} failed: {type(e).__name__}: {e}"
             ) from e
@@ -172,7 +180,11 @@ class PyAVBackend:
                 raise DecodeError(
                     f"{index.path}: the decoder stopped at frame {expected} of {index.n_frames}"
                 )
-        except av.FFmpegError as e:
+        except (av.FFmpegError, DecodeError) as e:
+            if (error := source_error(container)) is not None:
+                raise error from e  # a failed remote read that FFmpeg reported its own way
+            if isinstance(e, DecodeError):
+                raise
             raise DecodeError(
                 f"{index.path}: decoding from frame {start} failed at frame "
                 f"{expected}: {type(e).__name__}: {e}"
@@ -287,6 +299,18 @@ class PyAVBackend:
         f.stream.codec_context.flush_buffers()  # nothing of the previous run leaks into this one
         return packets_from_key(f.container, f.stream, index, key, f.pos_of_pts)
 
+    def _expect_bytes(self, f: _OpenFile, index: VideoIndex, key: int, wanted: set[int]) -> None:
+        """Announce this run's byte range to a remote source (:func:`job_byte_range`)."""
+        source = remote_of(f.container)
+        if source is not None:
+            source.error = None
+            if not f.pos_of_pts:
+                f.pos_of_pts = pts_positions(index)
+            threads = f.stream.codec_context.thread_count
+            span = job_byte_range(index, key, wanted, f.pos_of_pts, threads)
+            if span is not None:
+                source.expect(*span)
+
     def _frames_from_key(
         self, f: _OpenFile, index: VideoIndex, key: int, wanted: set[int] | None = None
     ) -> Iterator[Any]:
@@ -315,6 +339,7 @@ class PyAVBackend:
             if not remaining:
                 return
             last = max(remaining)
+            self._expect_bytes(f, index, key, remaining)
             frames = self._frames_from_key(f, index, key, set(remaining) if skip else None)
             try:
                 for frame in frames:
@@ -365,24 +390,6 @@ class PyAVBackend:
         raise DecodeError(
             f"{index.path}: the stream ended before frames {_short(sorted(remaining))}"
         )
-
-
-class _Sink(dict[int, torch.Tensor]):
-    """Stands for the ``got`` dict with ``on_frame``: hands each frame over instead of keeping
-    it, remembering only which frames were handed over."""
-
-    def __init__(self, on_frame: Callable[[int, torch.Tensor], None]) -> None:
-        super().__init__()
-        self._on_frame = on_frame
-        self._seen: set[int] = set()
-
-    def __setitem__(self, i: int, frame: torch.Tensor) -> None:
-        if i not in self._seen:
-            self._seen.add(i)
-            self._on_frame(i, frame)
-
-    def __contains__(self, i: object) -> bool:
-        return i in self._seen
 
 
 def _close_quietly(container: Any) -> None:

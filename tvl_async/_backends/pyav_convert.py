@@ -15,11 +15,13 @@ A converter belongs to the thread that uses it (a libavfilter graph is not threa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
 import av
 import numpy as np
+import torch
 
 _TB = Fraction(1, 1000)  # any time base: the graph does not look at it
 
@@ -112,3 +114,21 @@ class FrameConverter:
         last.link_to(sink)
         graph.configure()
         return graph
+
+
+class Sink(dict[int, torch.Tensor]):
+    """Stands for the ``got`` dict with ``on_frame``: hands each frame over instead of keeping
+    it, remembering only which frames were handed over."""
+
+    def __init__(self, on_frame: Callable[[int, torch.Tensor], None]) -> None:
+        super().__init__()
+        self._on_frame = on_frame
+        self._seen: set[int] = set()
+
+    def __setitem__(self, i: int, frame: torch.Tensor) -> None:
+        if i not in self._seen:
+            self._seen.add(i)
+            self._on_frame(i, frame)
+
+    def __contains__(self, i: object) -> bool:
+        return i in self._seen

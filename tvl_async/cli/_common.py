@@ -7,10 +7,11 @@ none blocks.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from tqdm import tqdm
 
@@ -43,6 +44,19 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(invalid("value", text, POSITIVE_INT)) from None
     if value < 1:
         raise argparse.ArgumentTypeError(invalid("value", text, POSITIVE_INT))
+    return value
+
+
+def json_object(text: str) -> dict[str, Any]:
+    """argparse type for ``--storage-options``: a JSON object (fsspec's keyword arguments)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"invalid JSON {text!r} ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}; allowed: a JSON object, e.g. '{{\"anon\": true}}'"
+        )
     return value
 
 

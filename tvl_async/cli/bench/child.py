@@ -70,7 +70,8 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     from tvl_async.cli.bench import workloads as w
 
     cfg = BenchConfig(**spec["config"])
-    files: list[str] = spec["files"][: cfg.n_files] if cfg.n_files else spec["files"]
+    files: list[str] = spec["remote_files"] if cfg.source == "remote" else spec["files"]
+    files = files[: cfg.n_files] if cfg.n_files else files
     common = {
         "batch_size": spec["batch_size"],
         "crop": spec["crop"],
@@ -126,6 +127,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
             consumer_seconds=cfg.consumer_seconds,
             output=cfg.output,
             epochs=cfg.epochs,
+            storage_options=spec.get("storage_options") if cfg.source == "remote" else None,
             **common,
         )
     tree_kb = sampler.stop()
@@ -160,6 +162,11 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
         "decoded_per_delivered": None,
         **run.extra,
     }
+    if cfg.source in ("disk", "remote"):
+        # compressed bytes of the GOP data decoded per sample: frames decoded x mean packet
+        per_sample = run.extra.get("frames_decoded_per_sample", 0.0)
+        out["gop_bytes_per_sample"] = per_sample * spec.get("mean_packet_bytes", 0.0)
+        out["source"] = cfg.source
     if run.frames_decoded_at:
         before = run.frames_decoded_at[cfg.warmup - 1] if cfg.warmup else 0.0
         decoded = run.frames_decoded_at[-1] - before

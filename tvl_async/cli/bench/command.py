@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tvl_async.cli._common import invalid, parse_size, positive_int
+from tvl_async.cli._common import invalid, json_object, parse_size, positive_int
 from tvl_async.cli.bench.configs import DEFAULT_CHUNKS, DEFAULT_LOOKAHEADS, REFERENCE
 
 
@@ -173,6 +173,32 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="tvl_async memory_budget in bytes (default: the library's)",
     )
+    p.add_argument(
+        "--s3",
+        action="store_true",
+        help="also read the first --remote-files files from a local S3 server (SeaweedFS on "
+        "127.0.0.1, started and stopped here; needs the s3 extra): images/s and bytes read "
+        "per sample next to the same files read from local disk",
+    )
+    p.add_argument(
+        "--remote",
+        metavar="URL",
+        help="like --s3, from an existing store: a folder URL holding the files by the same "
+        "names (s3://bucket/set/, https://host/set/)",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="fsspec storage_options for --remote (credentials, endpoint_url...)",
+    )
+    p.add_argument(
+        "--remote-files",
+        type=positive_int,
+        default=8,
+        help="files in the local/remote pair of runs (default 8)",
+    )
     p.add_argument("--device", default="cpu", help="where batches end up (default cpu)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write the full report here")
@@ -189,6 +215,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.plot:
         check_plotting()  # before minutes of measuring
+    if args.s3 and args.remote:
+        raise ValueError(f"--s3 and --remote {args.remote} exclude each other: choose one")
+    if args.storage_options is not None and not args.remote:
+        raise ValueError("--storage-options is for --remote URL (--s3 sets its own)")
     if not hasattr(args, "argv"):
         args.argv = sys.argv[2:] if len(sys.argv) > 1 and sys.argv[1] == "bench" else []
     report = run_bench(args)
@@ -198,6 +228,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         f"\n{m['cpu_count']} cores ({m['cpu']}), load before/after each run in the JSON; "
         f"{report['videos']['n_files']} files, {report['videos']['n_frames']} frames"
     )
+    pair = [r for r in report["results"] if r.get("source") and "error" not in r]
+    for r in pair:
+        if r["source"] == "remote" and r.get("gop_bytes_per_sample"):
+            print(
+                f"{r['name']}: bytes read / GOP bytes decoded per sample "
+                f"{r['bytes_read_per_sample'] / r['gop_bytes_per_sample']:.2f} "
+                f"({report['remote']['where']})"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))
     if args.plot:

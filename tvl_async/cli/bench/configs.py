@@ -37,6 +37,9 @@ class BenchConfig:
     output: str = "float32"  # tvl_async's ProcessDesc output: float32 normalised, or uint8
     n_files: int | None = None  # only the first n files (the whole-epoch runs)
     epochs: int | None = None  # 1: one whole epoch, every sample timed from the start
+    # local | disk (the local side of the --s3/--remote pair) | remote (the spec's
+    # remote_files, read with its storage_options)
+    source: str = "local"
 
 
 def build_configs(
@@ -179,6 +182,8 @@ def build_configs(
                         options=dict(threads),
                     )
                 )
+    if getattr(args, "s3", False) or getattr(args, "remote", None):
+        out += remote_pair(args, warmup, dict(threads))
     decode_threads = args.decode_threads or default_threads
     ff = args.ffmpeg_threads or max(1, (os.cpu_count() or 1) // max(decode_threads, 1))
     ceiling = {"decode_threads": decode_threads, "ffmpeg_threads": ff}
@@ -218,6 +223,28 @@ def build_configs(
         )
     )
     return out
+
+
+def remote_pair(
+    args: argparse.Namespace, warmup: int, options: dict[str, Any]
+) -> list[BenchConfig]:
+    """The default uniform configuration over the first ``--remote-files`` files, from local
+    disk and from the remote store, one after the other (the same batches are timed)."""
+    n = args.remote_files
+    where = "S3 (local SeaweedFS)" if args.s3 else "remote"
+    return [
+        BenchConfig(
+            f"{name} uniform ({n} files)",
+            "tvl",
+            "uniform",
+            warmup=warmup,
+            batches=args.batches,
+            options=dict(options),
+            n_files=n,
+            source=source,
+        )
+        for name, source in (("local disk", "disk"), (where, "remote"))
+    ]
 
 
 def slow_consumer_seconds(results: list[dict[str, Any]], pace: str, batch_size: int) -> float:

@@ -17,10 +17,16 @@ def format_table(report: dict[str, Any]) -> str:
         "| configuration | images/s | × baseline | × ceiling | decoded / delivered | "
         "peak RSS MB | first batch s | wait after first s | wait after window s |"
     )
-    lines = [head, "| " + " | ".join(["---"] + ["---:"] * 8) + " |"]
+    remote = any("source" in r for r in report["results"])
+    if remote:  # the local/remote pair (--s3, --remote): bytes per sample
+        head += " read kB / sample | GOP kB / sample |"
+    lines = [head, "| " + " | ".join(["---"] + ["---:"] * (10 if remote else 8)) + " |"]
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"| {r['name']} | failed: {r['error'].splitlines()[-1][:80]} |" + " |" * 7)
+            lines.append(
+                f"| {r['name']} | failed: {r['error'].splitlines()[-1][:80]} |"
+                + " |" * (9 if remote else 7)
+            )
             continue
         slow = r.get("consumer_s")
         name = r["name"] + (f" ({slow:.2f} s/batch)" if slow else "")
@@ -40,10 +46,20 @@ def format_table(report: dict[str, Any]) -> str:
                     _f(r.get("wait_after_first_s") if slow else None, 2),
                     _f(r.get("wait_after_window_s") if slow else None, 2),
                 ]
+                + (
+                    [_f(_kb(r, "bytes_read_per_sample"), 0), _f(_kb(r, "gop_bytes_per_sample"), 0)]
+                    if remote
+                    else []
+                )
             )
             + " |"
         )
     return "\n".join(lines)
+
+
+def _kb(r: dict[str, Any], key: str) -> float | None:
+    """``r[key]`` in kB for the local/remote pair; None for the other rows."""
+    return r[key] / 1e3 if "source" in r and r.get(key) is not None else None
 
 
 def _f(v: float | None, digits: int, suffix: str = "") -> str:

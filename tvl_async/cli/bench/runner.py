@@ -30,11 +30,13 @@ everything runs in the calling thread and its child processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
@@ -51,6 +53,7 @@ from tvl_async.cli.bench.loaders import PEERS, peer_unavailable
 from tvl_async.cli.bench.videos import VideoSetSpec, default_bench_dir, make_bench_videos
 from tvl_async.cli.bench.workloads import CROP_SCALE, JITTER, output_desc
 from tvl_async.cli.probe import random_access_cost
+from tvl_async.cli.s3server import SeaweedS3
 
 
 def run_config(spec: dict[str, Any], on_progress: Callable[[int, int], None]) -> dict[str, Any]:
@@ -172,9 +175,45 @@ def _videos(
     return files, asdict(spec) | {"folder": str(root / spec.tag)}
 
 
+def _remote_files(
+    args: argparse.Namespace, files: list[str], stack: contextlib.ExitStack
+) -> dict[str, Any]:
+    """With ``--s3`` or ``--remote``: the remote URLs of the first ``--remote-files`` files and
+    their storage options, indexed once here (the cache), for the spec; ``{}`` otherwise.
+    ``--s3`` starts SeaweedFS on 127.0.0.1 (stopped when ``stack`` closes) and uploads them."""
+    if not (args.s3 or args.remote):
+        return {}
+    n = args.remote_files = min(args.remote_files, len(files))
+    if args.s3:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tvl-bench-s3-")))
+        store = SeaweedS3(tmp / "weed", bucket="bench")
+        stack.callback(store.stop)
+        urls = [
+            store.upload(Path(f), f"set/{k:04d}-{Path(f).name}") for k, f in enumerate(files[:n])
+        ]
+        options: dict[str, Any] | None = store.options
+        where = "s3://bench/set/ on SeaweedFS (weed server -s3) at 127.0.0.1"
+    else:
+        urls = [f"{args.remote.rstrip('/')}/{Path(f).name}" for f in files[:n]]
+        options, where = args.storage_options, args.remote
+    Prefetcher(urls, storage_options=options).close()  # index them (and fail early) here
+    local = [load_index(f) for f in files[:n]]
+    mean_packet = sum(ix.file_size for ix in local) / sum(ix.n_frames for ix in local)
+    return {
+        "remote_files": urls,
+        "storage_options": options,
+        "mean_packet_bytes": mean_packet,
+        "remote_where": where,
+    }
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     """Write/find the videos, run every configuration, return the report (blocks)."""
+    with contextlib.ExitStack() as stack:
+        return _run_bench(args, stack)
 
+
+def _run_bench(args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     def say(text: str) -> None:
         if not args.quiet:
             print(text, file=sys.stderr)
@@ -204,6 +243,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "baseline_decoded_per_frame": baseline_cost,
     }
+    remote = _remote_files(args, files, stack)
+    base_spec |= remote
     if args.memory_budget is not None:
         for c in configs:
             if c.kind == "tvl":
@@ -257,6 +298,7 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
             "epoch_frames": epoch_frames,
         },
         "command": "tvl-async bench " + " ".join(args.argv),
+        "remote": {"where": remote["remote_where"], "files": args.remote_files} if remote else None,
         "results": results,
     }
 

@@ -157,11 +157,12 @@ def run_tvl(
     on_batch: Callable[[], None],
     output: str = "float32",
     epochs: int | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> RunResult:
     """A Prefetcher over ``files`` with the reference workload; ``consumer_seconds`` of sleep
     per batch stands for a training step (0: take batches as fast as they come). ``output``:
     ``"float32"`` (normalised to [0, 1] in the ProcessDesc) or ``"uint8"``; ``epochs=1``: one
-    whole epoch (``n_batches`` should be its length)."""
+    whole epoch (``n_batches`` should be its length). ``storage_options``: for URL files."""
     started = time.perf_counter()
     desc = output_desc(crop, output)
     kwargs: dict[str, Any] = {}
@@ -185,6 +186,7 @@ def run_tvl(
         device=device,
         decode_threads=decode_threads,
         ffmpeg_threads=ffmpeg_threads,
+        storage_options=storage_options,
         **kwargs,
     ) as it:
         for _ in range(n_batches):
@@ -213,6 +215,10 @@ def run_tvl(
             "decode_threads": s.decode_threads,
             "wait_time": s.wait_time,
             "waits_s": [round(w, 3) for w in waits],
+            # remote sources: bytes fetched (index reads after the start included) per sample,
+            # over the whole run, and the frames decoded per sample over the same samples
+            "bytes_read_per_sample": s.bytes_read_per_sample,
+            "frames_decoded_per_sample": s.frames_decoded / max(s.samples_delivered, 1),
         },
     )
 

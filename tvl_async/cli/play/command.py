@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tvl_async.cli._common import error_line, invalid
+from tvl_async.cli._common import error_line, invalid, json_object
 from tvl_async.cli.play.worker import SPEEDS, backends, devices
 
 
@@ -43,7 +43,18 @@ def build_parser(prog: str = "tvl-async play") -> argparse.ArgumentParser:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the player's options to ``p``."""
-    p.add_argument("file", nargs="?", help="video file (default: choose one with a dialog)")
+    p.add_argument(
+        "file",
+        nargs="?",
+        help="video file or fsspec URL (default: choose a file with a dialog)",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=json_object,
+        default=None,
+        metavar="JSON",
+        help="fsspec storage_options for a URL (credentials, endpoint_url...)",
+    )
     p.add_argument("--frame", type=int, default=0, help="frame shown first (default 0)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default cpu)")
     p.add_argument(
@@ -73,7 +84,9 @@ def _check(args: argparse.Namespace) -> None:
     if args.file is not None:
         from tvl_async import load_index
 
-        load_index(args.file)  # a missing or unreadable file is an error here, not in the window
+        # a missing or unreadable file is an error here, not in the window; the storage
+        # options are remembered for the URL in this process (the decoding thread opens it)
+        load_index(args.file, storage_options=getattr(args, "storage_options", None))
     if args.frame < 0:
         raise ValueError(invalid("--frame", args.frame, "integers >= 0"))
     if args.device not in devices():
