@@ -6,7 +6,7 @@ Usage: python tools/index_timing.py [--files 10000] [--small] [--workers 1 2] [-
 
 Writes 4 distinct videos (640x360, 300 frames; ``--small``: 64x48, 30 frames) and hard-links
 them into ``--files`` names. For each ``--workers`` count, a fresh cache folder is filled by one
-consolidated open (``VideoDataset``'s path: ``load_indexes(consolidate=True)``; with more than
+consolidated open (``VideoDataset``, which reads one consolidated entry; with more than
 one worker always in processes, their start-up included); then the cached
 open is timed (median of 3), with ``VideoDataset`` on top. Each line gives the wall time and
 this process's CPU time: with ``workers > 1`` the build runs in worker processes, and the CPU
@@ -26,8 +26,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from tvl_async import VideoDataset, _index_pool, load_index
-from tvl_async._index import load_indexes
+from tvl_async import VideoDataset, load_index
 from tvl_async.cli.synthetic import VideoSpec, write_video
 
 TARGET = 100_000
@@ -90,13 +89,15 @@ def main() -> None:
     cache = root / "cache"
     # workers > 1: in processes even when the build looks too small to pay for a pool (as a
     # build of 100k files would run); the pool's start-up is included in the time
-    _index_pool.PROCESS_MIN_SECONDS = 0.0
+    os.environ["TVL_ASYNC_INDEX_POOL_MIN_SECONDS"] = "0"
     for w in args.workers:
         cache = root / f"cache-w{w}-{time.time_ns()}"
         os.environ["TVL_ASYNC_CACHE"] = str(cache)
-        wall, cpu = cpu_timed(lambda w=w: load_indexes(files, consolidate=True, workers=w))
+        os.environ["TVL_ASYNC_INDEX_WORKERS"] = str(w)
+        wall, cpu = cpu_timed(lambda: VideoDataset(files, seq_len=1))
         report(f"first build, workers={w}", wall, n, cpu)
-    runs = [cpu_timed(lambda: load_indexes(files, consolidate=True)) for _ in range(3)]
+    os.environ.pop("TVL_ASYNC_INDEX_WORKERS")
+    runs = [cpu_timed(lambda: VideoDataset(files, seq_len=1)) for _ in range(3)]
     wall, cpu = statistics.median(runs)  # the run of median wall time
     report("cached open (median of 3)", wall, n, cpu)
     print(f"{'':34s} runs: {', '.join(f'{r:.3f}' for r, _ in runs)} s")

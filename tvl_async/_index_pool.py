@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 #: Fewest files to build for which processes may be started; the first :data:`PROBE_FILES` are
 #: built in this process, timed, and processes build the rest when they are estimated to save
 #: :data:`PROCESS_MIN_SECONDS` seconds or more (a pool costs a few seconds to start): with 2
-#: workers, from 10 s of work on; with 16, from 5.3 s.
+#: workers, from 10 s of work on; with 16, from 5.3 s. ``TVL_ASYNC_INDEX_POOL_MIN_SECONDS``
+#: overrides it (0: processes whenever there are enough files, as tools/index_timing.py does).
 PROCESS_MIN_FILES = 64
 PROBE_FILES = 16
 PROCESS_MIN_SECONDS = 5.0
@@ -137,7 +138,8 @@ def build_many(
         done = run_threads(work, todo[:PROBE_FILES], 1, timeout, bar)
         per_file = (time.monotonic() - t0) / PROBE_FILES
         todo = todo[PROBE_FILES:]
-        if per_file * len(todo) * (1 - 1 / n_workers) >= PROCESS_MIN_SECONDS:
+        least = float(os.environ.get("TVL_ASYNC_INDEX_POOL_MIN_SECONDS", PROCESS_MIN_SECONDS))
+        if per_file * len(todo) * (1 - 1 / n_workers) >= least:
             try:
                 return done + _run_processes(todo, stream_index, n_workers, timeout, bar)
             except (BrokenProcessPool, OSError, RuntimeError) as e:
