@@ -381,9 +381,12 @@ def test_scale_then_crop() -> None:
 
 def test_size_errors_name_the_sizes() -> None:
     desc = ProcessDesc(scale_width=32, height=30)
-    with pytest.raises(ValueError, match=r"crop 30x32 .* scaled frame 24x32 \(input 48x64\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"crop \(30x32, height x width\) for the scaled frame 24x32 \(input 48x64\)",
+    ):
         draw_augment(desc, 48, 64, gen(0))
-    with pytest.raises(ValueError, match=r"crop 30x32"):
+    with pytest.raises(ValueError, match=r"crop \(30x32, height x width\)"):
         output_size(desc, 48, 64)
     desc = ProcessDesc(width=8, height=8, random_crop=True)
     params = draw_augment(desc, 20, 20, gen(0))

@@ -9,8 +9,9 @@ indexed under its folder (a subset or a superset of a former list reuses it); re
 that no longer exist are dropped when the entry is rewritten.
 
 Layout: ``MAGIC``, a little-endian uint64 header length, a JSON header (columns of strings,
-array table), then the raw arrays, each 64-byte aligned. Loading maps the file (``np.memmap``):
-ranks of one machine share its pages, and nothing is copied until used. Writes are atomic (a
+array table), then the raw arrays, each 64-byte aligned. Loading reads the file into memory in
+one call (a memory map would keep a file descriptor open for as long as any index lives, past
+the Prefetcher that loaded it); the arrays are read-only views into it. Writes are atomic (a
 temporary file renamed into place), so a reader never sees half an entry; a damaged entry loads
 as None and is rebuilt. Functions here block on file I/O and may run in any thread.
 """
@@ -181,7 +182,8 @@ def load(target: Path, location: str) -> Entry | None:
     if header.get("version") != INDEX_VERSION or header.get("location") != location:
         raise ValueError(f"entry of version {header.get('version')}, {header.get('location')}")
     start = -(-(len(MAGIC) + 8 + size) // _ALIGN) * _ALIGN
-    raw = np.memmap(target, dtype=np.uint8, mode="r").view(np.ndarray)
+    raw = np.fromfile(target, dtype=np.uint8)
+    raw.flags.writeable = False
     arrays: dict[str, np.ndarray] = {}
     for name, (dtype, shape, pos) in header["arrays"].items():
         dt = np.dtype(dtype)

@@ -19,13 +19,12 @@ thread.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import os
 import threading
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
+from tvl_async._bounded_read import bounded
 from tvl_async._checks import invalid_type
 from tvl_async._errors import RemoteReadError
 
@@ -65,17 +64,6 @@ _lock = threading.Lock()
 _options: dict[str, dict[str, Any]] = {}
 _buffers: dict[str, bytes] = {}
 _bytes_read = [0]
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="tvl-async-read")
-
-
-def read_timeout() -> float:
-    """Seconds one remote read may take (``TVL_ASYNC_READ_TIMEOUT``, default 30)."""
-    return float(os.environ.get("TVL_ASYNC_READ_TIMEOUT", "30"))
-
-
-def read_retries() -> int:
-    """Retries of a failed remote read (``TVL_ASYNC_READ_RETRIES``, default 2)."""
-    return int(os.environ.get("TVL_ASYNC_READ_RETRIES", "2"))
 
 
 def is_url(source: str) -> bool:
@@ -148,29 +136,6 @@ def _filesystem(url: str) -> tuple[Any, str]:
     return fs, path
 
 
-def _bounded(url: str, what: str, call: Callable[[], _T]) -> _T:
-    """``call()`` with the read timeout and bounded retries; errors name ``url``."""
-    timeout, attempts = read_timeout(), read_retries() + 1
-    for attempt in range(attempts):
-        future = _pool.submit(call)
-        try:
-            return future.result(timeout=timeout)
-        except FileNotFoundError:
-            raise FileNotFoundError(2, "No such video object", url) from None
-        except concurrent.futures.TimeoutError:
-            raise RemoteReadError(
-                f"{url}: {what} took longer than {timeout:g} s (TVL_ASYNC_READ_TIMEOUT); "
-                f"the server stalled"
-            ) from None
-        except (OSError, TimeoutError) as e:
-            if attempt + 1 == attempts:
-                raise RemoteReadError(
-                    f"{url}: {what} failed after {attempts} attempt(s) ({type(e).__name__}: {e})"
-                ) from e
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
-
-
 def remote_info(url: str) -> tuple[int, str]:
     """``(size in bytes, version)`` of a remote object (version: ETag, else mtime), from one
     metadata request; blocks.
@@ -179,7 +144,7 @@ def remote_info(url: str) -> tuple[int, str]:
         FileNotFoundError: no such object (naming the URL). RemoteReadError: it stalled or failed.
     """
     fs, path = _filesystem(url)
-    info = _bounded(url, "reading its metadata", lambda: fs.info(path))
+    info = bounded(url, "reading its metadata", lambda: fs.info(path))
     if info.get("type") == "directory":
         raise IsADirectoryError(21, "Expected a video file but got a folder", url)
     version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified")
@@ -199,12 +164,12 @@ def list_url_folder(url: str, suffixes: tuple[str, ...]) -> list[str] | None:
     """The video URLs under folder ``url`` (recursive, sorted), or None if it is not a folder.
     Hidden names below the folder (:func:`is_hidden`) are left out."""
     fs, path = _filesystem(url)
-    info = _bounded(url, "listing it", lambda: fs.info(path))
+    info = bounded(url, "listing it", lambda: fs.info(path))
     if info.get("type") != "directory" and not (  # HTTP: a page of links is a folder
-        url.endswith("/") and _bounded(url, "listing it", lambda: fs.isdir(path))
+        url.endswith("/") and bounded(url, "listing it", lambda: fs.isdir(path))
     ):
         return None
-    names = _bounded(url, "listing it", lambda: fs.find(path))
+    names = bounded(url, "listing it", lambda: fs.find(path))
     protocol = url.partition("://")[0]
     top = path.rstrip("/")
 
@@ -328,7 +293,7 @@ class RemoteFile:
         def fetch() -> bytes:  # one range request (fsspec's cat_file with start/end)
             return bytes(self._fs.cat_file(self._path, start=start, end=end))
 
-        data = _bounded(self.url, f"reading bytes {start}..{end - 1}", fetch)
+        data = bounded(self.url, f"reading bytes {start}..{end - 1}", fetch)
         with _lock:
             _bytes_read[0] += len(data)
         return data
