@@ -120,7 +120,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "--past-window",
         action="store_true",
         help="tvl_async's windowed configurations warm up for one whole lookahead window (the "
-        "exact order's cold start) and are timed after it",
+        "exact order's cold start) and are timed after it (the exact order comes in waves of "
+        "one window: time at least a window, i.e. leave --tvl-batches out)",
     )
     p.add_argument(
         "--warmup",
