@@ -93,8 +93,8 @@ class VideoDataset:
         items: list[Any] = [files] if one else list(files)  # type: ignore[arg-type]
         if not items:
             raise ValueError("VideoDataset needs at least one file, got an empty list")
-        # folders (local, or URLs ending in /) are listed; with given indexes, one per item
-        paths = [source_name(f) for f in items] if indexes else find_sources(items, storage_options)
+        listed = indexes is None  # folders (local, or URLs ending in /) listed; else one each
+        paths = find_sources(items, storage_options) if listed else [source_name(f) for f in items]
         rate = check_frame_rate(frame_rate)
         for p in paths:
             remember_options(p, storage_options)

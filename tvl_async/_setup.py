@@ -27,7 +27,6 @@ from tvl_async._dataset import VideoDataset
 from tvl_async._decoding import default_decode_threads, default_ffmpeg_threads
 from tvl_async._distributed import resolve_device
 from tvl_async._errors import BackendUnavailableError
-from tvl_async._index import find_sources
 from tvl_async._process_desc import ProcessDesc
 from tvl_async._processing import held_bytes_per_pixel, needed_frames
 from tvl_async._samplers import Sampler
@@ -127,7 +126,7 @@ def _index_dataset(
 ) -> VideoDataset:
     """Index ``files`` (a folder is listed) into the dataset ``cfg`` describes; blocks."""
     return VideoDataset(
-        find_sources(files, cfg.storage_options),
+        files,  # VideoDataset lists folders (find_sources) itself
         cfg.seq_len,
         stride=cfg.stride,
         step=cfg.step,
