@@ -54,17 +54,43 @@ def test_a_job_takes_every_sample_of_its_gop_in_the_window() -> None:
     assert _drain(frames, first_batch=0) == [[0, 1, 2], [3], [4]]
 
 
-def test_first_batch_jobs_stop_at_the_last_frame_the_batch_needs() -> None:
-    # seq 0 wants frame 30: frame 10 (seq 1) is decoded on the way, frame 50 (seq 2) is not
+def test_first_batch_jobs_take_only_the_first_batch() -> None:
+    # seq 0 alone is urgent: its job is sent before any later request is drawn, so frame 10
+    # (seq 1), in the same GOP, goes with the later samples of that GOP
     frames = [("a.mp4", 30), ("a.mp4", 10), ("a.mp4", 50), ("a.mp4", 70), ("b.mp4", 5)]
-    assert _drain(frames, first_batch=1) == [[0, 1], [2], [3], [4]]
+    assert _drain(frames, first_batch=1) == [[0], [1, 2], [3], [4]]
 
 
-def test_urgent_samples_of_one_gop_share_a_job() -> None:
-    # seqs 0 and 1 are both in the first batch: one job decodes to frame 50 for both and
-    # takes frame 40 (seq 2) on the way; frame 55 (seq 3) waits for a job of its own
-    frames = [("a.mp4", 30), ("a.mp4", 50), ("a.mp4", 40), ("a.mp4", 55)]
-    assert _drain(frames, first_batch=2) == [[0, 1, 2], [3]]
+def test_no_request_past_the_first_batch_is_drawn_before_it_is_returned() -> None:
+    drawn: list[int] = []
+
+    def requests() -> Any:
+        for r in _requests([("a.mp4", f) for f in range(0, 600, 7)]):
+            drawn.append(r.seq)
+            yield r
+
+    planner = LookaheadPlanner(requests(), lookahead=64, max_jobs=8, first_batch=3)
+    jobs = planner.next_jobs()
+    assert [[r.seq for r in job.requests] for job in jobs] == [[0, 1, 2]]
+    assert drawn == [0, 1, 2]
+    planner.collect([SampleResult(r) for r in jobs[0].requests])
+    assert [planner.pop_next().request.seq for _ in range(2)] == [0, 1]  # type: ignore[union-attr]
+    assert drawn == [0, 1, 2]  # the first batch is not returned yet
+    assert planner.pop_next().request.seq == 2  # type: ignore[union-attr]
+    assert planner.next_jobs() and drawn == list(range(3 + 64))  # then the whole window
+
+
+def test_urgent_samples_stop_at_the_last_frame_the_batch_needs() -> None:
+    # seqs 0 and 2 are in the first batch: one job decodes to frame 50 for both and takes
+    # frame 40 (seq 1) on the way; frame 55 (seq 3) waits for a job of its own
+    frames = [("a.mp4", 30), ("a.mp4", 40), ("a.mp4", 50), ("a.mp4", 55)]
+    assert _drain(frames, first_batch=3) == [[0, 1, 2], [3]]
+
+
+def test_urgent_samples_of_other_gops_are_not_taken_along() -> None:
+    # seqs 0 and 1 are urgent; 0 is in GOP 0, 1 in GOP 1: two jobs, each to its own frame
+    frames = [("a.mp4", 30), ("a.mp4", 70), ("a.mp4", 10), ("a.mp4", 100)]
+    assert _drain(frames, first_batch=2) == [[0], [1], [2], [3]]
 
 
 def test_after_the_first_batch_jobs_take_whole_gops_again() -> None:

@@ -126,9 +126,9 @@ class LookaheadPlanner:
         lookahead: samples held at most (requested, decoding or finished, not yet returned).
         max_jobs: jobs in flight at most, >= 1.
         first_batch: the first this many samples are urgent (the consumer waits for all of them
-            before its first batch): their jobs decode no further into a GOP than an urgent
-            sample needs, and take along only the window's samples met on the way; the later
-            samples of those GOPs get jobs of their own (see :meth:`_job_for`). 0: none.
+            before its first batch): no later request is drawn until they are all returned, and
+            their jobs decode no further into a GOP than an urgent sample needs; the later
+            samples of those GOPs get jobs of their own (see :meth:`_fill`). 0: none.
     """
 
     def __init__(
@@ -159,6 +159,7 @@ class LookaheadPlanner:
         self._taken: set[int] = set()  # (*) seqs already sent with an earlier sample's job
         self._next_seq: int | None = None  # seq of the next sample to return
         self._in_window = 0  # requested and not yet returned
+        self._received = 0  # requests taken so far
         self.jobs_in_flight = 0
         self._ready: dict[int, SampleResult] = {}
         self._ready_bytes = 0
@@ -225,12 +226,23 @@ class LookaheadPlanner:
         return found
 
     def _fill(self) -> None:
+        """Take requests into the window: up to ``lookahead`` of them, or, until the urgent
+        first batch has been returned, that batch only. Drawing a whole window first (its
+        random crops: ~45 µs a request) and decoding and processing the samples its GOPs share
+        with the first batch made the first batch 1.7x slower (27 s against 15 s at a lookahead
+        of 40 000, docs/benchmarks.md); those samples get jobs of their own later anyway."""
+        urgent = self._first_batch and (
+            self._next_seq is None or self._next_seq < self._urgent_until
+        )
         while not self._exhausted and self._in_window < self.lookahead:
+            if urgent and self._received >= self._first_batch:
+                break
             try:
                 r = next(self._requests)
             except StopIteration:
                 self._exhausted = True
                 break
+            self._received += 1
             if self._next_seq is None:
                 self._next_seq = r.seq
                 self._urgent_until = r.seq + self._first_batch
@@ -248,9 +260,7 @@ class LookaheadPlanner:
     def _job_for(self, first: SampleRequest) -> DecodeJob:
         """The job of ``first`` (the earliest unscheduled sample): every unscheduled sample of
         its file whose GOPs overlap the job's (transitively), or, while ``first`` is urgent,
-        the urgent ones among them and the others no later in the stream than the job's last
-        frame (decoding to the end of each GOP for later samples would double the first
-        batch's decoding; those samples get a job of their own later)."""
+        the urgent ones among them."""
         path = first.index.path
         pending = self._by_file[path]
         if first.seq < self._urgent_until:
@@ -290,27 +300,16 @@ class LookaheadPlanner:
     def _urgent_group(
         self, pending: list[tuple[int, int, SampleRequest]]
     ) -> tuple[list[SampleRequest], list[tuple[int, int, SampleRequest]]]:
-        """``pending[0]`` (urgent), the urgent samples whose GOP runs overlap its own, and the
-        samples inside that GOP run whose last frame comes no later than the urgent ones'
-        last; the rest."""
+        """``pending[0]`` (urgent) and the urgent samples whose GOP runs overlap its own; the
+        rest. (While the first batch is urgent the window holds nothing else.)"""
         lo, hi, first = pending[0]
         mine = [first]
-        last = max(first.decode_frames)
-        rest = []
+        others = []
         for item in pending[1:]:
             a, b, r = item
             if r.seq < self._urgent_until and a <= hi and b >= lo:
                 mine.append(r)
                 lo, hi = min(lo, a), max(hi, b)
-                last = max(last, max(r.decode_frames))
-            else:
-                rest.append(item)
-        others = []
-        for item in rest:
-            a, b, r = item
-            if a >= lo and b <= hi and max(r.decode_frames) <= last:
-                mine.append(r)
             else:
                 others.append(item)
-        mine.sort(key=lambda r: r.seq)
         return mine, others

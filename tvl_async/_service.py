@@ -49,8 +49,9 @@ OPEN_FILES_PER_THREAD = 4
 # CPU decoding skips H.264 non-reference frames that no sample wants and stops after the last
 # wanted frame (``_backends.pyav_skip``; exact). False: decode every frame up to the last wanted.
 SKIP_UNWANTED = True
-# The first batch after a start (or a restart) decodes no further into each GOP than that batch
-# needs (``LookaheadPlanner(first_batch=)``): time to the first batch near its minimum.
+# The first batch after a start (or a restart) is planned alone, and decodes no further into
+# each GOP than that batch needs (``LookaheadPlanner(first_batch=)``): time to the first batch
+# at its minimum.
 URGENT_FIRST_BATCH = True
 
 
