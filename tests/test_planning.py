@@ -81,8 +81,8 @@ def test_no_request_past_the_first_batch_is_drawn_before_it_is_returned() -> Non
 
 
 def test_urgent_samples_stop_at_the_last_frame_the_batch_needs() -> None:
-    # seqs 0 and 2 are in the first batch: one job decodes to frame 50 for both and takes
-    # frame 40 (seq 1) on the way; frame 55 (seq 3) waits for a job of its own
+    # seqs 0-2 are the first batch, all in GOP 0: one job for the three, whose last frame is
+    # 50; frame 55 (seq 3), after the first batch, waits for a job of its own
     frames = [("a.mp4", 30), ("a.mp4", 40), ("a.mp4", 50), ("a.mp4", 55)]
     assert _drain(frames, first_batch=3) == [[0, 1, 2], [3]]
 
