@@ -8,12 +8,12 @@ read at every call. :func:`bounded` blocks the calling thread for at most about
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+from tvl_async._checks import env_number
 from tvl_async._errors import RemoteReadError
 
 __all__ = ["bounded", "read_retries", "read_timeout"]
@@ -23,12 +23,12 @@ _T = TypeVar("_T")
 
 def read_timeout() -> float:
     """Seconds one remote read may take (``TVL_ASYNC_READ_TIMEOUT``, default 30)."""
-    return float(os.environ.get("TVL_ASYNC_READ_TIMEOUT", "30"))
+    return env_number("TVL_ASYNC_READ_TIMEOUT", 30.0, 0.0)
 
 
 def read_retries() -> int:
     """Retries of a failed remote read (``TVL_ASYNC_READ_RETRIES``, default 2)."""
-    return int(os.environ.get("TVL_ASYNC_READ_RETRIES", "2"))
+    return env_number("TVL_ASYNC_READ_RETRIES", 2, 0)
 
 
 class _Stalled(Exception):

@@ -13,15 +13,17 @@ raise it. Pure functions of their arguments: any thread may call them.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "check_choice",
     "check_int",
     "check_option_names",
+    "env_number",
     "invalid_message",
     "invalid_type",
     "invalid_value",
@@ -148,3 +150,28 @@ def check_int(name: str, value: object, minimum: int) -> int:
     if value < minimum:
         raise invalid_value(name, value, f"integers >= {minimum}")
     return int(value)
+
+
+_Number = TypeVar("_Number", int, float)
+
+
+def env_number(name: str, default: _Number, minimum: _Number) -> _Number:
+    """The environment variable ``name`` as a number of ``default``'s type (int or float),
+    ``default`` when it is unset or empty; read at each call.
+
+    Raises:
+        ValueError: not such a number, or below ``minimum``; the message names the variable
+            and its text (``Invalid TVL_ASYNC_X ('zero'). Supported values are integers >= 1.``).
+    """
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    kind = type(default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        allowed = f"{'integers' if kind is int else 'numbers'} >= {minimum}"
+        raise invalid_value(name, text, allowed)
+    return value

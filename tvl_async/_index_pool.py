@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
-from tvl_async._checks import invalid_value
+from tvl_async._checks import env_number
 from tvl_async._errors import VideoOpenError
 from tvl_async._index_build import build_index
 from tvl_async._index_model import VideoIndex
@@ -79,14 +79,8 @@ def default_workers() -> int:
     Raises:
         ValueError: ``TVL_ASYNC_INDEX_WORKERS`` is not an int >= 1.
     """
-    env = os.environ.get("TVL_ASYNC_INDEX_WORKERS")
-    if env:
-        try:
-            n = int(env)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise invalid_value("TVL_ASYNC_INDEX_WORKERS", env, "integers >= 1")
+    n = env_number("TVL_ASYNC_INDEX_WORKERS", 0, 1)
+    if n:
         return n
     try:
         return len(os.sched_getaffinity(0))
@@ -138,7 +132,7 @@ def build_many(
         done = run_threads(work, todo[:PROBE_FILES], 1, timeout, bar)
         per_file = (time.monotonic() - t0) / PROBE_FILES
         todo = todo[PROBE_FILES:]
-        least = float(os.environ.get("TVL_ASYNC_INDEX_POOL_MIN_SECONDS", PROCESS_MIN_SECONDS))
+        least = env_number("TVL_ASYNC_INDEX_POOL_MIN_SECONDS", PROCESS_MIN_SECONDS, 0.0)
         if per_file * len(todo) * (1 - 1 / n_workers) >= least:
             try:
                 return done + _run_processes(todo, stream_index, n_workers, timeout, bar)

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tvl_async._checks import invalid_value
+from tvl_async._checks import env_number
 from tvl_async._index_cache import cache_dir
 from tvl_async._index_model import VideoIndex
 from tvl_async._index_pool import Result, build_many
@@ -189,11 +189,7 @@ def _locked(target: Path, wait: float | None = None) -> Iterator[bool]:
     """Hold the exclusive lock of ``target``'s entry; yields False when it could not be had
     (no ``fcntl``, a folder that cannot be written or locked, or ``wait`` seconds passed)."""
     if wait is None:
-        env = os.environ.get("TVL_ASYNC_INDEX_LOCK_TIMEOUT")
-        try:
-            wait = LOCK_TIMEOUT if env is None else float(env)
-        except ValueError:
-            raise invalid_value("TVL_ASYNC_INDEX_LOCK_TIMEOUT", env, "seconds") from None
+        wait = env_number("TVL_ASYNC_INDEX_LOCK_TIMEOUT", LOCK_TIMEOUT, 0.0)
     lock_path = target.with_suffix(".lock")
     try:
         if fcntl is None:

@@ -17,7 +17,6 @@ hands the results back (:meth:`~LookaheadPlanner.collect`) and takes finished sa
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,17 +24,14 @@ from typing import Any
 
 import torch
 
-from tvl_async._checks import invalid_value
+from tvl_async._checks import env_number
 from tvl_async._index import VideoIndex
 
 
 def _lead_fraction() -> int:
     """``TVL_ASYNC_LEAD_FRACTION`` (default 8), read once at import: the knob that
     ``tools/planner_lead.py`` turns, one process per value."""
-    text = os.environ.get("TVL_ASYNC_LEAD_FRACTION", "8")
-    if not text.isdigit() or int(text) < 1:
-        raise invalid_value("TVL_ASYNC_LEAD_FRACTION", text, "integers >= 1")
-    return int(text)
+    return env_number("TVL_ASYNC_LEAD_FRACTION", 8, 1)
 
 
 #: Jobs go out for samples at most ``lookahead // LEAD_FRACTION`` ahead of the next one due.
