@@ -22,7 +22,7 @@ from conftest import Video
 from tvl_async import VideoDataset
 from tvl_async import _index_sets as sets_mod
 from tvl_async._index import IndexFailure, build_index, cache_dir, load_indexes
-from tvl_async._index_model import VideoIndex
+from tvl_async._index_model import ARRAY_FIELDS, VideoIndex
 from tvl_async._index_store import load
 from tvl_async.cli.synthetic import write_video
 
@@ -324,3 +324,8 @@ def test_workers_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TVL_ASYNC_INDEX_WORKERS", "zero")
     with pytest.raises(ValueError, match=r"TVL_ASYNC_INDEX_WORKERS \('zero'\)"):
         default_workers()
+
+
+def test_the_caches_store_every_array_field_of_the_index() -> None:
+    arrays = [f.name for f in dataclasses.fields(VideoIndex) if f.type == "np.ndarray"]
+    assert sorted(arrays) == sorted(ARRAY_FIELDS) and len(ARRAY_FIELDS) == 10

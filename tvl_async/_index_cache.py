@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async._index_model import INDEX_VERSION, VideoIndex
+from tvl_async._index_model import ARRAY_FIELDS, INDEX_VERSION, VideoIndex
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +43,6 @@ def cache_file(
     stream = "best" if stream_index is None else str(stream_index)
     key = hashlib.sha1(f"{path}\0{size}\0{mtime_ns}\0{stream}".encode()).hexdigest()
     return folder / f"{key}.npz"
-
-
-_ARRAY_FIELDS = (
-    "pts",
-    "times",
-    "is_keyframe",
-    "seek_key",
-    "key_pts",
-    "key_dts",
-    "key_decode_pos",
-    "packet_pts",
-    "packet_pos",
-    "packet_size",
-)
 
 
 def save_entry(index: VideoIndex, target: Path) -> None:
@@ -88,7 +74,7 @@ def save_entry(index: VideoIndex, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # unique per process and thread: two threads may index the same file at once
     tmp = target.with_name(f".{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
-    arrays = {k: getattr(index, k) for k in _ARRAY_FIELDS}
+    arrays = {k: getattr(index, k) for k in ARRAY_FIELDS}
     np.savez(tmp, meta=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **arrays)
     os.replace(tmp, target)
 
@@ -102,7 +88,7 @@ def load_entry(
             return None
         with np.load(target, allow_pickle=False) as data:
             meta = json.loads(bytes(data["meta"]).decode())
-            arrays: dict[str, Any] = {k: np.array(data[k]) for k in _ARRAY_FIELDS}
+            arrays: dict[str, Any] = {k: np.array(data[k]) for k in ARRAY_FIELDS}
         if (
             meta.pop("version") != INDEX_VERSION
             or meta["path"] != str(path)

@@ -32,6 +32,14 @@ ORIENTATIONS: dict[tuple[int, int, int, int], tuple[int, bool]] = {
 }
 
 
+#: The array fields of :class:`VideoIndex`, by length: one entry per frame, per keyframe and per
+#: packet. The on-disk caches (``_index_cache``, ``_index_store``) store exactly these.
+FRAME_ARRAYS = ("pts", "times", "is_keyframe", "seek_key")
+KEY_ARRAYS = ("key_pts", "key_dts", "key_decode_pos")
+PACKET_ARRAYS = ("packet_pts", "packet_pos", "packet_size")
+ARRAY_FIELDS = FRAME_ARRAYS + KEY_ARRAYS + PACKET_ARRAYS
+
+
 @dataclass(frozen=True, eq=False)
 class VideoIndex:
     """Frame-exact index of one video stream.

@@ -29,15 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from tvl_async._index_model import INDEX_VERSION, VideoIndex
+from tvl_async._index_model import (
+    FRAME_ARRAYS,
+    INDEX_VERSION,
+    KEY_ARRAYS,
+    PACKET_ARRAYS,
+    VideoIndex,
+)
 
 MAGIC = b"TVLIDX1\n"
 _ALIGN = 64
 #: Per-frame, per-keyframe and per-packet arrays, with the offsets table that splits each.
-_FRAME = ("pts", "times", "is_keyframe", "seek_key")
-_KEY = ("key_pts", "key_dts", "key_decode_pos")
-_PACKET = ("packet_pts", "packet_pos", "packet_size")
-_GROUPS = (("frame_off", _FRAME), ("key_off", _KEY), ("packet_off", _PACKET))
+_GROUPS = (("frame_off", FRAME_ARRAYS), ("key_off", KEY_ARRAYS), ("packet_off", PACKET_ARRAYS))
 _INTS = ("stream_index", "coded_width", "coded_height", "header_frames", "rotation", "color_space")
 _FLOATS = ("average_rate", "frame_duration")
 _BOOLS = ("timestamps_ok", "full_range", "mirrored")
